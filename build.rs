@@ -5,6 +5,9 @@ fn main() {
     if let Ok(libtorch) = std::env::var("LIBTORCH") {
         // Resolve the .libtorch link so the rpath names the install itself, not the checkout.
         let libtorch = std::fs::canonicalize(&libtorch).unwrap_or_else(|_| libtorch.into());
-        println!("cargo:rustc-link-arg=-Wl,-rpath,{}", libtorch.join("lib").display());
+        println!(
+            "cargo:rustc-link-arg=-Wl,-rpath,{}",
+            libtorch.join("lib").display()
+        );
     }
 }

@@ -1,1 +1,52 @@
-fn main() {}
+//! `tandem`: post-train small on-device LLMs with RL to solve locally and ask a cloud LLM only
+//! when that pays. A thin CLI: each subcommand is a small module calling the libraries.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+/// Post-train small on-device LLMs to solve what they can and ask a cloud LLM when it pays.
+#[derive(Debug, Parser)]
+#[command(name = "tandem", version, about, max_term_width = 100)]
+struct Cli {
+    /// Log filter (e.g. `info`, `tandem_pipeline=debug`); also read from `TANDEM_LOG`.
+    #[arg(long, global = true, env = "TANDEM_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a pipeline: every stage's stream is stored under `<out>/<run_id>/streams/`.
+    Run(cmd::run::Args),
+    /// Check a pipeline without running it: kinds, parameters, datasets, stage order.
+    Validate(cmd::validate::Args),
+    /// Show a stored run: its manifest, or the rows of one of its streams.
+    Inspect(cmd::inspect::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let result = match cli.command {
+        Command::Run(args) => cmd::run::run(args),
+        Command::Validate(args) => cmd::validate::run(args),
+        Command::Inspect(args) => cmd::inspect::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

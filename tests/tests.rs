@@ -1,1 +1,7 @@
+//! Integration tests of the whole (one test binary, as ripgrep and cargo do).
 
+mod bad_input;
+mod common;
+mod dataflow;
+mod kill;
+mod torch_smoke;

@@ -1,1 +1,303 @@
-//! placeholder
+//! Dataset loaders for tandem: JSONL and Parquet files (or a Hugging Face `data/` directory of
+//! Parquet shards) become [`Example`]s through a configurable [`FieldMap`], and [`Batches`]
+//! decides which examples each training step sees.
+//!
+//! ```
+//! use tandem_datasets::{load_jsonl, FieldMap};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("train.jsonl");
+//! std::fs::write(&path, "{\"problem\": \"1+1?\", \"solution\": 2, \"meta\": {\"level\": \"easy\"}}\n")?;
+//! let fields = FieldMap {
+//!     question: "problem".into(),
+//!     answer: Some("solution".into()),
+//!     difficulty: Some("meta.level".into()),
+//!     ..FieldMap::default()
+//! };
+//! let examples = load_jsonl(&path, &fields, None)?;
+//! assert_eq!(examples[0].id, "0");
+//! assert_eq!(examples[0].source, "train.jsonl:1");
+//! assert_eq!(examples[0].answer.as_deref(), Some("2"));
+//! assert_eq!(examples[0].difficulty.as_deref(), Some("easy"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![forbid(missing_docs)]
+
+mod batches;
+mod error;
+mod fields;
+mod jsonl;
+mod parquet_file;
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::path::Path;
+
+pub use batches::{BatchError, Batches};
+pub use error::{DatasetError, Location};
+pub use fields::FieldMap;
+pub use jsonl::load_jsonl;
+pub use parquet_file::load_parquet;
+
+use fields::Role;
+
+/// The crate's result type.
+pub type Result<T, E = DatasetError> = std::result::Result<T, E>;
+
+/// One question of a dataset, independent of any run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Example {
+    /// The mapped id field's value as text or, without an id mapping, the 0-based row index
+    /// (`"17"`). Unique within the dataset.
+    pub id: String,
+    /// Where the row came from: `train.jsonl:3` (1-based line) or `train.parquet#2` (0-based row).
+    pub source: String,
+    /// The prompt text.
+    pub question: String,
+    /// The reference answer, if the dataset has answers.
+    pub answer: Option<String>,
+    /// The difficulty label, if mapped and present in this row.
+    pub difficulty: Option<String>,
+    /// Completions generated earlier (offline rollouts); empty unless mapped.
+    pub completions: Vec<String>,
+}
+
+/// Loads a dataset, choosing the format by extension: `.jsonl`, `.json` and `.ndjson` are
+/// JSON Lines, `.parquet` is Parquet, and a directory is read as all its `*.parquet` files in
+/// name order (the Hugging Face `data/` layout), with row ids counted across the files.
+pub fn load(path: &Path, fields: &FieldMap, limit: Option<usize>) -> Result<Vec<Example>> {
+    let meta = std::fs::metadata(path).map_err(|source| DatasetError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if meta.is_dir() {
+        return load_parquet_dir(path, fields, limit);
+    }
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    match ext.as_str() {
+        "jsonl" | "json" | "ndjson" => load_jsonl(path, fields, limit),
+        "parquet" => load_parquet(path, fields, limit),
+        _ => Err(DatasetError::invalid(
+            path,
+            format!(
+                "unknown dataset extension `.{ext}`; expected .jsonl, .json, .ndjson or .parquet, \
+                 or a directory of .parquet files"
+            ),
+        )),
+    }
+}
+
+fn load_parquet_dir(dir: &Path, fields: &FieldMap, limit: Option<usize>) -> Result<Vec<Example>> {
+    let read_err = |source| DatasetError::Read {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(read_err)? {
+        let path = entry.map_err(read_err)?.path();
+        let is_parquet = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
+        if is_parquet && path.is_file() {
+            files.push(path);
+        }
+    }
+    if files.is_empty() {
+        return Err(DatasetError::invalid(
+            dir,
+            "the directory has no .parquet files",
+        ));
+    }
+    files.sort();
+    let mut out = Collector::new(dir, limit)?;
+    for file in &files {
+        if out.is_full() {
+            break;
+        }
+        parquet_file::read_into(file, fields, &mut out)?;
+    }
+    out.finish()
+}
+
+/// One role's value in one row, as a loader read it.
+pub(crate) enum Cell {
+    Text(String),
+    Strings(Vec<String>),
+    /// Only for `difficulty`, which rows may lack.
+    Absent,
+}
+
+/// Gathers examples from one or more files, enforcing what holds across rows: unique ids, the
+/// row limit, and at least one row.
+pub(crate) struct Collector<'a> {
+    path: &'a Path,
+    limit: Option<usize>,
+    examples: Vec<Example>,
+    /// Index into `examples` of the row that first used each id, to name it in the error.
+    ids: HashMap<String, usize>,
+}
+
+impl<'a> Collector<'a> {
+    pub(crate) fn new(path: &'a Path, limit: Option<usize>) -> Result<Self> {
+        if limit == Some(0) {
+            return Err(DatasetError::invalid(
+                path,
+                "limit is 0, so no rows would load",
+            ));
+        }
+        Ok(Collector {
+            path,
+            limit,
+            examples: Vec::new(),
+            ids: HashMap::new(),
+        })
+    }
+
+    pub(crate) fn is_full(&self) -> bool {
+        self.limit.is_some_and(|limit| self.examples.len() >= limit)
+    }
+
+    /// Rows still to read before the limit, if any.
+    pub(crate) fn remaining(&self) -> Option<usize> {
+        self.limit
+            .map(|limit| limit.saturating_sub(self.examples.len()))
+    }
+
+    /// Builds the next example from `read`, which returns a row's value for each mapped role.
+    pub(crate) fn push(
+        &mut self,
+        fields: &FieldMap,
+        source: String,
+        mut read: impl FnMut(Role, &str) -> Result<Cell>,
+    ) -> Result<()> {
+        let mut example = Example {
+            id: self.examples.len().to_string(),
+            source,
+            question: String::new(),
+            answer: None,
+            difficulty: None,
+            completions: Vec::new(),
+        };
+        for (role, field) in fields.roles() {
+            match (role, read(role, field)?) {
+                (Role::Id, Cell::Text(text)) => example.id = text,
+                (Role::Question, Cell::Text(text)) => example.question = text,
+                (Role::Answer, Cell::Text(text)) => example.answer = Some(text),
+                (Role::Difficulty, Cell::Text(text)) => example.difficulty = Some(text),
+                (Role::Completions, Cell::Strings(list)) => example.completions = list,
+                _ => {}
+            }
+        }
+        match self.ids.entry(example.id.clone()) {
+            Entry::Occupied(first) => Err(DatasetError::DuplicateId {
+                path: self.path.to_path_buf(),
+                id: example.id,
+                first: self.examples[*first.get()].source.clone(),
+                second: example.source,
+            }),
+            Entry::Vacant(slot) => {
+                slot.insert(self.examples.len());
+                self.examples.push(example);
+                Ok(())
+            }
+        }
+    }
+
+    pub(crate) fn finish(self) -> Result<Vec<Example>> {
+        if self.examples.is_empty() {
+            return Err(DatasetError::invalid(self.path, "the dataset has no rows"));
+        }
+        Ok(self.examples)
+    }
+}
+
+/// The file's name for [`Example::source`]: short, since the run config already has the path.
+pub(crate) fn file_name(path: &Path) -> String {
+    path.file_name()
+        .unwrap_or(path.as_os_str())
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parquet_file::tests::{math_fields, write_math};
+
+    #[test]
+    fn load_dispatches_on_extension() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for name in ["a.jsonl", "a.JSON", "a.ndjson"] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, "{\"question\": \"q\", \"answer\": 1}\n").expect("write");
+            let examples = load(&path, &FieldMap::default(), None).expect("loads");
+            assert_eq!(examples[0].source, format!("{name}:1"));
+        }
+        let path = dir.path().join("a.parquet");
+        write_math(&path, 0, &[Some(1)]);
+        assert_eq!(
+            load(&path, &math_fields(), None).expect("loads")[0].source,
+            "a.parquet#0"
+        );
+
+        let path = dir.path().join("a.csv");
+        std::fs::write(&path, "question,answer\n").expect("write");
+        let err = load(&path, &FieldMap::default(), None).expect_err("csv");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: unknown dataset extension `.csv`; expected .jsonl, .json, .ndjson or .parquet, \
+                 or a directory of .parquet files",
+                path.display()
+            )
+        );
+        let err =
+            load(&dir.path().join("none.jsonl"), &FieldMap::default(), None).expect_err("missing");
+        assert!(matches!(err, DatasetError::Read { .. }), "{err}");
+    }
+
+    #[test]
+    fn load_reads_a_directory_of_parquet_shards_in_name_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_math(
+            &dir.path().join("train-00001-of-00002.parquet"),
+            2,
+            &[Some(3)],
+        );
+        write_math(
+            &dir.path().join("train-00000-of-00002.parquet"),
+            0,
+            &[Some(1), Some(2)],
+        );
+        std::fs::write(dir.path().join("README.md"), "not data").expect("write");
+        let examples = load(dir.path(), &math_fields(), None).expect("loads");
+        let summary: Vec<(&str, &str, &str)> = examples
+            .iter()
+            .map(|e| (e.id.as_str(), e.source.as_str(), e.question.as_str()))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("0", "train-00000-of-00002.parquet#0", "p0"),
+                ("1", "train-00000-of-00002.parquet#1", "p1"),
+                ("2", "train-00001-of-00002.parquet#0", "p2"),
+            ]
+        );
+        let limited = load(dir.path(), &math_fields(), Some(2)).expect("loads");
+        assert_eq!(limited, examples[..2]);
+
+        let empty = tempfile::tempdir().expect("tempdir");
+        let err = load(empty.path(), &math_fields(), None).expect_err("no shards");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: the directory has no .parquet files",
+                empty.path().display()
+            )
+        );
+    }
+}

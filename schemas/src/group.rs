@@ -37,7 +37,10 @@ pub struct Group {
 impl Group {
     /// A group holding only its prompt (what a source emits).
     pub fn new(prompt: PromptRecord) -> Group {
-        Group { prompt, ..Group::default() }
+        Group {
+            prompt,
+            ..Group::default()
+        }
     }
 
     /// The training step of the group.
@@ -86,6 +89,24 @@ impl Group {
             kind: kind.to_owned(),
             reason: reason.into(),
         });
+    }
+
+    /// Moves the group (every row of it) to another run and step, as replay does.
+    pub fn rekey(&mut self, run_id: &str, step: u64) {
+        macro_rules! set {
+            ($row:expr) => {{
+                $row.run_id = run_id.to_owned();
+                $row.step = step;
+            }};
+        }
+        set!(self.prompt);
+        self.samples.iter_mut().for_each(|r| set!(r));
+        self.cloud.iter_mut().for_each(|r| set!(r));
+        self.verdicts.iter_mut().for_each(|r| set!(r));
+        self.rewards.iter_mut().for_each(|r| set!(r));
+        self.advantages.iter_mut().for_each(|r| set!(r));
+        self.filter.iter_mut().for_each(|r| set!(r));
+        self.errors.iter_mut().for_each(|r| set!(r));
     }
 
     /// Whether the learner should use the group (no filter ran, or the filter kept it).

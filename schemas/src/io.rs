@@ -42,8 +42,13 @@ pub fn write_parquet<R: Record>(path: &Path, rows: &[R]) -> Result<()> {
 
 /// Writes one batch to `path` as zstd Parquet, atomically (temporary file, then rename).
 pub fn write_batch(path: &Path, batch: &RecordBatch) -> Result<()> {
-    let fail = |message: String| Error::Parquet { path: path.to_owned(), message };
-    let dir = path.parent().ok_or_else(|| fail("no parent directory".into()))?;
+    let fail = |message: String| Error::Parquet {
+        path: path.to_owned(),
+        message,
+    };
+    let dir = path
+        .parent()
+        .ok_or_else(|| fail("no parent directory".into()))?;
     fs::create_dir_all(dir).map_err(|e| fail(format!("cannot create directory: {e}")))?;
     let tmp = temporary_name(path);
     let result = (|| {
@@ -68,7 +73,10 @@ pub fn write_batch(path: &Path, batch: &RecordBatch) -> Result<()> {
 /// The name a file is written under before it is complete: hidden (readers of a Hive dataset
 /// skip dot-files) and unique per process.
 pub fn temporary_name(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
 }
 
@@ -81,12 +89,19 @@ pub fn is_temporary(path: &Path) -> bool {
 
 /// Reads a Parquet file of stream `R`, refusing files of another stream or schema version.
 pub fn read_parquet<R: Record>(path: &Path) -> Result<Vec<R>> {
-    let fail = |message: String| Error::Parquet { path: path.to_owned(), message };
+    let fail = |message: String| Error::Parquet {
+        path: path.to_owned(),
+        message,
+    };
     let file = File::open(path).map_err(|e| fail(format!("cannot open: {e}")))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| fail(e.to_string()))?;
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| fail(e.to_string()))?;
     let metadata = builder.schema().metadata();
     let found_stream = metadata.get("tandem.stream").cloned().unwrap_or_default();
-    let found_version = metadata.get("tandem.schema_version").cloned().unwrap_or_default();
+    let found_version = metadata
+        .get("tandem.schema_version")
+        .cloned()
+        .unwrap_or_default();
     if found_stream != R::KIND.name() || found_version != SCHEMA_VERSION.to_string() {
         return Err(Error::SchemaMismatch {
             path: path.to_owned(),
@@ -203,14 +218,20 @@ impl Rows {
     /// Sorts rows by their keys, so that what is stored does not depend on arrival order.
     pub fn sort(&mut self) {
         match self {
-            Rows::Prompts(v) => v.sort_by(|a, b| (a.step, &a.prompt_id).cmp(&(b.step, &b.prompt_id))),
+            Rows::Prompts(v) => {
+                v.sort_by(|a, b| (a.step, &a.prompt_id).cmp(&(b.step, &b.prompt_id)))
+            }
             Rows::Samples(v) => v.sort_by(|a, b| {
                 (a.step, &a.prompt_id, a.sample_idx).cmp(&(b.step, &b.prompt_id, b.sample_idx))
             }),
             Rows::Cloud(v) => v.sort_by(|a, b| (a.step, &a.prompt_id).cmp(&(b.step, &b.prompt_id))),
             Rows::Verdicts(v) => v.sort_by(|a, b| {
-                (a.step, &a.prompt_id, a.target as u8, a.sample_idx)
-                    .cmp(&(b.step, &b.prompt_id, b.target as u8, b.sample_idx))
+                (a.step, &a.prompt_id, a.target as u8, a.sample_idx).cmp(&(
+                    b.step,
+                    &b.prompt_id,
+                    b.target as u8,
+                    b.sample_idx,
+                ))
             }),
             Rows::Rewards(v) => v.sort_by(|a, b| {
                 (a.step, &a.prompt_id, a.sample_idx).cmp(&(b.step, &b.prompt_id, b.sample_idx))
@@ -218,13 +239,42 @@ impl Rows {
             Rows::Advantages(v) => v.sort_by(|a, b| {
                 (a.step, &a.prompt_id, a.sample_idx).cmp(&(b.step, &b.prompt_id, b.sample_idx))
             }),
-            Rows::Filter(v) => v.sort_by(|a, b| (a.step, &a.prompt_id).cmp(&(b.step, &b.prompt_id))),
+            Rows::Filter(v) => {
+                v.sort_by(|a, b| (a.step, &a.prompt_id).cmp(&(b.step, &b.prompt_id)))
+            }
             Rows::Metrics(v) => v.sort_by_key(|m| m.step),
             Rows::Errors(v) => v.sort_by(|a, b| {
-                (a.step, &a.prompt_id, &a.stage, a.sample_idx, &a.reason)
-                    .cmp(&(b.step, &b.prompt_id, &b.stage, b.sample_idx, &b.reason))
+                (a.step, &a.prompt_id, &a.stage, a.sample_idx, &a.reason).cmp(&(
+                    b.step,
+                    &b.prompt_id,
+                    &b.stage,
+                    b.sample_idx,
+                    &b.reason,
+                ))
             }),
         }
+    }
+
+    /// Moves the rows of `other` to the end of these.
+    ///
+    /// Panics if `other` holds another stream's rows: callers pair rows by stream kind.
+    pub fn append(&mut self, other: Rows) {
+        macro_rules! join {
+            ($($v:ident),*) => {
+                match (self, other) {
+                    $((Rows::$v(a), Rows::$v(b)) => a.extend(b),)*
+                    (a, b) => panic!("cannot append {} rows to {} rows", b.kind(), a.kind()),
+                }
+            };
+        }
+        join!(
+            Prompts, Samples, Cloud, Verdicts, Rewards, Advantages, Filter, Metrics, Errors
+        )
+    }
+
+    /// Sets the run id of every row (a replayed or compared stream belongs to another run).
+    pub fn set_run_id(&mut self, run_id: &str) {
+        each_rows!(self, v => v.iter_mut().for_each(|r| r.run_id = run_id.to_owned()))
     }
 
     /// The rows as one Arrow batch.
@@ -256,7 +306,10 @@ impl Rows {
 /// Rebuilds groups from stored streams: `prompts` defines the groups, every other facet's rows
 /// are attached to the group with the same (step, prompt_id). Rows whose prompt is unknown are
 /// returned as errors by key, never silently dropped.
-pub fn assemble_groups(prompts: Vec<PromptRecord>, facets: Vec<Rows>) -> Result<Vec<Group>, String> {
+pub fn assemble_groups(
+    prompts: Vec<PromptRecord>,
+    facets: Vec<Rows>,
+) -> Result<Vec<Group>, String> {
     use std::collections::BTreeMap;
     let mut groups: BTreeMap<(u64, String), Group> = prompts
         .into_iter()
@@ -289,7 +342,10 @@ pub fn assemble_groups(prompts: Vec<PromptRecord>, facets: Vec<Rows>) -> Result<
     }
     if !orphans.is_empty() {
         orphans.truncate(5);
-        return Err(format!("rows without a stored prompt: {}", orphans.join(", ")));
+        return Err(format!(
+            "rows without a stored prompt: {}",
+            orphans.join(", ")
+        ));
     }
     let mut groups: Vec<Group> = groups.into_values().collect();
     for g in &mut groups {
@@ -351,7 +407,11 @@ mod tests {
             .expect("list")
             .map(|e| e.expect("entry").file_name())
             .collect();
-        assert_eq!(names, vec!["part-0.parquet"], "no temporary file is left behind");
+        assert_eq!(
+            names,
+            vec!["part-0.parquet"],
+            "no temporary file is left behind"
+        );
     }
 
     proptest! {
@@ -425,16 +485,34 @@ mod tests {
         let path = dir.path().join("p.parquet");
         write_parquet(&path, &[PromptRecord::default()]).expect("write");
         let err = read_parquet::<SampleRecord>(&path).expect_err("must refuse");
-        assert!(err.to_string().contains("stored as stream `prompts`"), "{err}");
+        assert!(
+            err.to_string().contains("stored as stream `prompts`"),
+            "{err}"
+        );
     }
 
     #[test]
     fn groups_reassemble_from_their_streams() {
-        let prompt = |id: &str| PromptRecord { step: 3, prompt_id: id.into(), ..Default::default() };
-        let sample = |id: &str, i| SampleRecord { step: 3, prompt_id: id.into(), sample_idx: i, ..Default::default() };
+        let prompt = |id: &str| PromptRecord {
+            step: 3,
+            prompt_id: id.into(),
+            ..Default::default()
+        };
+        let sample = |id: &str, i| SampleRecord {
+            step: 3,
+            prompt_id: id.into(),
+            sample_idx: i,
+            ..Default::default()
+        };
         let groups = vec![
-            Group { samples: vec![sample("a", 0), sample("a", 1)], ..Group::new(prompt("a")) },
-            Group { samples: vec![sample("b", 0)], ..Group::new(prompt("b")) },
+            Group {
+                samples: vec![sample("a", 0), sample("a", 1)],
+                ..Group::new(prompt("a"))
+            },
+            Group {
+                samples: vec![sample("b", 0)],
+                ..Group::new(prompt("b"))
+            },
         ];
         let prompts = match facet_rows(Facet::Prompt, &groups) {
             Rows::Prompts(p) => p,
@@ -444,7 +522,10 @@ mod tests {
         if let Rows::Samples(v) = &mut samples {
             v.reverse();
         }
-        assert_eq!(assemble_groups(prompts, vec![samples]).expect("assemble"), groups);
+        assert_eq!(
+            assemble_groups(prompts, vec![samples]).expect("assemble"),
+            groups
+        );
         let orphan = Rows::Samples(vec![sample("zzz", 0)]);
         let err = assemble_groups(vec![prompt("a")], vec![orphan]).expect_err("orphan");
         assert!(err.contains("prompt zzz"), "{err}");

@@ -18,6 +18,7 @@
 
 mod group;
 pub mod io;
+pub mod layout;
 mod records;
 mod stream;
 
@@ -49,7 +50,9 @@ pub enum Error {
         message: String,
     },
     /// A stored file has a schema version or stream name this build does not read.
-    #[error("{path}: stored as stream `{found_stream}` schema v{found_version}, expected `{stream}` v{version}")]
+    #[error(
+        "{path}: stored as stream `{found_stream}` schema v{found_version}, expected `{stream}` v{version}"
+    )]
     SchemaMismatch {
         /// The file.
         path: std::path::PathBuf,

@@ -15,7 +15,9 @@ use crate::records::*;
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// A part of a [`crate::Group`] that a stage can need or provide.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Facet {
     /// The question (every group has it).
@@ -123,7 +125,9 @@ impl fmt::Display for Facets {
 }
 
 /// The kind of rows a stored stream holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum StreamKind {
     /// [`PromptRecord`] rows.
@@ -213,7 +217,10 @@ fn derive_schema<R: Record>() -> (Vec<FieldRef>, SchemaRef) {
         .expect("record types are plain structs that serde_arrow can trace");
     let metadata = HashMap::from([
         ("tandem.stream".to_owned(), R::KIND.name().to_owned()),
-        ("tandem.schema_version".to_owned(), SCHEMA_VERSION.to_string()),
+        (
+            "tandem.schema_version".to_owned(),
+            SCHEMA_VERSION.to_string(),
+        ),
     ]);
     let schema = Arc::new(Schema::new(fields.clone()).with_metadata(metadata));
     (fields, schema)
@@ -281,10 +288,18 @@ mod tests {
             let schema = kind.schema();
             assert_eq!(schema.metadata()["tandem.stream"], kind.name());
             assert_eq!(schema.metadata()["tandem.schema_version"], "1");
-            assert!(schema.field_with_name("run_id").is_ok(), "{kind} lacks run_id");
+            assert!(
+                schema.field_with_name("run_id").is_ok(),
+                "{kind} lacks run_id"
+            );
             assert!(schema.field_with_name("step").is_ok(), "{kind} lacks step");
         }
-        assert!(StreamKind::Samples.schema().field_with_name("sample_idx").is_ok());
+        assert!(
+            StreamKind::Samples
+                .schema()
+                .field_with_name("sample_idx")
+                .is_ok()
+        );
         assert_eq!(StreamKind::Samples.facet(), Some(Facet::Samples));
         assert_eq!(StreamKind::Errors.facet(), None);
     }

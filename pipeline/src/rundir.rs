@@ -1,0 +1,93 @@
+//! Creating a run directory and keeping its manifest current.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use tandem_schemas::layout::{Manifest, RunLayout, RunStatus, StreamEntry};
+use tandem_schemas::{SCHEMA_VERSION, StreamKind};
+
+use crate::plan::Plan;
+
+/// Picks a fresh run id, `<name>-<UTC yyyymmdd-hhmmss>` (with `-2`, `-3`, … if taken), and
+/// creates its directory so that two runs started in the same second do not share one.
+pub fn create_run_dir(out: &Path, name: &str) -> std::io::Result<(String, PathBuf)> {
+    std::fs::create_dir_all(out)?;
+    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let stamp: String = stamp
+        .chars()
+        .filter(|c| c.is_ascii_digit() || *c == 'T')
+        .collect::<String>()
+        .replace('T', "-");
+    for n in 1.. {
+        let id = if n == 1 {
+            format!("{name}-{stamp}")
+        } else {
+            format!("{name}-{stamp}-{n}")
+        };
+        let dir = out.join(&id);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok((id, dir)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    unreachable!("the loop returns or fails")
+}
+
+/// The streams a plan materialises, as the manifest lists them.
+pub fn stream_entries(plan: &Plan) -> Vec<StreamEntry> {
+    let mut entries: Vec<StreamEntry> = plan
+        .stages
+        .iter()
+        .filter(|s| s.materialize)
+        .flat_map(|s| {
+            s.streams().into_iter().map(|(name, facet)| StreamEntry {
+                name,
+                kind: facet.stream(),
+                stage: s.id.to_string(),
+            })
+        })
+        .collect();
+    entries.push(StreamEntry {
+        name: "errors".into(),
+        kind: StreamKind::Errors,
+        stage: String::new(),
+    });
+    entries
+}
+
+/// The manifest of a run that is starting.
+pub fn initial_manifest(
+    plan: &Plan,
+    run_id: &str,
+    workers: usize,
+    parent: Option<String>,
+) -> Manifest {
+    let versions = BTreeMap::from([
+        ("tandem".to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
+        ("schema".to_owned(), SCHEMA_VERSION.to_string()),
+    ]);
+    Manifest {
+        run_id: run_id.to_owned(),
+        status: RunStatus::Running,
+        pipeline_file: plan.file.display().to_string(),
+        config: plan.document.to_json(),
+        seed: plan.settings.seed,
+        workers,
+        versions,
+        streams: stream_entries(plan),
+        steps_completed: 0,
+        parent,
+        error: None,
+    }
+}
+
+/// Writes the manifest, turning an I/O failure into a message naming the file.
+pub fn write_manifest(layout: &RunLayout, manifest: &Manifest) -> Result<(), String> {
+    manifest.write(layout).map_err(|e| {
+        format!(
+            "{}: cannot write manifest: {e}",
+            layout.manifest().display()
+        )
+    })
+}

@@ -1,0 +1,573 @@
+//! The timely dataflow that runs a [`Plan`]. This is the only module that knows timely.
+//!
+//! Timestamps are training steps. Worker 0 runs the source and feeds one step at a time;
+//! groups are exchanged by `prompt_id`, then every stage is an operator named after its YAML
+//! id, followed (when materialised) by an operator that stores the stage's stream for a step
+//! once the frontier says the step is complete there. Sinks see whole steps on worker 0.
+//! Stores hold their step's capability until the file is renamed into place, so the probe
+//! passing step t means every stream of t is completely on disk.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use timely::dataflow::channels::pact::{Exchange, ParallelizationContract, Pipeline};
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::{Capability, Probe};
+use timely::dataflow::{InputHandle, ProbeHandle, Stream};
+
+use tandem_schemas::io::Rows;
+use tandem_schemas::layout::{RunLayout, RunStatus};
+use tandem_schemas::{Group, StreamKind};
+use tandem_stages::{Built, Role, StepContext};
+
+use crate::plan::Plan;
+use crate::rundir;
+
+/// Steps that may be in flight at once (fed but not yet stored); bounds memory.
+const MAX_INFLIGHT_STEPS: u64 = 2;
+
+/// Called on worker 0 each time a step is completely stored.
+pub type OnStep = Arc<dyn Fn(&StepReport) + Send + Sync>;
+
+/// How to run a plan.
+#[derive(Clone)]
+pub struct RunOptions {
+    /// Worker threads (groups are spread over them by `prompt_id`).
+    pub workers: usize,
+    /// The directory run directories are created in (`runs/`).
+    pub out_dir: PathBuf,
+    /// Store stage streams (`false` stores only the manifest and the errors stream).
+    pub materialize: bool,
+    /// Called on worker 0 each time a step is completely stored.
+    pub on_step: Option<OnStep>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            workers: 1,
+            out_dir: PathBuf::from("runs"),
+            materialize: true,
+            on_step: None,
+        }
+    }
+}
+
+/// Counts of one completed step.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StepReport {
+    /// The step.
+    pub step: u64,
+    /// Steps the run will take.
+    pub steps: u64,
+    /// Groups (prompts) in the step.
+    pub groups: u64,
+    /// Samples in the step.
+    pub samples: u64,
+    /// Error rows the step produced.
+    pub errors: u64,
+}
+
+/// What a finished run did.
+#[derive(Clone, Debug)]
+pub struct RunSummary {
+    /// The run's id.
+    pub run_id: String,
+    /// Its directory.
+    pub run_dir: PathBuf,
+    /// Steps completed.
+    pub steps: u64,
+    /// Groups processed.
+    pub groups: u64,
+    /// Samples processed.
+    pub samples: u64,
+    /// Error rows written.
+    pub errors: u64,
+}
+
+/// Why a run stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The run directory could not be set up.
+    #[error("{0}")]
+    Setup(String),
+    /// A stage failed; the steps before `completed` are stored and the manifest says `failed`.
+    #[error("run {run_id} failed: {message}\n{completed} complete step(s) are stored in {}", run_dir.display())]
+    Failed {
+        /// The run's id.
+        run_id: String,
+        /// Its directory.
+        run_dir: PathBuf,
+        /// Steps completely stored before the failure.
+        completed: u64,
+        /// What failed.
+        message: String,
+    },
+}
+
+/// State the workers of one process share.
+struct Shared {
+    run_id: Arc<str>,
+    layout: RunLayout,
+    steps: u64,
+    workers: usize,
+    materialize: bool,
+    plan: Mutex<Plan>,
+    first_instances: Mutex<Option<Vec<Built>>>,
+    failure: Mutex<Option<String>>,
+    counts: Mutex<BTreeMap<u64, StepReport>>,
+}
+
+impl Shared {
+    fn fail(&self, message: String) {
+        let mut failure = self
+            .failure
+            .lock()
+            .expect("failure lock is never poisoned: no code panics under it");
+        failure.get_or_insert(message);
+    }
+
+    fn failed(&self) -> bool {
+        self.failure
+            .lock()
+            .expect("failure lock is never poisoned")
+            .is_some()
+    }
+
+    fn context(&self, stage_id: &Arc<str>, step: u64, worker: usize) -> StepContext {
+        StepContext {
+            run_id: self.run_id.clone(),
+            stage_id: stage_id.clone(),
+            step,
+            worker,
+            workers: self.workers,
+        }
+    }
+}
+
+/// What a worker needs to know of each stage to wire it.
+struct StageWiring {
+    id: Arc<str>,
+    kind: String,
+    role: Role,
+    streams: Vec<(String, StreamKind)>,
+}
+
+/// Runs the plan in a new run directory under `options.out_dir`.
+pub fn run(mut plan: Plan, options: RunOptions) -> Result<RunSummary, RunError> {
+    let name = plan.spec.run.name.clone().unwrap_or_else(|| {
+        plan.file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "run".into())
+    });
+    let (run_id, run_dir) = rundir::create_run_dir(&options.out_dir, &name).map_err(|e| {
+        RunError::Setup(format!(
+            "{}: cannot create run directory: {e}",
+            options.out_dir.display()
+        ))
+    })?;
+    let layout = RunLayout::new(&run_dir);
+    let workers = options.workers.max(1);
+    let mut manifest = rundir::initial_manifest(&plan, &run_id, workers, None);
+    if !options.materialize {
+        manifest.streams.retain(|s| s.kind == StreamKind::Errors);
+    }
+    rundir::write_manifest(&layout, &manifest).map_err(RunError::Setup)?;
+
+    let steps = plan.steps;
+    let first = std::mem::take(&mut plan.built);
+    let shared = Arc::new(Shared {
+        run_id: run_id.as_str().into(),
+        layout: layout.clone(),
+        steps,
+        workers,
+        materialize: options.materialize,
+        plan: Mutex::new(plan),
+        first_instances: Mutex::new(Some(first)),
+        failure: Mutex::new(None),
+        counts: Mutex::new(BTreeMap::new()),
+    });
+
+    let worker_shared = shared.clone();
+    let on_step = options.on_step.clone();
+    let manifest_for_workers = Mutex::new(manifest.clone());
+    let manifest_for_workers = Arc::new(manifest_for_workers);
+    let worker_manifest = manifest_for_workers.clone();
+    let config = timely::Config::process(workers);
+    let guards = timely::execute(config, move |worker| {
+        run_worker(worker, &worker_shared, on_step.as_deref(), &worker_manifest);
+    })
+    .map_err(|e| RunError::Setup(format!("cannot start {workers} worker(s): {e}")))?;
+    for (i, result) in guards.join().into_iter().enumerate() {
+        if let Err(panic) = result {
+            shared.fail(format!("worker {i} panicked: {panic}"));
+        }
+    }
+
+    let mut manifest = manifest_for_workers
+        .lock()
+        .expect("workers have finished")
+        .clone();
+    let counts = shared.counts.lock().expect("workers have finished").clone();
+    let failure = shared
+        .failure
+        .lock()
+        .expect("workers have finished")
+        .clone();
+    manifest.status = if failure.is_some() {
+        RunStatus::Failed
+    } else {
+        RunStatus::Complete
+    };
+    manifest.error = failure.clone();
+    rundir::write_manifest(&layout, &manifest).map_err(RunError::Setup)?;
+    if let Some(message) = failure {
+        return Err(RunError::Failed {
+            run_id,
+            run_dir,
+            completed: manifest.steps_completed,
+            message,
+        });
+    }
+    let total = |f: fn(&StepReport) -> u64| counts.values().map(f).sum();
+    Ok(RunSummary {
+        run_id,
+        run_dir,
+        steps: manifest.steps_completed,
+        groups: total(|c| c.groups),
+        samples: total(|c| c.samples),
+        errors: total(|c| c.errors),
+    })
+}
+
+fn run_worker(
+    worker: &mut timely::worker::Worker,
+    shared: &Arc<Shared>,
+    on_step: Option<&(dyn Fn(&StepReport) + Send + Sync)>,
+    manifest: &Mutex<tandem_schemas::layout::Manifest>,
+) {
+    let index = worker.index();
+    let (wiring, mut instances) = {
+        let plan = shared
+            .plan
+            .lock()
+            .expect("plan lock is only held to read the plan");
+        let wiring: Vec<StageWiring> = plan
+            .stages
+            .iter()
+            .map(|s| StageWiring {
+                id: s.id.clone(),
+                kind: s.kind.clone(),
+                role: s.role,
+                streams: if s.materialize && shared.materialize {
+                    s.streams()
+                        .into_iter()
+                        .map(|(name, f)| (name, f.stream()))
+                        .collect()
+                } else {
+                    Vec::new()
+                },
+            })
+            .collect();
+        let instances: Vec<Option<Built>> = if index == 0 {
+            let first = shared.first_instances.lock().expect("taken once").take();
+            first
+                .expect("worker 0 takes the instances the plan built")
+                .into_iter()
+                .map(Some)
+                .collect()
+        } else {
+            match plan.build_worker_instances() {
+                Ok(instances) => instances,
+                Err(e) => {
+                    shared.fail(format!("worker {index} cannot build its stages: {e}"));
+                    wiring.iter().map(|_| None).collect()
+                }
+            }
+        };
+        (wiring, instances)
+    };
+    let mut source = match instances[0].take() {
+        Some(Built::Source(source)) => Some(source),
+        _ => None,
+    };
+
+    let mut input =
+        InputHandle::<u64, timely::container::CapacityContainerBuilder<Vec<Group>>>::new();
+    let probe = ProbeHandle::new();
+    worker.dataflow::<u64, _, _>(|scope| {
+        let mut stream = input.to_stream(scope);
+        let source_wiring = &wiring[0];
+        stream = store(
+            stream,
+            Exchange::new(|g: &Group| prompt_hash(g.prompt_id())),
+            &source_wiring.id,
+            &source_wiring.streams,
+            shared,
+            index,
+        );
+        for (wiring, instance) in wiring.iter().zip(instances.iter_mut()).skip(1) {
+            match (wiring.role, instance.take()) {
+                (Role::Sink, sink) => {
+                    let sink = match sink {
+                        Some(Built::Sink(s)) => Some(s),
+                        _ => None,
+                    };
+                    stream = sink_operator(stream, wiring, sink, shared, index);
+                }
+                (_, Some(Built::Generator(mut g))) => {
+                    stream = stage_operator(stream, wiring, shared, index, move |groups, ctx| {
+                        g.generate(groups, ctx)
+                    });
+                    stream = store(stream, Pipeline, &wiring.id, &wiring.streams, shared, index);
+                }
+                (_, Some(Built::Group(mut g))) => {
+                    stream = stage_operator(stream, wiring, shared, index, move |groups, ctx| {
+                        g.process(groups, ctx)
+                    });
+                    stream = store(stream, Pipeline, &wiring.id, &wiring.streams, shared, index);
+                }
+                (_, _) => {
+                    // Only reachable after a failed build on this worker, already reported.
+                }
+            }
+        }
+        // The errors of every group, whatever stage raised them, and the step's counts.
+        let errors = vec![("errors".to_owned(), StreamKind::Errors)];
+        stream = store(
+            stream,
+            Pipeline,
+            &Arc::from("errors"),
+            &errors,
+            shared,
+            index,
+        );
+        stream.probe_with(&probe);
+    });
+
+    let mut reported = 0u64;
+    let mut report = |probe: &ProbeHandle<u64>, upto: u64| {
+        while reported < upto && !probe.less_equal(&reported) {
+            let step = reported;
+            reported += 1;
+            if index != 0 || shared.failed() {
+                continue;
+            }
+            let counts = shared
+                .counts
+                .lock()
+                .expect("counts lock")
+                .get(&step)
+                .cloned()
+                .unwrap_or_default();
+            let mut manifest = manifest.lock().expect("manifest lock");
+            manifest.steps_completed = step + 1;
+            if let Err(e) = rundir::write_manifest(&shared.layout, &manifest) {
+                shared.fail(e);
+            }
+            if let Some(on_step) = on_step {
+                on_step(&StepReport {
+                    step,
+                    steps: shared.steps,
+                    ..counts
+                });
+            }
+        }
+    };
+
+    let mut fed = 0u64;
+    if let Some(source) = source.as_mut() {
+        let source_id = wiring[0].id.clone();
+        for step in 0..shared.steps {
+            while step >= MAX_INFLIGHT_STEPS && probe.less_equal(&(step - MAX_INFLIGHT_STEPS)) {
+                worker.step();
+                report(&probe, fed);
+            }
+            if shared.failed() {
+                break;
+            }
+            match source.step(&shared.context(&source_id, step, index)) {
+                Ok(mut groups) => input.send_batch(&mut groups),
+                Err(e) => {
+                    shared.fail(format!(
+                        "stage `{source_id}` ({}) at step {step}: {e}",
+                        wiring[0].kind
+                    ));
+                    break;
+                }
+            }
+            fed = step + 1;
+            input.advance_to(fed);
+            worker.step();
+            report(&probe, fed);
+        }
+    }
+    drop(input);
+    while !probe.done() {
+        worker.step();
+        report(&probe, fed);
+    }
+    report(&probe, fed);
+}
+
+/// A deterministic hash of a prompt id (the same on every worker and every run).
+fn prompt_hash(id: &str) -> u64 {
+    // FNV-1a: stable across processes and Rust versions, unlike the std hasher.
+    id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Applies a stage to each batch of groups as it arrives.
+fn stage_operator<'s, F>(
+    stream: Stream<'s, u64, Vec<Group>>,
+    wiring: &StageWiring,
+    shared: &Arc<Shared>,
+    worker: usize,
+    mut apply: F,
+) -> Stream<'s, u64, Vec<Group>>
+where
+    F: FnMut(&mut [Group], &StepContext) -> tandem_stages::Result<()> + 'static,
+{
+    let shared = shared.clone();
+    let id = wiring.id.clone();
+    let kind = wiring.kind.clone();
+    stream.unary(Pipeline, &id.clone(), move |_, _| {
+        move |input, output| {
+            input.for_each_time(|time, data| {
+                let mut batch: Vec<Group> = data.flat_map(std::mem::take).collect();
+                let step = *time.time();
+                if !shared.failed()
+                    && let Err(e) = apply(&mut batch, &shared.context(&id, step, worker))
+                {
+                    shared.fail(format!("stage `{id}` ({kind}) at step {step}: {e}"));
+                }
+                output.session(&time).give_container(&mut batch);
+            });
+        }
+    })
+}
+
+/// Passes groups through and stores the given streams of each step once the step is complete
+/// on this worker; holds the step's capability until the files are in place.
+fn store<'s, P>(
+    stream: Stream<'s, u64, Vec<Group>>,
+    pact: P,
+    stage_id: &Arc<str>,
+    streams: &[(String, StreamKind)],
+    shared: &Arc<Shared>,
+    worker: usize,
+) -> Stream<'s, u64, Vec<Group>>
+where
+    P: ParallelizationContract<u64, Vec<Group>>,
+{
+    let shared = shared.clone();
+    let streams = streams.to_vec();
+    let counts = streams.iter().any(|(_, k)| *k == StreamKind::Errors);
+    let name = format!("Store({stage_id})");
+    stream.unary_frontier(pact, &name, move |_, _| {
+        let mut pending: BTreeMap<u64, (Capability<u64>, Vec<Rows>, StepReport)> = BTreeMap::new();
+        move |(input, frontier), output| {
+            input.for_each_time(|time, data| {
+                let step = *time.time();
+                let entry = pending.entry(step).or_insert_with(|| {
+                    (
+                        time.retain(0),
+                        streams.iter().map(|(_, k)| Rows::empty(*k)).collect(),
+                        StepReport::default(),
+                    )
+                });
+                for batch in data {
+                    for group in batch.iter() {
+                        for rows in entry.1.iter_mut() {
+                            rows.extend_from(group);
+                        }
+                        entry.2.groups += 1;
+                        entry.2.samples += group.samples.len() as u64;
+                        entry.2.errors += group.errors.len() as u64;
+                    }
+                    output.session(&time).give_container(batch);
+                }
+            });
+            while let Some((&step, _)) = pending.first_key_value() {
+                if frontier.less_equal(&step) {
+                    break;
+                }
+                let (_capability, mut rows, report) =
+                    pending.remove(&step).expect("first key exists");
+                if shared.failed() {
+                    continue; // a failed run stores no further step; what is stored stays whole
+                }
+                for ((name, _), rows) in streams.iter().zip(rows.iter_mut()) {
+                    if rows.is_empty() {
+                        continue;
+                    }
+                    rows.sort();
+                    if let Err(e) = rows.write_parquet(&shared.layout.part(name, step, worker)) {
+                        shared.fail(format!("storing stream `{name}` of step {step}: {e}"));
+                    }
+                }
+                if counts {
+                    let mut all = shared.counts.lock().expect("counts lock");
+                    let total = all.entry(step).or_default();
+                    total.step = step;
+                    total.groups += report.groups;
+                    total.samples += report.samples;
+                    total.errors += report.errors;
+                }
+            }
+        }
+    })
+}
+
+/// Gathers each whole step on worker 0, hands it to the sink in `prompt_id` order, then passes
+/// the groups on.
+fn sink_operator<'s>(
+    stream: Stream<'s, u64, Vec<Group>>,
+    wiring: &StageWiring,
+    mut sink: Option<Box<dyn tandem_stages::Sink>>,
+    shared: &Arc<Shared>,
+    worker: usize,
+) -> Stream<'s, u64, Vec<Group>> {
+    let shared = shared.clone();
+    let id = wiring.id.clone();
+    let kind = wiring.kind.clone();
+    let steps = shared.steps;
+    stream.unary_frontier(Exchange::new(|_: &Group| 0), &id.clone(), move |_, _| {
+        let mut pending: BTreeMap<u64, (Capability<u64>, Vec<Group>)> = BTreeMap::new();
+        let mut finished = false;
+        move |(input, frontier), output| {
+            input.for_each_time(|time, data| {
+                let entry = pending
+                    .entry(*time.time())
+                    .or_insert_with(|| (time.retain(0), Vec::new()));
+                for batch in data {
+                    entry.1.append(batch);
+                }
+            });
+            while let Some((&step, _)) = pending.first_key_value() {
+                if frontier.less_equal(&step) {
+                    break;
+                }
+                let (capability, mut groups) = pending.remove(&step).expect("first key exists");
+                groups.sort_by(|a, b| a.prompt_id().cmp(b.prompt_id()));
+                if let Some(sink) = sink.as_mut().filter(|_| !shared.failed())
+                    && let Err(e) = sink.consume(&groups, &shared.context(&id, step, worker))
+                {
+                    shared.fail(format!("stage `{id}` ({kind}) at step {step}: {e}"));
+                }
+                output.session(&capability).give_container(&mut groups);
+            }
+            if !finished && frontier.is_empty() && pending.is_empty() {
+                finished = true;
+                if let Some(sink) = sink.as_mut().filter(|_| !shared.failed() && steps > 0)
+                    && let Err(e) = sink.finish()
+                {
+                    shared.fail(format!("stage `{id}` ({kind}) finishing: {e}"));
+                }
+            }
+        }
+    })
+}

@@ -1,0 +1,145 @@
+//! The four stage contracts and the contexts stages are built and run with.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tandem_schemas::{Facet, Facets, Group};
+
+use crate::Result;
+
+/// Settings of the run every stage may read (from the pipeline's `run:` section).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunSettings {
+    /// Prompts per training step.
+    pub batch_size: usize,
+    /// Samples per prompt (G).
+    pub group_size: usize,
+    /// Steps to run; `None` means one epoch of the source.
+    pub steps: Option<u64>,
+    /// The run's seed; stages derive their randomness from it.
+    pub seed: u64,
+}
+
+/// What a stage kind is built with, besides its own parameters.
+#[derive(Clone, Debug)]
+pub struct BuildContext {
+    /// The stage's YAML id.
+    pub stage_id: Arc<str>,
+    /// The directory relative paths in parameters are resolved against (the working directory).
+    pub base_dir: PathBuf,
+    /// The run's settings.
+    pub run: RunSettings,
+}
+
+impl BuildContext {
+    /// Resolves a path from the parameters against [`BuildContext::base_dir`].
+    pub fn resolve(&self, path: &std::path::Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_owned()
+        } else {
+            self.base_dir.join(path)
+        }
+    }
+}
+
+/// Where a call happens: which run, step and worker.
+#[derive(Clone, Debug)]
+pub struct StepContext {
+    /// The run's id (written into every row).
+    pub run_id: Arc<str>,
+    /// The stage's YAML id (written into error rows).
+    pub stage_id: Arc<str>,
+    /// The training step.
+    pub step: u64,
+    /// This worker's index.
+    pub worker: usize,
+    /// Number of workers.
+    pub workers: usize,
+}
+
+/// Emits the groups (usually prompt-only) of each step. Runs on one worker.
+pub trait Source: Send {
+    /// The facets its groups carry (at least [`Facet::Prompt`]).
+    fn provides(&self) -> Facets {
+        Facets::of(&[Facet::Prompt])
+    }
+
+    /// How many steps the source has on its own (one epoch, or the steps a stored run holds);
+    /// the pipeline runs `run.steps` when set, else this.
+    fn natural_steps(&self) -> u64;
+
+    /// The groups of `step`. Their rows must carry `ctx.run_id` and `ctx.step`.
+    fn step(&mut self, ctx: &StepContext) -> Result<Vec<Group>>;
+}
+
+/// Fills in the G samples of prompt groups. Runs where the policy lives.
+pub trait Generator: Send {
+    /// What it reads (usually [`Facet::Prompt`]).
+    fn needs(&self) -> Facets {
+        Facets::of(&[Facet::Prompt])
+    }
+
+    /// Generates samples for every group. A group it cannot serve gets an error row.
+    fn generate(&mut self, groups: &mut [Group], ctx: &StepContext) -> Result<()>;
+}
+
+/// Adds to each group (verdicts, rewards, …). Never splits, drops or reorders groups' samples.
+pub trait GroupStage: Send {
+    /// Facets the stage reads; the plan rejects a pipeline where they are not provided upstream.
+    fn needs(&self) -> Facets;
+
+    /// Facets the stage adds; they are its materialised stream.
+    fn provides(&self) -> Facets;
+
+    /// Processes a batch of groups of one step. A record that fails becomes an error row on its
+    /// group; an `Err` stops the run.
+    fn process(&mut self, groups: &mut [Group], ctx: &StepContext) -> Result<()>;
+}
+
+/// Consumes finished groups (writers, the learner). Sees every group of a step, on one worker.
+pub trait Sink: Send {
+    /// Facets it reads.
+    fn needs(&self) -> Facets;
+
+    /// Consumes all groups of one step, sorted by `prompt_id`; called once per step in order.
+    fn consume(&mut self, groups: &[Group], ctx: &StepContext) -> Result<()>;
+
+    /// Called once after the last step.
+    fn finish(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A built stage, by contract.
+pub enum Built {
+    /// A source.
+    Source(Box<dyn Source>),
+    /// A generator.
+    Generator(Box<dyn Generator>),
+    /// A group stage.
+    Group(Box<dyn GroupStage>),
+    /// A sink.
+    Sink(Box<dyn Sink>),
+}
+
+impl Built {
+    /// What the stage reads.
+    pub fn needs(&self) -> Facets {
+        match self {
+            Built::Source(_) => Facets::NONE,
+            Built::Generator(g) => g.needs(),
+            Built::Group(g) => g.needs(),
+            Built::Sink(s) => s.needs(),
+        }
+    }
+
+    /// What the stage adds (and so materialises).
+    pub fn provides(&self) -> Facets {
+        match self {
+            Built::Source(s) => s.provides(),
+            Built::Generator(_) => Facets::of(&[Facet::Samples]),
+            Built::Group(g) => g.provides(),
+            Built::Sink(_) => Facets::NONE,
+        }
+    }
+}

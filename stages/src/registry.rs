@@ -1,0 +1,152 @@
+//! The registry of stage kinds: one explicit, greppable list of what `kind:` may name.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::DeserializeOwned;
+
+use crate::contract::{BuildContext, Built};
+use crate::{Result, StageError, generate, params, sink, source, verify};
+
+/// Which contract a kind implements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Emits prompts (or stored groups).
+    Source,
+    /// Produces the samples.
+    Generator,
+    /// Adds to groups.
+    Group,
+    /// Consumes groups.
+    Sink,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Source => "source",
+            Role::Generator => "generator",
+            Role::Group => "group stage",
+            Role::Sink => "sink",
+        })
+    }
+}
+
+/// A stage config: its serde form is the stage's `params:` in YAML.
+pub trait StageConfig: DeserializeOwned {
+    /// Builds the stage (opening files, checking values) before anything runs.
+    fn build(self, ctx: &BuildContext) -> Result<Built>;
+}
+
+/// Builds a stage from its `params` (as JSON) and context.
+pub type BuildFn = fn(&serde_json::Value, &BuildContext) -> Result<Built>;
+
+/// A named stage kind.
+#[derive(Clone, Copy)]
+pub struct KindSpec {
+    /// The name used as `kind:` in YAML (`verify.exact`).
+    pub name: &'static str,
+    /// The contract it implements.
+    pub role: Role,
+    /// One line for `tandem validate` and error messages.
+    pub summary: &'static str,
+    /// The constructor; [`build_with`] makes one from a [`StageConfig`].
+    pub build: BuildFn,
+}
+
+/// The [`BuildFn`] of a config type: parse `params` into `C`, then build it.
+pub fn build_with<C: StageConfig>(params: &serde_json::Value, ctx: &BuildContext) -> Result<Built> {
+    params::parse::<C>(params)?.build(ctx)
+}
+
+/// The built-in kinds.
+pub const BUILTIN: &[KindSpec] = &[
+    KindSpec {
+        name: "source.jsonl",
+        role: Role::Source,
+        summary: "prompts from a JSON Lines file, with a field mapping",
+        build: build_with::<source::DatasetSourceConfig>,
+    },
+    KindSpec {
+        name: "source.parquet",
+        role: Role::Source,
+        summary: "prompts from a Parquet file or directory (HF-style columns), with a field mapping",
+        build: build_with::<source::DatasetSourceConfig>,
+    },
+    KindSpec {
+        name: "source.replay",
+        role: Role::Source,
+        summary: "the stored groups of a previous run, step by step",
+        build: build_with::<source::ReplaySourceConfig>,
+    },
+    KindSpec {
+        name: "generate.offline",
+        role: Role::Generator,
+        summary: "samples taken from the dataset's own completions (offline rollouts)",
+        build: build_with::<generate::OfflineConfig>,
+    },
+    KindSpec {
+        name: "verify.exact",
+        role: Role::Group,
+        summary: "exact match of the extracted answer with the reference, after normalisation",
+        build: build_with::<verify::ExactConfig>,
+    },
+    KindSpec {
+        name: "sink.jsonl",
+        role: Role::Sink,
+        summary: "writes every finished group as one JSON line",
+        build: build_with::<sink::JsonlSinkConfig>,
+    },
+];
+
+/// Stage kinds by name.
+#[derive(Clone)]
+pub struct Registry {
+    kinds: BTreeMap<&'static str, KindSpec>,
+}
+
+impl Registry {
+    /// A registry of the built-in kinds.
+    pub fn builtin() -> Registry {
+        let mut registry = Registry {
+            kinds: BTreeMap::new(),
+        };
+        for kind in BUILTIN {
+            registry.register(*kind);
+        }
+        registry
+    }
+
+    /// Adds (or replaces) a kind: how a Rust user plugs in their own stage.
+    pub fn register(&mut self, kind: KindSpec) {
+        self.kinds.insert(kind.name, kind);
+    }
+
+    /// The kind of that name.
+    pub fn get(&self, name: &str) -> Option<&KindSpec> {
+        self.kinds.get(name)
+    }
+
+    /// Every kind name, sorted.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.kinds.keys().copied().collect()
+    }
+
+    /// Every kind, sorted by name.
+    pub fn kinds(&self) -> impl Iterator<Item = &KindSpec> {
+        self.kinds.values()
+    }
+
+    /// Builds a stage of kind `name`, checking that it implements the role it claims.
+    pub fn build(
+        &self,
+        name: &str,
+        params: &serde_json::Value,
+        ctx: &BuildContext,
+    ) -> Result<Built> {
+        let kind = self
+            .get(name)
+            .ok_or_else(|| StageError::Data(format!("unknown stage kind `{name}`")))?;
+        (kind.build)(params, ctx)
+    }
+}

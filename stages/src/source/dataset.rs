@@ -1,0 +1,97 @@
+//! `source.jsonl` and `source.parquet`: prompts from a dataset file, in seeded batches.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use tandem_datasets::{Batches, Example, FieldMap};
+use tandem_schemas::{Group, PromptRecord};
+
+use crate::contract::{BuildContext, Built, Source, StepContext};
+use crate::registry::StageConfig;
+use crate::{Result, StageError};
+
+/// Parameters of `source.jsonl` and `source.parquet`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetSourceConfig {
+    /// The dataset: a `.jsonl` file, a `.parquet` file, or a directory of `.parquet` files.
+    /// Relative paths are relative to the working directory.
+    pub path: PathBuf,
+    /// Which field feeds which part of a prompt (`question`, `answer`, `id`, `difficulty`,
+    /// `completions`); dotted paths reach into nested JSON objects.
+    #[serde(default)]
+    pub fields: FieldMap,
+    /// Shuffle each epoch with the run's seed (default `true`); `false` keeps file order.
+    #[serde(default = "yes")]
+    pub shuffle: bool,
+    /// Use only the first `limit` rows of the file.
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl StageConfig for DatasetSourceConfig {
+    fn build(self, ctx: &BuildContext) -> Result<Built> {
+        let path = ctx.resolve(&self.path);
+        let examples = tandem_datasets::load(&path, &self.fields, self.limit)
+            .map_err(|e| StageError::Data(e.to_string()))?;
+        let batches = Batches::new(
+            examples.len(),
+            ctx.run.batch_size,
+            self.shuffle,
+            ctx.run.seed,
+        )
+        .map_err(|e| StageError::Data(format!("{}: {e}", path.display())))?;
+        Ok(Built::Source(Box::new(DatasetSource { examples, batches })))
+    }
+}
+
+/// Emits `batch_size` prompts a step from a loaded dataset.
+pub struct DatasetSource {
+    examples: Vec<Example>,
+    batches: Batches,
+}
+
+impl DatasetSource {
+    /// A source over examples already in memory (for programs that build their own data).
+    pub fn new(
+        examples: Vec<Example>,
+        batch_size: usize,
+        shuffle: bool,
+        seed: u64,
+    ) -> Result<Self> {
+        let batches = Batches::new(examples.len(), batch_size, shuffle, seed)
+            .map_err(|e| StageError::Data(e.to_string()))?;
+        Ok(DatasetSource { examples, batches })
+    }
+}
+
+impl Source for DatasetSource {
+    fn natural_steps(&self) -> u64 {
+        self.batches.steps_per_epoch()
+    }
+
+    fn step(&mut self, ctx: &StepContext) -> Result<Vec<Group>> {
+        Ok(self
+            .batches
+            .indices(ctx.step)
+            .into_iter()
+            .map(|i| {
+                let ex = &self.examples[i];
+                Group::new(PromptRecord {
+                    run_id: ctx.run_id.to_string(),
+                    step: ctx.step,
+                    prompt_id: ex.id.clone(),
+                    source: ex.source.clone(),
+                    question: ex.question.clone(),
+                    answer: ex.answer.clone(),
+                    difficulty: ex.difficulty.clone(),
+                    completions: ex.completions.clone(),
+                })
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,7 @@
+//! Sources: datasets on disk, and stored runs.
+
+mod dataset;
+mod replay;
+
+pub use dataset::{DatasetSource, DatasetSourceConfig};
+pub use replay::{ReplaySource, ReplaySourceConfig};

@@ -1,0 +1,141 @@
+//! Data and helpers the integration tests share.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use tandem_schemas::io::Rows;
+use tandem_schemas::layout::{Manifest, RunLayout};
+
+/// Writes a JSONL dataset of `prompts` arithmetic questions with `completions` stored answers
+/// each; ids are deliberately unordered so that the exchange really spreads them.
+pub fn write_dataset(path: &Path, prompts: usize, completions: usize, seed: u64) {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut lines = String::new();
+    for i in 0..prompts {
+        let (a, b) = (next() % 1000, next() % 1000);
+        let answer = a + b;
+        let texts: Vec<String> = (0..completions)
+            .map(|_| match next() % 4 {
+                0 => {
+                    "<think>hard</think> <unknown> I need external assistance </unknown>".to_owned()
+                }
+                1 => format!("<answer>{}</answer>", answer + 1),
+                2 => "no answer at all".to_owned(),
+                _ => format!("<think>{a}+{b}</think><answer>{answer}</answer>"),
+            })
+            .collect();
+        let row = serde_json::json!({
+            "uid": format!("q{:05}", (i * 7919) % 100_003),
+            "problem": format!("What is {a} + {b}?"),
+            "solution": answer,
+            "meta": {"level": if a > 500 { "hard" } else { "easy" }},
+            "responses": texts,
+        });
+        lines.push_str(&row.to_string());
+        lines.push('\n');
+    }
+    std::fs::write(path, lines).expect("write dataset");
+}
+
+/// A pipeline over a dataset written by [`write_dataset`].
+pub fn pipeline_yaml(
+    dataset: &Path,
+    prompts_per_step: usize,
+    group_size: usize,
+    steps: u64,
+) -> String {
+    format!(
+        r#"run:
+  name: test
+  seed: 11
+  prompts_per_step: {prompts_per_step}
+  group_size: {group_size}
+  steps: {steps}
+stages:
+  - id: prompts
+    kind: source.jsonl
+    params:
+      path: {dataset}
+      fields: {{ id: uid, question: problem, answer: solution, difficulty: meta.level, completions: responses }}
+  - id: rollouts
+    kind: generate.offline
+  - id: verdicts
+    kind: verify.exact
+"#,
+        dataset = dataset.display()
+    )
+}
+
+/// Runs the `tandem` binary.
+pub fn tandem(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(args)
+        .current_dir(cwd)
+        .env("TANDEM_LOG", "warn")
+        .output()
+        .expect("run tandem")
+}
+
+/// Every stored row of every stream of a run, by stream name, with run ids blanked (two runs
+/// of the same pipeline differ only there) and rows in key order (so the part-file split and
+/// arrival order do not matter).
+pub fn stored_streams(run_dir: &Path) -> BTreeMap<String, Rows> {
+    let layout = RunLayout::new(run_dir);
+    let manifest = Manifest::read(&layout).expect("manifest");
+    let mut out = BTreeMap::new();
+    for entry in manifest.streams {
+        let mut all = Rows::empty(entry.kind);
+        for step in layout.steps(&entry.name).expect("steps") {
+            for part in layout.parts(&entry.name, step).expect("parts") {
+                all.append(Rows::read_parquet(entry.kind, &part).expect("read part"));
+            }
+        }
+        all.set_run_id("");
+        all.sort();
+        out.insert(entry.name, all);
+    }
+    out
+}
+
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The only run directory under `out`.
+pub fn only_run(out: &Path) -> PathBuf {
+    let runs: Vec<_> = std::fs::read_dir(out)
+        .expect("out dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.is_dir())
+        .collect();
+    assert_eq!(
+        runs.len(),
+        1,
+        "expected one run in {}: {runs:?}",
+        out.display()
+    );
+    runs[0].clone()
+}
