@@ -8,7 +8,8 @@
 #
 #   TANDEM_CACHE   where installs live (default: ~/.cache/tandem); shared by every checkout
 #
-# Prints `export LIBTORCH=...` on stdout, so `eval "$(scripts/setup-libtorch.sh)"` also works.
+# With --print-env, prints `export LIBTORCH=...` (for `eval "$(scripts/setup-libtorch.sh --print-env)"`
+# in shells that build outside this repo's cargo config).
 set -euo pipefail
 
 TORCH_VERSION=2.11.0
@@ -41,4 +42,6 @@ fi
 
 # The link makes `cargo build` find libtorch with no environment, from any checkout.
 ln -sfn "$prefix" "$repo/.libtorch"
-echo "export LIBTORCH=$prefix/torch"
+if [ "${1:-}" = "--print-env" ]; then
+  echo "export LIBTORCH=$prefix/torch"
+fi

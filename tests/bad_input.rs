@@ -55,10 +55,8 @@ fn unknown_kind_lists_the_known_kinds_at_its_line() {
         ),
         "{err}"
     );
-    assert!(
-        err.contains("known kinds: generate.offline, sink.jsonl, source.jsonl"),
-        "{err}"
-    );
+    assert!(err.contains("known kinds: generate.offline, "), "{err}");
+    assert!(err.ends_with(", verify.exact\n"), "{err}");
 }
 
 #[test]

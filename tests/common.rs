@@ -139,3 +139,33 @@ pub fn only_run(out: &Path) -> PathBuf {
     );
     runs[0].clone()
 }
+
+/// Writes a dataset of `prompts` questions with `completions` stored answers each, and a pipeline
+/// over it (`per_step` prompts × `group_size`, `steps` steps) into `dir`; returns the pipeline.
+pub fn generated_pipeline(
+    dir: &Path,
+    prompts: usize,
+    completions: usize,
+    per_step: usize,
+    group_size: usize,
+    steps: u64,
+) -> PathBuf {
+    let data = dir.join("data.jsonl");
+    write_dataset(&data, prompts, completions, prompts as u64);
+    let pipeline = dir.join("pipeline.yaml");
+    std::fs::write(&pipeline, pipeline_yaml(&data, per_step, group_size, steps))
+        .expect("write pipeline");
+    pipeline
+}
+
+/// Plans and runs a pipeline in-process with `workers` threads, under `out`.
+pub fn run_in_process(pipeline: &Path, workers: usize, out: &Path) -> tandem_pipeline::RunSummary {
+    let plan = tandem_pipeline::Plan::from_file(pipeline, &tandem_pipeline::PlanOptions::default())
+        .expect("plan");
+    let options = tandem_pipeline::RunOptions {
+        workers,
+        out_dir: out.to_owned(),
+        ..Default::default()
+    };
+    tandem_pipeline::run(plan, options).expect("run")
+}

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use tandem_pipeline::reference::run_reference;
-use tandem_pipeline::{Plan, PlanOptions, RunOptions};
+use tandem_pipeline::{Plan, PlanOptions};
 use tandem_schemas::io::{Rows, facet_rows};
 use tandem_schemas::{Facet, StreamKind};
 
@@ -15,26 +15,19 @@ fn stored_run(
     workers: usize,
     out: &std::path::Path,
 ) -> BTreeMap<String, Rows> {
-    let plan = Plan::from_file(pipeline, &PlanOptions::default()).expect("plan");
-    let summary = tandem_pipeline::run(
-        plan,
-        RunOptions {
-            workers,
-            out_dir: out.to_owned(),
-            ..RunOptions::default()
-        },
-    )
-    .expect("run");
-    stored_streams(&summary.run_dir)
+    stored_streams(&run_in_process(pipeline, workers, out).run_dir)
 }
 
 fn same_pipeline_same_streams(prompts: usize, group_size: usize, per_step: usize, steps: u64) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("data.jsonl");
-    write_dataset(&data, prompts, group_size + 1, 3);
-    let pipeline = dir.path().join("pipeline.yaml");
-    std::fs::write(&pipeline, pipeline_yaml(&data, per_step, group_size, steps))
-        .expect("write pipeline");
+    let pipeline = generated_pipeline(
+        dir.path(),
+        prompts,
+        group_size + 1,
+        per_step,
+        group_size,
+        steps,
+    );
 
     let one = stored_run(&pipeline, 1, &dir.path().join("one"));
     let four = stored_run(&pipeline, 4, &dir.path().join("four"));
@@ -79,20 +72,8 @@ fn dataflow_matches_reference_40_prompts_g2_batch7_steps12_across_epochs() {
 #[test]
 fn part_files_are_split_by_worker_and_readable_as_a_hive_dataset() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("data.jsonl");
-    write_dataset(&data, 64, 2, 5);
-    let pipeline = dir.path().join("pipeline.yaml");
-    std::fs::write(&pipeline, pipeline_yaml(&data, 32, 2, 2)).expect("write pipeline");
-    let plan = Plan::from_file(&pipeline, &PlanOptions::default()).expect("plan");
-    let summary = tandem_pipeline::run(
-        plan,
-        RunOptions {
-            workers: 3,
-            out_dir: dir.path().join("runs"),
-            ..RunOptions::default()
-        },
-    )
-    .expect("run");
+    let pipeline = generated_pipeline(dir.path(), 64, 2, 32, 2, 2);
+    let summary = run_in_process(&pipeline, 3, &dir.path().join("runs"));
     assert_eq!(
         (summary.steps, summary.groups, summary.samples),
         (2, 64, 128)
@@ -125,20 +106,8 @@ fn part_files_are_split_by_worker_and_readable_as_a_hive_dataset() {
 #[test]
 fn replay_reads_back_exactly_what_was_stored() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("data.jsonl");
-    write_dataset(&data, 50, 3, 9);
-    let pipeline = dir.path().join("pipeline.yaml");
-    std::fs::write(&pipeline, pipeline_yaml(&data, 10, 3, 5)).expect("write pipeline");
-    let plan = Plan::from_file(&pipeline, &PlanOptions::default()).expect("plan");
-    let first = tandem_pipeline::run(
-        plan,
-        RunOptions {
-            workers: 2,
-            out_dir: dir.path().join("runs"),
-            ..RunOptions::default()
-        },
-    )
-    .expect("run");
+    let pipeline = generated_pipeline(dir.path(), 50, 3, 10, 3, 5);
+    let first = run_in_process(&pipeline, 2, &dir.path().join("runs"));
 
     let replay = dir.path().join("replay.yaml");
     std::fs::write(
@@ -149,16 +118,8 @@ fn replay_reads_back_exactly_what_was_stored() {
         ),
     )
     .expect("write replay");
-    let plan = Plan::from_file(&replay, &PlanOptions::default()).expect("replay plan");
-    assert_eq!(plan.steps, 5, "replay runs the stored steps");
-    let second = tandem_pipeline::run(
-        plan,
-        RunOptions {
-            out_dir: dir.path().join("runs"),
-            ..RunOptions::default()
-        },
-    )
-    .expect("replay run");
+    let second = run_in_process(&replay, 1, &dir.path().join("runs"));
+    assert_eq!(second.steps, 5, "replay runs the stored steps");
     let (a, b) = (
         stored_streams(&first.run_dir),
         stored_streams(&second.run_dir),
@@ -169,4 +130,78 @@ fn replay_reads_back_exactly_what_was_stored() {
         b["verdicts"], a["verdicts"],
         "the same verifier on the same samples judges the same"
     );
+}
+
+#[test]
+fn parquet_source_with_hf_style_columns_feeds_the_pipeline() {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, Int64Array, StringArray};
+    use arrow::record_batch::RecordBatch;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shards = dir.path().join("data");
+    std::fs::create_dir(&shards).expect("mkdir");
+    // Two shards, as a Hugging Face `data/` directory holds them; integer answers.
+    for (shard, range) in [
+        ("train-00000-of-00002.parquet", 0..6i64),
+        ("train-00001-of-00002.parquet", 6..10),
+    ] {
+        let problems: Vec<String> = range.clone().map(|i| format!("What is {i} * 2?")).collect();
+        let solutions: Vec<i64> = range.clone().map(|i| i * 2).collect();
+        let columns: Vec<(&str, ArrayRef)> = vec![
+            ("problem", Arc::new(StringArray::from(problems))),
+            ("solution", Arc::new(Int64Array::from(solutions))),
+        ];
+        let batch = RecordBatch::try_from_iter(columns).expect("batch");
+        let file = std::fs::File::create(shards.join(shard)).expect("create");
+        let mut writer =
+            parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).expect("writer");
+        writer.write(&batch).expect("write");
+        writer.close().expect("close");
+    }
+    let pipeline = dir.path().join("pipeline.yaml");
+    let yaml = format!(
+        "run: {{ prompts_per_step: 5, group_size: 1 }}\nstages:\n  - id: prompts\n    kind: source.parquet\n    params: {{ path: {}, shuffle: false, fields: {{ question: problem, answer: solution }} }}\n",
+        shards.display()
+    );
+    std::fs::write(&pipeline, yaml).expect("write pipeline");
+    let run = run_in_process(&pipeline, 2, &dir.path().join("runs"));
+    assert_eq!(run.steps, 2);
+    let Rows::Prompts(prompts) = &stored_streams(&run.run_dir)["prompts"] else {
+        unreachable!()
+    };
+    let seen: Vec<(u64, &str, &str, Option<&str>)> = prompts
+        .iter()
+        .map(|p| {
+            (
+                p.step,
+                p.prompt_id.as_str(),
+                p.question.as_str(),
+                p.answer.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(seen.len(), 10);
+    assert_eq!(seen[0], (0, "0", "What is 0 * 2?", Some("0")));
+    assert_eq!(
+        seen[9],
+        (1, "9", "What is 9 * 2?", Some("18")),
+        "ids count across shards, in file order"
+    );
+
+    // The same file through source.jsonl is refused: the kind decides the format.
+    let wrong = dir.path().join("wrong.yaml");
+    std::fs::write(
+        &wrong,
+        std::fs::read_to_string(&pipeline)
+            .expect("read")
+            .replace("source.parquet", "source.jsonl"),
+    )
+    .expect("write");
+    let err = Plan::from_file(&wrong, &PlanOptions::default())
+        .err()
+        .expect("must fail")
+        .to_string();
+    assert!(err.contains("stage `prompts` (source.jsonl)"), "{err}");
 }

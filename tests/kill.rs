@@ -11,14 +11,8 @@ use crate::common::*;
 #[test]
 fn sigkill_mid_run_leaves_only_complete_parquet() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("data.jsonl");
     // Enough work that the run is still writing when it is killed.
-    write_dataset(&data, 40_000, 8, 2);
-    std::fs::write(
-        dir.path().join("pipeline.yaml"),
-        pipeline_yaml(&data, 4_000, 8, 10),
-    )
-    .expect("write pipeline");
+    generated_pipeline(dir.path(), 40_000, 8, 4_000, 8, 10);
     let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
         .args(["run", "pipeline.yaml", "--out", "runs", "--workers", "2"])
         .current_dir(dir.path())

@@ -3,5 +3,6 @@
 mod bad_input;
 mod common;
 mod dataflow;
+mod interop;
 mod kill;
 mod torch_smoke;

@@ -505,7 +505,7 @@ where
                         continue;
                     }
                     rows.sort();
-                    if let Err(e) = rows.write_parquet(&shared.layout.part(name, step, worker)) {
+                    if let Err(e) = rows.write_part(&shared.layout.part(name, step, worker)) {
                         shared.fail(format!("storing stream `{name}` of step {step}: {e}"));
                     }
                 }

@@ -61,13 +61,24 @@ pub fn write_batch(path: &Path, batch: &RecordBatch) -> Result<()> {
         writer.write(batch).map_err(|e| fail(e.to_string()))?;
         let mut file = writer.into_inner().map_err(|e| fail(e.to_string()))?;
         file.flush().map_err(|e| fail(e.to_string()))?;
-        file.sync_all().map_err(|e| fail(e.to_string()))?;
+        if durable() {
+            file.sync_all().map_err(|e| fail(e.to_string()))?;
+        }
         fs::rename(&tmp, path).map_err(|e| fail(format!("cannot rename into place: {e}")))
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Whether completed files are also flushed to the device before being renamed into place
+/// (`TANDEM_DURABLE=1`). Renaming a fully written file is already safe against the process
+/// being killed (the page cache outlives it); fsync adds safety against power loss at a cost
+/// of a few milliseconds a file, which dominates materialisation on ordinary disks.
+pub fn durable() -> bool {
+    static DURABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *DURABLE.get_or_init(|| std::env::var("TANDEM_DURABLE").is_ok_and(|v| v == "1" || v == "true"))
 }
 
 /// The name a file is written under before it is complete: hidden (readers of a Hive dataset
@@ -88,6 +99,8 @@ pub fn is_temporary(path: &Path) -> bool {
 }
 
 /// Reads a Parquet file of stream `R`, refusing files of another stream or schema version.
+/// A part file of a run has no `step` column (the `step=<n>` directory holds it, as Hive
+/// readers expect); it is restored from the path.
 pub fn read_parquet<R: Record>(path: &Path) -> Result<Vec<R>> {
     let fail = |message: String| Error::Parquet {
         path: path.to_owned(),
@@ -111,12 +124,64 @@ pub fn read_parquet<R: Record>(path: &Path) -> Result<Vec<R>> {
             found_version,
         });
     }
+    let partition_step = match builder.schema().field_with_name("step") {
+        Ok(_) => None,
+        Err(_) => Some(step_of_partition(path).ok_or_else(|| {
+            fail("no `step` column and not inside a `step=<n>` directory".into())
+        })?),
+    };
     let reader = builder.build().map_err(|e| fail(e.to_string()))?;
     let mut rows = Vec::new();
     for batch in reader {
-        rows.extend(from_batch::<R>(&batch.map_err(|e| fail(e.to_string()))?)?);
+        let mut batch = batch.map_err(|e| fail(e.to_string()))?;
+        if let Some(step) = partition_step {
+            batch = with_step(&batch, step).map_err(|e| fail(e.to_string()))?;
+        }
+        rows.extend(from_batch::<R>(&batch)?);
     }
     Ok(rows)
+}
+
+/// The `<n>` of the `step=<n>` directory a part file is in.
+fn step_of_partition(path: &Path) -> Option<u64> {
+    path.parent()?
+        .file_name()?
+        .to_str()?
+        .strip_prefix("step=")?
+        .parse()
+        .ok()
+}
+
+/// `batch` without its `step` column: what a part file under `step=<n>/` stores.
+fn without_step(batch: &RecordBatch) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let schema = batch.schema();
+    let keep: Vec<usize> = (0..schema.fields().len())
+        .filter(|&i| schema.field(i).name() != "step")
+        .collect();
+    batch.project(&keep)
+}
+
+/// `batch` with a constant `step` column put back in front.
+fn with_step(batch: &RecordBatch, step: u64) -> Result<RecordBatch, arrow::error::ArrowError> {
+    use arrow::array::{ArrayRef, UInt64Array};
+    use arrow::datatypes::{DataType, Field, Schema};
+    let schema = batch.schema();
+    let mut fields = vec![std::sync::Arc::new(Field::new(
+        "step",
+        DataType::UInt64,
+        false,
+    ))];
+    fields.extend(schema.fields().iter().cloned());
+    let mut columns: Vec<ArrayRef> =
+        vec![std::sync::Arc::new(UInt64Array::from(vec![
+            step;
+            batch.num_rows()
+        ]))];
+    columns.extend(batch.columns().iter().cloned());
+    RecordBatch::try_new(
+        std::sync::Arc::new(Schema::new(fields).with_metadata(schema.metadata().clone())),
+        columns,
+    )
 }
 
 /// The rows of one stream, gathered from groups: what a stage's materialisation writes.
@@ -285,6 +350,18 @@ impl Rows {
     /// Writes the rows to `path` as Parquet, atomically.
     pub fn write_parquet(&self, path: &Path) -> Result<()> {
         write_batch(path, &self.to_batch()?)
+    }
+
+    /// Writes the rows of one step as a run's part file (`.../step=<n>/part-<w>.parquet`),
+    /// atomically and without the `step` column, which the directory name holds: pyarrow,
+    /// DuckDB and polars then read the stream as a Hive-partitioned dataset with no schema
+    /// conflict between file and path.
+    pub fn write_part(&self, path: &Path) -> Result<()> {
+        let batch = without_step(&self.to_batch()?).map_err(|e| Error::Arrow {
+            stream: self.kind().name(),
+            source: e.into(),
+        })?;
+        write_batch(path, &batch)
     }
 
     /// Reads a stored file of stream `kind`.
@@ -477,6 +554,36 @@ mod tests {
             round_trip(rows.into_iter().map(|((run_id, step, prompt_id), sample_idx, stage, kind, reason)|
                 ErrorRecord { run_id, step, prompt_id, sample_idx, stage, kind, reason }).collect());
         }
+    }
+
+    #[test]
+    fn part_files_keep_step_in_the_path_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir
+            .path()
+            .join("samples")
+            .join("step=42")
+            .join("part-0.parquet");
+        let rows = vec![SampleRecord {
+            step: 42,
+            prompt_id: "p".into(),
+            text: "t".into(),
+            ..Default::default()
+        }];
+        Rows::Samples(rows.clone())
+            .write_part(&path)
+            .expect("write");
+        let file = File::open(&path).expect("open");
+        let stored = ParquetRecordBatchReaderBuilder::try_new(file).expect("parquet");
+        assert!(
+            stored.schema().field_with_name("step").is_err(),
+            "the file has no step column"
+        );
+        assert_eq!(read_parquet::<SampleRecord>(&path).expect("read"), rows);
+        let elsewhere = dir.path().join("loose.parquet");
+        fs::copy(&path, &elsewhere).expect("copy");
+        let err = read_parquet::<SampleRecord>(&elsewhere).expect_err("no step anywhere");
+        assert!(err.to_string().contains("step=<n>"), "{err}");
     }
 
     #[test]

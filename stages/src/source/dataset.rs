@@ -10,11 +10,12 @@ use crate::contract::{BuildContext, Built, Source, StepContext};
 use crate::registry::StageConfig;
 use crate::{Result, StageError};
 
-/// Parameters of `source.jsonl` and `source.parquet`.
+/// Parameters of `source.jsonl` and `source.parquet` (the kind decides the format).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatasetSourceConfig {
-    /// The dataset: a `.jsonl` file, a `.parquet` file, or a directory of `.parquet` files.
+    /// The dataset: a JSON Lines file (`source.jsonl`), or a Parquet file or a directory of
+    /// `.parquet` files in the Hugging Face `data/` layout (`source.parquet`).
     /// Relative paths are relative to the working directory.
     pub path: PathBuf,
     /// Which field feeds which part of a prompt (`question`, `answer`, `id`, `difficulty`,
@@ -33,11 +34,43 @@ fn yes() -> bool {
     true
 }
 
-impl StageConfig for DatasetSourceConfig {
+/// `source.jsonl`'s parameters.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(transparent)]
+pub struct JsonlSourceConfig(pub DatasetSourceConfig);
+
+/// `source.parquet`'s parameters.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(transparent)]
+pub struct ParquetSourceConfig(pub DatasetSourceConfig);
+
+impl StageConfig for JsonlSourceConfig {
     fn build(self, ctx: &BuildContext) -> Result<Built> {
+        self.0.build_with(ctx, tandem_datasets::load_jsonl)
+    }
+}
+
+impl StageConfig for ParquetSourceConfig {
+    fn build(self, ctx: &BuildContext) -> Result<Built> {
+        self.0.build_with(ctx, |path, fields, limit| {
+            // A directory is an HF-style set of shards; `load` reads those in name order.
+            if path.is_dir() {
+                tandem_datasets::load(path, fields, limit)
+            } else {
+                tandem_datasets::load_parquet(path, fields, limit)
+            }
+        })
+    }
+}
+
+type Loader =
+    fn(&std::path::Path, &FieldMap, Option<usize>) -> tandem_datasets::Result<Vec<Example>>;
+
+impl DatasetSourceConfig {
+    fn build_with(self, ctx: &BuildContext, load: Loader) -> Result<Built> {
         let path = ctx.resolve(&self.path);
-        let examples = tandem_datasets::load(&path, &self.fields, self.limit)
-            .map_err(|e| StageError::Data(e.to_string()))?;
+        let examples =
+            load(&path, &self.fields, self.limit).map_err(|e| StageError::Data(e.to_string()))?;
         let batches = Batches::new(
             examples.len(),
             ctx.run.batch_size,

@@ -3,5 +3,5 @@
 mod dataset;
 mod replay;
 
-pub use dataset::{DatasetSource, DatasetSourceConfig};
+pub use dataset::{DatasetSource, DatasetSourceConfig, JsonlSourceConfig, ParquetSourceConfig};
 pub use replay::{ReplaySource, ReplaySourceConfig};

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole test suite, exactly as CI runs it (README: "Run the tests").
+#
+# Installs what the tests need on a fresh machine, into a cache reused across checkouts:
+# libtorch (scripts/setup-libtorch.sh), and a Python venv with pyarrow and DuckDB, which the
+# interop test uses to read a run's streams the way users will. Extra arguments go to cargo test.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cache=${TANDEM_CACHE:-$HOME/.cache/tandem}
+
+"$repo/scripts/setup-libtorch.sh"
+
+readers="$cache/py-readers"
+if ! "$readers/bin/python" -c 'import pyarrow, duckdb' 2>/dev/null; then
+  echo "test.sh: installing pyarrow and duckdb into $readers (once)" >&2
+  rm -rf "$readers"
+  python3 -m venv "$readers"
+  "$readers/bin/pip" install --quiet --disable-pip-version-check pyarrow==26.0.1 duckdb==2.0.0 >&2
+fi
+export TANDEM_PYTHON="$readers/bin/python"
+
+cd "$repo"
+cargo test --workspace "$@"
