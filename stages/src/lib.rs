@@ -21,6 +21,7 @@ pub mod generate;
 pub mod help;
 pub mod params;
 pub mod registry;
+pub mod reward;
 pub mod sink;
 pub mod source;
 pub mod verify;

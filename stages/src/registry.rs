@@ -65,13 +65,13 @@ pub const BUILTIN: &[KindSpec] = &[
         name: "source.jsonl",
         role: Role::Source,
         summary: "prompts from a JSON Lines file, with a field mapping",
-        build: build_with::<source::DatasetSourceConfig>,
+        build: build_with::<source::JsonlSourceConfig>,
     },
     KindSpec {
         name: "source.parquet",
         role: Role::Source,
         summary: "prompts from a Parquet file or directory (HF-style columns), with a field mapping",
-        build: build_with::<source::DatasetSourceConfig>,
+        build: build_with::<source::ParquetSourceConfig>,
     },
     KindSpec {
         name: "source.replay",
@@ -96,6 +96,30 @@ pub const BUILTIN: &[KindSpec] = &[
         role: Role::Sink,
         summary: "writes every finished group as one JSON line",
         build: build_with::<sink::JsonlSinkConfig>,
+    },
+    KindSpec {
+        name: "verify.countdown",
+        role: Role::Group,
+        summary: "Countdown: the answer uses every given number once and equals the target (exact rationals)",
+        build: build_with::<verify::CountdownConfig>,
+    },
+    KindSpec {
+        name: "reward.collab",
+        role: Role::Group,
+        summary: "the paper's hierarchical reward: alpha_local if solved alone, alpha_cloud if help was asked and the cloud is right",
+        build: build_with::<crate::reward::CollabConfig>,
+    },
+    KindSpec {
+        name: "reward.format",
+        role: Role::Group,
+        summary: "weight for a well-formed response (think block, then answer or help block)",
+        build: build_with::<crate::reward::FormatConfig>,
+    },
+    KindSpec {
+        name: "reward.length",
+        role: Role::Group,
+        summary: "a capped penalty per token past a length budget",
+        build: build_with::<crate::reward::LengthConfig>,
     },
 ];
 
