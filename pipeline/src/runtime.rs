@@ -4,17 +4,21 @@
 //! groups are exchanged by `prompt_id`, then every stage is an operator named after its YAML
 //! id, followed (when materialised) by an operator that stores the stage's stream for a step
 //! once the frontier says the step is complete there. Sinks see whole steps on worker 0.
-//! Stores hold their step's capability until the file is renamed into place, so the probe
-//! passing step t means every stream of t is completely on disk.
+//! Stores hand a complete step's rows to the worker's writer thread (sorting, Arrow encoding,
+//! zstd and I/O happen off the dataflow thread) and hold the step's capability until the writer
+//! says the file is renamed into place, so the probe passing step t means every stream of t is
+//! completely on disk.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
 
 use timely::dataflow::channels::pact::{Exchange, ParallelizationContract, Pipeline};
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::{Capability, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle, Stream};
+use timely::scheduling::SyncActivator;
 
 use tandem_schemas::io::Rows;
 use tandem_schemas::layout::{RunLayout, RunStatus};
@@ -26,6 +30,10 @@ use crate::rundir;
 
 /// Steps that may be in flight at once (fed but not yet stored); bounds memory.
 const MAX_INFLIGHT_STEPS: u64 = 2;
+
+/// How long a waiting worker parks before it looks at its probe again. Operators are woken by
+/// messages and by the writer; this bound only guards against a missed wake-up.
+const PARK: Duration = Duration::from_millis(5);
 
 /// Called on worker 0 each time a step is completely stored.
 pub type OnStep = Arc<dyn Fn(&StepReport) + Send + Sync>;
@@ -294,6 +302,7 @@ fn run_worker(
         _ => None,
     };
 
+    let writer = spawn_writer(shared.clone(), index);
     let mut input =
         InputHandle::<u64, timely::container::CapacityContainerBuilder<Vec<Group>>>::new();
     let probe = ProbeHandle::new();
@@ -306,6 +315,7 @@ fn run_worker(
             &source_wiring.id,
             &source_wiring.streams,
             shared,
+            &writer,
             index,
         );
         for (wiring, instance) in wiring.iter().zip(instances.iter_mut()).skip(1) {
@@ -321,13 +331,29 @@ fn run_worker(
                     stream = stage_operator(stream, wiring, shared, index, move |groups, ctx| {
                         g.generate(groups, ctx)
                     });
-                    stream = store(stream, Pipeline, &wiring.id, &wiring.streams, shared, index);
+                    stream = store(
+                        stream,
+                        Pipeline,
+                        &wiring.id,
+                        &wiring.streams,
+                        shared,
+                        &writer,
+                        index,
+                    );
                 }
                 (_, Some(Built::Group(mut g))) => {
                     stream = stage_operator(stream, wiring, shared, index, move |groups, ctx| {
                         g.process(groups, ctx)
                     });
-                    stream = store(stream, Pipeline, &wiring.id, &wiring.streams, shared, index);
+                    stream = store(
+                        stream,
+                        Pipeline,
+                        &wiring.id,
+                        &wiring.streams,
+                        shared,
+                        &writer,
+                        index,
+                    );
                 }
                 (_, _) => {
                     // Only reachable after a failed build on this worker, already reported.
@@ -342,6 +368,7 @@ fn run_worker(
             &Arc::from("errors"),
             &errors,
             shared,
+            &writer,
             index,
         );
         stream.probe_with(&probe);
@@ -382,7 +409,7 @@ fn run_worker(
         let source_id = wiring[0].id.clone();
         for step in 0..shared.steps {
             while step >= MAX_INFLIGHT_STEPS && probe.less_equal(&(step - MAX_INFLIGHT_STEPS)) {
-                worker.step();
+                worker.step_or_park(Some(PARK));
                 report(&probe, fed);
             }
             if shared.failed() {
@@ -406,7 +433,7 @@ fn run_worker(
     }
     drop(input);
     while !probe.done() {
-        worker.step();
+        worker.step_or_park(Some(PARK));
         report(&probe, fed);
     }
     report(&probe, fed);
@@ -450,14 +477,52 @@ where
     })
 }
 
-/// Passes groups through and stores the given streams of each step once the step is complete
-/// on this worker; holds the step's capability until the files are in place.
+/// A step's rows for the writer thread.
+struct WriteJob {
+    step: u64,
+    /// (part file, stream name, rows) for each non-empty stream.
+    files: Vec<(PathBuf, String, Rows)>,
+    /// Where the writer says the step is stored.
+    done: mpsc::Sender<u64>,
+    /// Wakes the operator that waits for `done`.
+    activator: SyncActivator,
+}
+
+/// Starts a worker's writer thread: it sorts, encodes and writes each job's files, then wakes
+/// the operator that handed them over. It ends when every sender is dropped.
+fn spawn_writer(shared: Arc<Shared>, worker: usize) -> mpsc::Sender<WriteJob> {
+    let (jobs, queue) = mpsc::channel::<WriteJob>();
+    std::thread::Builder::new()
+        .name(format!("tandem-writer-{worker}"))
+        .spawn(move || {
+            for job in queue {
+                for (path, name, mut rows) in job.files {
+                    if shared.failed() {
+                        break; // a failed run stores no further step; what is stored stays whole
+                    }
+                    rows.sort();
+                    if let Err(e) = rows.write_part(&path) {
+                        shared.fail(format!("storing stream `{name}` of step {}: {e}", job.step));
+                    }
+                }
+                // The operator may be gone if the run is being torn down; nothing to tell then.
+                let _ = job.done.send(job.step);
+                let _ = job.activator.activate();
+            }
+        })
+        .expect("the OS can start one writer thread per worker");
+    jobs
+}
+
+/// Passes groups through and, once a step is complete on this worker, hands the given streams'
+/// rows to the writer; holds the step's capability until the writer has stored them.
 fn store<'s, P>(
     stream: Stream<'s, u64, Vec<Group>>,
     pact: P,
     stage_id: &Arc<str>,
     streams: &[(String, StreamKind)],
     shared: &Arc<Shared>,
+    writer: &mpsc::Sender<WriteJob>,
     worker: usize,
 ) -> Stream<'s, u64, Vec<Group>>
 where
@@ -465,10 +530,15 @@ where
 {
     let shared = shared.clone();
     let streams = streams.to_vec();
+    let writer = writer.clone();
     let counts = streams.iter().any(|(_, k)| *k == StreamKind::Errors);
     let name = format!("Store({stage_id})");
-    stream.unary_frontier(pact, &name, move |_, _| {
+    let scope = stream.scope();
+    stream.unary_frontier(pact, &name, move |_, info| {
+        let activator = scope.worker().sync_activator_for(info.address.to_vec());
+        let (done, stored) = mpsc::channel::<u64>();
         let mut pending: BTreeMap<u64, (Capability<u64>, Vec<Rows>, StepReport)> = BTreeMap::new();
+        let mut writing: BTreeMap<u64, Capability<u64>> = BTreeMap::new();
         move |(input, frontier), output| {
             input.for_each_time(|time, data| {
                 let step = *time.time();
@@ -495,20 +565,7 @@ where
                 if frontier.less_equal(&step) {
                     break;
                 }
-                let (_capability, mut rows, report) =
-                    pending.remove(&step).expect("first key exists");
-                if shared.failed() {
-                    continue; // a failed run stores no further step; what is stored stays whole
-                }
-                for ((name, _), rows) in streams.iter().zip(rows.iter_mut()) {
-                    if rows.is_empty() {
-                        continue;
-                    }
-                    rows.sort();
-                    if let Err(e) = rows.write_part(&shared.layout.part(name, step, worker)) {
-                        shared.fail(format!("storing stream `{name}` of step {step}: {e}"));
-                    }
-                }
+                let (capability, rows, report) = pending.remove(&step).expect("first key exists");
                 if counts {
                     let mut all = shared.counts.lock().expect("counts lock");
                     let total = all.entry(step).or_default();
@@ -517,6 +574,31 @@ where
                     total.samples += report.samples;
                     total.errors += report.errors;
                 }
+                let files: Vec<(PathBuf, String, Rows)> = streams
+                    .iter()
+                    .zip(rows)
+                    .filter(|(_, rows)| !rows.is_empty())
+                    .map(|((name, _), rows)| {
+                        (shared.layout.part(name, step, worker), name.clone(), rows)
+                    })
+                    .collect();
+                if files.is_empty() || shared.failed() {
+                    continue; // nothing to store: the capability is dropped here
+                }
+                let job = WriteJob {
+                    step,
+                    files,
+                    done: done.clone(),
+                    activator: activator.clone(),
+                };
+                if writer.send(job).is_err() {
+                    shared.fail(format!("the writer of worker {worker} stopped"));
+                    continue;
+                }
+                writing.insert(step, capability);
+            }
+            while let Ok(step) = stored.try_recv() {
+                writing.remove(&step);
             }
         }
     })
