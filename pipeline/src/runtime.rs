@@ -200,9 +200,9 @@ pub fn run(mut plan: Plan, options: RunOptions) -> Result<RunSummary, RunError> 
 
     let worker_shared = shared.clone();
     let on_step = options.on_step.clone();
-    let manifest_for_workers = Mutex::new(manifest.clone());
-    let manifest_for_workers = Arc::new(manifest_for_workers);
-    let worker_manifest = manifest_for_workers.clone();
+    // Worker 0 advances steps_completed as steps land; the final status is written below.
+    let manifest = Arc::new(Mutex::new(manifest));
+    let worker_manifest = manifest.clone();
     let config = timely::Config::process(workers);
     let guards = timely::execute(config, move |worker| {
         run_worker(worker, &worker_shared, on_step.as_deref(), &worker_manifest);
@@ -214,10 +214,7 @@ pub fn run(mut plan: Plan, options: RunOptions) -> Result<RunSummary, RunError> 
         }
     }
 
-    let mut manifest = manifest_for_workers
-        .lock()
-        .expect("workers have finished")
-        .clone();
+    let mut manifest = manifest.lock().expect("workers have finished").clone();
     let counts = shared.counts.lock().expect("workers have finished").clone();
     let failure = shared
         .failure
@@ -327,10 +324,18 @@ fn run_worker(
                     };
                     stream = sink_operator(stream, wiring, sink, shared, index);
                 }
-                (_, Some(Built::Generator(mut g))) => {
-                    stream = stage_operator(stream, wiring, shared, index, move |groups, ctx| {
-                        g.generate(groups, ctx)
-                    });
+                (_, instance) => {
+                    let apply: ApplyFn = match instance {
+                        Some(Built::Generator(mut g)) => {
+                            Box::new(move |groups, ctx| g.generate(groups, ctx))
+                        }
+                        Some(Built::Group(mut g)) => {
+                            Box::new(move |groups, ctx| g.process(groups, ctx))
+                        }
+                        // Only after a failed build on this worker, which is already reported.
+                        _ => continue,
+                    };
+                    stream = stage_operator(stream, wiring, shared, index, apply);
                     stream = store(
                         stream,
                         Pipeline,
@@ -340,23 +345,6 @@ fn run_worker(
                         &writer,
                         index,
                     );
-                }
-                (_, Some(Built::Group(mut g))) => {
-                    stream = stage_operator(stream, wiring, shared, index, move |groups, ctx| {
-                        g.process(groups, ctx)
-                    });
-                    stream = store(
-                        stream,
-                        Pipeline,
-                        &wiring.id,
-                        &wiring.streams,
-                        shared,
-                        &writer,
-                        index,
-                    );
-                }
-                (_, _) => {
-                    // Only reachable after a failed build on this worker, already reported.
                 }
             }
         }
@@ -438,6 +426,9 @@ fn run_worker(
     }
     report(&probe, fed);
 }
+
+/// What a stage operator calls on each batch: a generator's or a group stage's method.
+type ApplyFn = Box<dyn FnMut(&mut [Group], &StepContext) -> tandem_stages::Result<()>>;
 
 /// A deterministic hash of a prompt id (the same on every worker and every run).
 fn prompt_hash(id: &str) -> u64 {

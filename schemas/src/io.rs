@@ -72,22 +72,34 @@ pub fn write_batch(path: &Path, batch: &RecordBatch) -> Result<()> {
 
 /// Columns of free text: nearly every value is distinct, so dictionary pages and min/max
 /// statistics cost time (about 40% of a write) and buy nothing. Keys keep both.
-const FREE_TEXT: &[&str] = &["text", "question", "completions", "answer", "reasoning", "reason", "extracted", "normalized"];
+const FREE_TEXT: &[&str] = &[
+    "text",
+    "question",
+    "completions",
+    "answer",
+    "reasoning",
+    "reason",
+    "extracted",
+    "normalized",
+];
 
 /// zstd, with dictionaries and statistics off for the free-text columns present in `batch`.
 fn writer_properties(batch: &RecordBatch) -> WriterProperties {
     use arrow::datatypes::DataType;
     use parquet::file::properties::EnabledStatistics;
     use parquet::schema::types::ColumnPath;
-    let mut props = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default()));
+    let mut props =
+        WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default()));
     for field in batch.schema().fields() {
         if !FREE_TEXT.contains(&field.name().as_str()) {
             continue;
         }
         let path = match field.data_type() {
-            DataType::List(item) | DataType::LargeList(item) => {
-                ColumnPath::new(vec![field.name().clone(), "list".into(), item.name().clone()])
-            }
+            DataType::List(item) | DataType::LargeList(item) => ColumnPath::new(vec![
+                field.name().clone(),
+                "list".into(),
+                item.name().clone(),
+            ]),
             _ => ColumnPath::new(vec![field.name().clone()]),
         };
         props = props
