@@ -9,10 +9,11 @@
 //! trailing `= <number>` that is ignored.
 
 use serde::Deserialize;
-use tandem_schemas::{Facet, Facets, Group, PromptRecord, Target, VerdictRecord};
+use tandem_schemas::{Facet, Facets, Group, PromptRecord};
 
 use crate::contract::{BuildContext, Built, GroupStage, StepContext};
 use crate::registry::StageConfig;
+use crate::verify::{Judgement, judge_group};
 use crate::{Result, StageError};
 
 /// Answers longer than this (in characters) are a `parse_error`: no real Countdown expression is
@@ -196,25 +197,13 @@ impl CountdownVerifier {
         Some(&text[start..end])
     }
 
-    fn judge(
-        &self,
-        group: &Group,
-        problem: &CountdownProblem,
-        text: &str,
-        sample_idx: Option<u32>,
-        target: Target,
-    ) -> VerdictRecord {
+    fn judge(&self, problem: &CountdownProblem, text: &str) -> Judgement {
         let extracted = self.extract(text);
         let (outcome, normalized) = match extracted {
             Some(answer) => check_expression(problem, answer),
             None => (Outcome::NoAnswer, None),
         };
-        VerdictRecord {
-            run_id: group.prompt.run_id.clone(),
-            step: group.prompt.step,
-            prompt_id: group.prompt.prompt_id.clone(),
-            sample_idx,
-            target,
+        Judgement {
             correct: outcome == Outcome::Correct,
             extracted: extracted.map(str::to_owned),
             normalized,
@@ -245,14 +234,7 @@ impl GroupStage for CountdownVerifier {
                 );
                 continue;
             };
-            let mut verdicts: Vec<VerdictRecord> = group
-                .samples
-                .iter()
-                .map(|s| self.judge(group, &problem, &s.text, Some(s.sample_idx), Target::Local))
-                .collect();
-            if let Some(answer) = group.cloud.as_ref().and_then(|c| c.answer.as_deref()) {
-                verdicts.push(self.judge(group, &problem, answer, None, Target::Cloud));
-            }
+            let verdicts = judge_group(group, |text| self.judge(&problem, text));
             group.verdicts.extend(verdicts);
         }
         Ok(())
@@ -481,6 +463,7 @@ mod tests {
     use rand::seq::SliceRandom;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
+    use tandem_schemas::Target;
     use tandem_schemas::{CloudRecord, PromptRecord, SampleRecord};
 
     use super::*;

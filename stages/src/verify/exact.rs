@@ -2,11 +2,12 @@
 //! (whitespace, case, a trailing period). Judges every sample, and the cloud answer if present.
 
 use serde::Deserialize;
-use tandem_schemas::{Facet, Facets, Group, Target, VerdictRecord};
+use tandem_schemas::{Facet, Facets, Group};
 
 use crate::Result;
 use crate::contract::{BuildContext, Built, GroupStage, StepContext};
 use crate::registry::StageConfig;
+use crate::verify::{Judgement, judge_group};
 
 /// Where the answer is in a response.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -85,24 +86,11 @@ impl ExactVerifier {
         }
     }
 
-    fn judge(
-        &self,
-        group: &Group,
-        text: &str,
-        reference: &str,
-        sample_idx: Option<u32>,
-        target: Target,
-    ) -> VerdictRecord {
+    fn judge(&self, text: &str, reference: &str) -> Judgement {
         let extracted = self.extract(text);
         let normalized = extracted.as_deref().map(|a| self.normalize(a));
-        let correct = normalized.as_deref() == Some(&self.normalize(reference));
-        VerdictRecord {
-            run_id: group.prompt.run_id.clone(),
-            step: group.prompt.step,
-            prompt_id: group.prompt.prompt_id.clone(),
-            sample_idx,
-            target,
-            correct,
+        Judgement {
+            correct: normalized.as_deref() == Some(&self.normalize(reference)),
             method: if extracted.is_some() {
                 "exact"
             } else {
@@ -135,22 +123,7 @@ impl GroupStage for ExactVerifier {
                 );
                 continue;
             };
-            let mut verdicts: Vec<VerdictRecord> = group
-                .samples
-                .iter()
-                .map(|s| {
-                    self.judge(
-                        group,
-                        &s.text,
-                        &reference,
-                        Some(s.sample_idx),
-                        Target::Local,
-                    )
-                })
-                .collect();
-            if let Some(answer) = group.cloud.as_ref().and_then(|c| c.answer.clone()) {
-                verdicts.push(self.judge(group, &answer, &reference, None, Target::Cloud));
-            }
+            let verdicts = judge_group(group, |text| self.judge(text, &reference));
             group.verdicts.extend(verdicts);
         }
         Ok(())

@@ -8,3 +8,43 @@ pub use countdown::{
     check_expression,
 };
 pub use exact::{ExactConfig, ExactVerifier, Extract};
+
+use tandem_schemas::{Group, Target, VerdictRecord};
+
+/// What a verifier decided about one answer text.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Judgement {
+    /// Whether the answer is correct.
+    pub correct: bool,
+    /// The answer found in the text, if any.
+    pub extracted: Option<String>,
+    /// The extracted answer after normalisation.
+    pub normalized: Option<String>,
+    /// How the verdict was decided.
+    pub method: String,
+}
+
+/// The verdicts of a group: one per sample (`Target::Local`), and one for the cloud's answer
+/// when the group has one (`Target::Cloud`, no `sample_idx`), each judged by `judge`.
+pub fn judge_group(group: &Group, mut judge: impl FnMut(&str) -> Judgement) -> Vec<VerdictRecord> {
+    let verdict = |judgement: Judgement, sample_idx: Option<u32>, target: Target| VerdictRecord {
+        run_id: group.prompt.run_id.clone(),
+        step: group.prompt.step,
+        prompt_id: group.prompt.prompt_id.clone(),
+        sample_idx,
+        target,
+        correct: judgement.correct,
+        extracted: judgement.extracted,
+        normalized: judgement.normalized,
+        method: judgement.method,
+    };
+    let mut verdicts: Vec<VerdictRecord> = group
+        .samples
+        .iter()
+        .map(|s| verdict(judge(&s.text), Some(s.sample_idx), Target::Local))
+        .collect();
+    if let Some(answer) = group.cloud.as_ref().and_then(|c| c.answer.as_deref()) {
+        verdicts.push(verdict(judge(answer), None, Target::Cloud));
+    }
+    verdicts
+}
