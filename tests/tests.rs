@@ -5,4 +5,5 @@ mod common;
 mod dataflow;
 mod interop;
 mod kill;
+mod step_scope;
 mod torch_smoke;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tandem_schemas::{Facet, Facets};
-use tandem_stages::{BuildContext, Built, Registry, Role, RunSettings, StageError};
+use tandem_stages::{BuildContext, Built, Registry, Role, RunSettings, Scope, StageError};
 
 use crate::spec::PipelineSpec;
 use crate::yaml::{Document, Location, Seg, YamlError};
@@ -54,6 +54,8 @@ pub struct PlannedStage {
     pub needs: Facets,
     /// What it adds.
     pub provides: Facets,
+    /// Whether it sees groups as they arrive or whole steps.
+    pub scope: Scope,
 }
 
 impl PlannedStage {
@@ -240,6 +242,7 @@ impl Plan {
                 materialize: stage.materialize,
                 needs,
                 provides,
+                scope: instance.scope(),
             });
             built.push(instance);
         }

@@ -23,16 +23,17 @@ pub fn run_reference(mut plan: Plan, run_id: &str) -> Result<Vec<Vec<Group>>, St
         let mut groups = Vec::new();
         for (i, stage) in plan.built.iter_mut().enumerate() {
             match stage {
-                Built::Source(s) => groups = s.step(&ctx(i))?,
+                // Whole-step stages and sinks see a step in prompt-id order (the contract);
+                // for the others the order does not matter, so sort once here.
+                Built::Source(s) => {
+                    groups = s.step(&ctx(i))?;
+                    groups.sort_by(|a, b| a.prompt_id().cmp(b.prompt_id()));
+                }
                 Built::Generator(g) => g.generate(&mut groups, &ctx(i))?,
                 Built::Group(g) => g.process(&mut groups, &ctx(i))?,
-                Built::Sink(s) => {
-                    groups.sort_by(|a, b| a.prompt_id().cmp(b.prompt_id()));
-                    s.consume(&groups, &ctx(i))?
-                }
+                Built::Sink(s) => s.consume(&groups, &ctx(i))?,
             }
         }
-        groups.sort_by(|a, b| a.prompt_id().cmp(b.prompt_id()));
         out.push(groups);
     }
     for stage in plan.built.iter_mut() {

@@ -9,8 +9,10 @@
 //! says the file is renamed into place, so the probe passing step t means every stream of t is
 //! completely on disk.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
@@ -23,7 +25,7 @@ use timely::scheduling::SyncActivator;
 use tandem_schemas::io::Rows;
 use tandem_schemas::layout::{RunLayout, RunStatus};
 use tandem_schemas::{Group, StreamKind};
-use tandem_stages::{Built, Role, StepContext};
+use tandem_stages::{Built, Role, Scope, StepContext};
 
 use crate::plan::Plan;
 use crate::rundir;
@@ -159,6 +161,7 @@ struct StageWiring {
     id: Arc<str>,
     kind: String,
     role: Role,
+    scope: Scope,
     streams: Vec<(String, StreamKind)>,
 }
 
@@ -266,6 +269,7 @@ fn run_worker(
                 id: s.id.clone(),
                 kind: s.kind.clone(),
                 role: s.role,
+                scope: s.scope,
                 streams: if s.materialize && shared.materialize {
                     s.streams()
                         .into_iter()
@@ -318,11 +322,30 @@ fn run_worker(
         for (wiring, instance) in wiring.iter().zip(instances.iter_mut()).skip(1) {
             match (wiring.role, instance.take()) {
                 (Role::Sink, sink) => {
-                    let sink = match sink {
+                    // Sinks live on worker 0 only; other workers never receive a group here.
+                    let sink = Rc::new(RefCell::new(match sink {
                         Some(Built::Sink(s)) => Some(s),
                         _ => None,
-                    };
-                    stream = sink_operator(stream, wiring, sink, shared, index);
+                    }));
+                    let finisher = sink.clone();
+                    let apply: ApplyFn =
+                        Box::new(move |groups, ctx| match sink.borrow_mut().as_mut() {
+                            Some(sink) => sink.consume(groups, ctx),
+                            None => Ok(()),
+                        });
+                    let finish: FinishFn = Box::new(move || match finisher.borrow_mut().as_mut() {
+                        Some(sink) => sink.finish(),
+                        None => Ok(()),
+                    });
+                    stream = whole_step_operator(
+                        stream,
+                        wiring,
+                        shared,
+                        index,
+                        Gather::ToFirstWorker,
+                        apply,
+                        Some(finish),
+                    );
                 }
                 (_, instance) => {
                     let apply: ApplyFn = match instance {
@@ -335,16 +358,42 @@ fn run_worker(
                         // Only after a failed build on this worker, which is already reported.
                         _ => continue,
                     };
-                    stream = stage_operator(stream, wiring, shared, index, apply);
-                    stream = store(
-                        stream,
-                        Pipeline,
-                        &wiring.id,
-                        &wiring.streams,
-                        shared,
-                        &writer,
-                        index,
-                    );
+                    stream = match wiring.scope {
+                        Scope::Group => {
+                            let stream = stage_operator(stream, wiring, shared, index, apply);
+                            store(
+                                stream,
+                                Pipeline,
+                                &wiring.id,
+                                &wiring.streams,
+                                shared,
+                                &writer,
+                                index,
+                            )
+                        }
+                        Scope::Step => {
+                            let stream = whole_step_operator(
+                                stream,
+                                wiring,
+                                shared,
+                                index,
+                                Gather::ByStep,
+                                apply,
+                                None,
+                            );
+                            // Spread the step's groups over the workers again for the stages after.
+                            let spread = Exchange::new(|g: &Group| prompt_hash(g.prompt_id()));
+                            store(
+                                stream,
+                                spread,
+                                &wiring.id,
+                                &wiring.streams,
+                                shared,
+                                &writer,
+                                index,
+                            )
+                        }
+                    };
                 }
             }
         }
@@ -595,22 +644,41 @@ where
     })
 }
 
-/// Gathers each whole step on worker 0, hands it to the sink in `prompt_id` order, then passes
-/// the groups on.
-fn sink_operator<'s>(
+/// What a whole-step operator calls once a step's groups are all in (after the last step, for
+/// sinks).
+type FinishFn = Box<dyn FnMut() -> tandem_stages::Result<()>>;
+
+/// Where a whole-step operator gathers a step.
+#[derive(Clone, Copy)]
+enum Gather {
+    /// Every step on worker 0 (sinks, which live there).
+    ToFirstWorker,
+    /// Step t on worker t mod N, so that consecutive steps use different workers.
+    ByStep,
+}
+
+/// Gathers each whole step on one worker, hands its groups to `apply` in `prompt_id` order, then
+/// passes them on; holds the step's capability until then.
+fn whole_step_operator<'s>(
     stream: Stream<'s, u64, Vec<Group>>,
     wiring: &StageWiring,
-    mut sink: Option<Box<dyn tandem_stages::Sink>>,
     shared: &Arc<Shared>,
     worker: usize,
+    gather: Gather,
+    mut apply: ApplyFn,
+    mut finish: Option<FinishFn>,
 ) -> Stream<'s, u64, Vec<Group>> {
     let shared = shared.clone();
     let id = wiring.id.clone();
     let kind = wiring.kind.clone();
     let steps = shared.steps;
-    stream.unary_frontier(Exchange::new(|_: &Group| 0), &id.clone(), move |_, _| {
+    let workers = shared.workers as u64;
+    let pact = Exchange::new(move |g: &Group| match gather {
+        Gather::ToFirstWorker => 0,
+        Gather::ByStep => g.step() % workers,
+    });
+    stream.unary_frontier(pact, &id.clone(), move |_, _| {
         let mut pending: BTreeMap<u64, (Capability<u64>, Vec<Group>)> = BTreeMap::new();
-        let mut finished = false;
         move |(input, frontier), output| {
             input.for_each_time(|time, data| {
                 let entry = pending
@@ -626,20 +694,21 @@ fn sink_operator<'s>(
                 }
                 let (capability, mut groups) = pending.remove(&step).expect("first key exists");
                 groups.sort_by(|a, b| a.prompt_id().cmp(b.prompt_id()));
-                if let Some(sink) = sink.as_mut().filter(|_| !shared.failed())
-                    && let Err(e) = sink.consume(&groups, &shared.context(&id, step, worker))
+                if !shared.failed()
+                    && let Err(e) = apply(&mut groups, &shared.context(&id, step, worker))
                 {
                     shared.fail(format!("stage `{id}` ({kind}) at step {step}: {e}"));
                 }
                 output.session(&capability).give_container(&mut groups);
             }
-            if !finished && frontier.is_empty() && pending.is_empty() {
-                finished = true;
-                if let Some(sink) = sink.as_mut().filter(|_| !shared.failed() && steps > 0)
-                    && let Err(e) = sink.finish()
-                {
-                    shared.fail(format!("stage `{id}` ({kind}) finishing: {e}"));
-                }
+            if frontier.is_empty()
+                && pending.is_empty()
+                && let Some(mut finish) = finish.take()
+                && !shared.failed()
+                && steps > 0
+                && let Err(e) = finish()
+            {
+                shared.fail(format!("stage `{id}` ({kind}) finishing: {e}"));
             }
         }
     })

@@ -83,6 +83,18 @@ pub trait Generator: Send {
     fn generate(&mut self, groups: &mut [Group], ctx: &StepContext) -> Result<()>;
 }
 
+/// What a group stage sees in one call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Scope {
+    /// Batches of groups as they arrive, on every worker (most stages).
+    #[default]
+    Group,
+    /// Every group of a step at once, in `prompt_id` order, on one worker: for stages whose
+    /// decision about one group depends on the others (a filter choosing a share of the batch,
+    /// batch-normalised advantages).
+    Step,
+}
+
 /// Adds to each group (verdicts, rewards, …). Never splits, drops or reorders groups' samples.
 pub trait GroupStage: Send {
     /// Facets the stage reads; the plan rejects a pipeline where they are not provided upstream.
@@ -91,8 +103,13 @@ pub trait GroupStage: Send {
     /// Facets the stage adds; they are its materialised stream.
     fn provides(&self) -> Facets;
 
-    /// Processes a batch of groups of one step. A record that fails becomes an error row on its
-    /// group; an `Err` stops the run.
+    /// Whether it sees groups as they arrive or whole steps (default: as they arrive).
+    fn scope(&self) -> Scope {
+        Scope::Group
+    }
+
+    /// Processes a batch of groups of one step (all of them, with [`Scope::Step`]). A record
+    /// that fails becomes an error row on its group; an `Err` stops the run.
     fn process(&mut self, groups: &mut [Group], ctx: &StepContext) -> Result<()>;
 }
 
@@ -130,6 +147,15 @@ impl Built {
             Built::Generator(g) => g.needs(),
             Built::Group(g) => g.needs(),
             Built::Sink(s) => s.needs(),
+        }
+    }
+
+    /// What the stage sees in one call (sinks always see whole steps).
+    pub fn scope(&self) -> Scope {
+        match self {
+            Built::Group(g) => g.scope(),
+            Built::Sink(_) => Scope::Step,
+            Built::Source(_) | Built::Generator(_) => Scope::Group,
         }
     }
 

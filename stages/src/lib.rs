@@ -27,7 +27,7 @@ pub mod source;
 pub mod verify;
 
 pub use contract::{
-    BuildContext, Built, Generator, GroupStage, RunSettings, Sink, Source, StepContext,
+    BuildContext, Built, Generator, GroupStage, RunSettings, Scope, Sink, Source, StepContext,
 };
 pub use registry::{KindSpec, Registry, Role};
 
