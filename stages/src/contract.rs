@@ -31,7 +31,29 @@ pub struct BuildContext {
     pub run: RunSettings,
 }
 
+impl Default for RunSettings {
+    /// One prompt a step, one sample a prompt, seed 0: the smallest run, for tests of a stage.
+    fn default() -> Self {
+        RunSettings {
+            batch_size: 1,
+            group_size: 1,
+            steps: None,
+            seed: 0,
+        }
+    }
+}
+
 impl BuildContext {
+    /// The context of stage `stage_id` in a run with `run` settings, resolving paths against the
+    /// working directory (as the pipeline does).
+    pub fn new(stage_id: &str, run: RunSettings) -> BuildContext {
+        BuildContext {
+            stage_id: stage_id.into(),
+            base_dir: std::env::current_dir().unwrap_or_default(),
+            run,
+        }
+    }
+
     /// Resolves a path from the parameters against [`BuildContext::base_dir`].
     pub fn resolve(&self, path: &std::path::Path) -> PathBuf {
         if path.is_absolute() {
@@ -55,6 +77,24 @@ pub struct StepContext {
     pub worker: usize,
     /// Number of workers.
     pub workers: usize,
+}
+
+impl StepContext {
+    /// The context of one call on a single worker: what a test of a stage passes to it.
+    ///
+    /// ```
+    /// let ctx = tandem_stages::StepContext::single_worker("run-1", "verdicts", 3);
+    /// assert_eq!((ctx.step, ctx.worker, ctx.workers), (3, 0, 1));
+    /// ```
+    pub fn single_worker(run_id: &str, stage_id: &str, step: u64) -> StepContext {
+        StepContext {
+            run_id: run_id.into(),
+            stage_id: stage_id.into(),
+            step,
+            worker: 0,
+            workers: 1,
+        }
+    }
 }
 
 /// Emits the groups (usually prompt-only) of each step. Runs on one worker.

@@ -150,13 +150,7 @@ mod tests {
     use super::*;
 
     fn ctx() -> StepContext {
-        StepContext {
-            run_id: "r".into(),
-            stage_id: "reward".into(),
-            step: 0,
-            worker: 0,
-            workers: 1,
-        }
+        StepContext::single_worker("r", "reward", 0)
     }
 
     fn build_ctx() -> BuildContext {

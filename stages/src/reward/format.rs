@@ -79,16 +79,7 @@ mod tests {
     use super::*;
 
     fn stage(params: serde_json::Value) -> crate::Result<Box<dyn GroupStage>> {
-        let ctx = BuildContext {
-            stage_id: "fmt".into(),
-            base_dir: ".".into(),
-            run: crate::RunSettings {
-                batch_size: 1,
-                group_size: 1,
-                steps: None,
-                seed: 0,
-            },
-        };
+        let ctx = BuildContext::new("fmt", crate::RunSettings::default());
         match crate::registry::build_with::<FormatConfig>(&params, &ctx)? {
             Built::Group(stage) => Ok(stage),
             _ => panic!("not a group stage"),
@@ -96,13 +87,7 @@ mod tests {
     }
 
     fn ctx(stage_id: &str) -> StepContext {
-        StepContext {
-            run_id: "r".into(),
-            stage_id: stage_id.into(),
-            step: 0,
-            worker: 0,
-            workers: 1,
-        }
+        StepContext::single_worker("r", stage_id, 0)
     }
 
     #[test]

@@ -105,16 +105,7 @@ mod tests {
 
     fn stage(params: serde_json::Value) -> Result<LengthReward> {
         let config = crate::params::parse::<LengthConfig>(&params)?;
-        let ctx = BuildContext {
-            stage_id: "len".into(),
-            base_dir: ".".into(),
-            run: crate::RunSettings {
-                batch_size: 1,
-                group_size: 1,
-                steps: None,
-                seed: 0,
-            },
-        };
+        let ctx = BuildContext::new("len", crate::RunSettings::default());
         // Build through the config so its checks run, then keep the concrete type.
         config.clone().build(&ctx)?;
         Ok(LengthReward { config })
@@ -154,13 +145,7 @@ mod tests {
             "max_tokens": 3, "penalty_per_token": 0.25, "weight": 2.0,
         }))
         .expect("build");
-        let ctx = StepContext {
-            run_id: "r".into(),
-            stage_id: "len".into(),
-            step: 0,
-            worker: 0,
-            workers: 1,
-        };
+        let ctx = StepContext::single_worker("r", "len", 0);
         s.process(&mut groups, &ctx).expect("process");
         let got: Vec<_> = groups[0]
             .rewards

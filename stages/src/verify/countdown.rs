@@ -482,13 +482,7 @@ mod tests {
     }
 
     fn ctx() -> StepContext {
-        StepContext {
-            run_id: "r".into(),
-            stage_id: "judge".into(),
-            step: 0,
-            worker: 0,
-            workers: 1,
-        }
+        StepContext::single_worker("r", "judge", 0)
     }
 
     #[test]
@@ -727,16 +721,7 @@ mod tests {
 
     #[test]
     fn config_rejects_empty_tags_and_unknown_fields() {
-        let ctx = BuildContext {
-            stage_id: "judge".into(),
-            base_dir: ".".into(),
-            run: crate::RunSettings {
-                batch_size: 1,
-                group_size: 1,
-                steps: None,
-                seed: 0,
-            },
-        };
+        let ctx = BuildContext::new("judge", crate::RunSettings::default());
         let err = crate::registry::build_with::<CountdownConfig>(
             &serde_json::json!({"answer": ["<a>", ""]}),
             &ctx,

@@ -189,13 +189,7 @@ mod tests {
                 ..Default::default()
             }),
         ];
-        let ctx = StepContext {
-            run_id: "r".into(),
-            stage_id: "check".into(),
-            step: 0,
-            worker: 0,
-            workers: 1,
-        };
+        let ctx = StepContext::single_worker("r", "check", 0);
         v.process(&mut groups, &ctx).expect("process");
         let correct: Vec<_> = groups[0]
             .verdicts
