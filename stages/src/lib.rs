@@ -20,6 +20,7 @@ pub mod contract;
 pub mod generate;
 pub mod help;
 pub mod params;
+pub mod policy;
 pub mod registry;
 pub mod reward;
 pub mod sink;

@@ -1,4 +1,5 @@
-//! Embeds an rpath to libtorch so `tandem` and its tests run without `LD_LIBRARY_PATH`.
+//! Embeds an rpath to libtorch so binaries and tests of every crate that links tch (the root
+//! package, `stages`, `pipeline`) run without `LD_LIBRARY_PATH`. Shared by their manifests.
 
 fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH");

@@ -1,0 +1,128 @@
+//! Checkpoints out: a HF model directory transformers loads unchanged, plus the learner's state.
+//!
+//! A checkpoint is written into a temporary sibling directory and renamed into place, so a
+//! reader (or a resume after a crash) never sees half of one.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::config::WeightDtype;
+use super::model::Transformer;
+use super::train::Learner;
+use super::{PolicyError, Result, weights};
+
+/// Tokenizer and generation files copied from the source model directory when present.
+pub const TOKENIZER_FILES: [&str; 5] = [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+    "special_tokens_map.json",
+    "generation_config.json",
+];
+
+/// Optimiser moments, next to the model in a checkpoint.
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+/// Step counters and seeds, next to the model in a checkpoint.
+pub const STATE_FILE: &str = "trainer_state.json";
+
+/// Writes `model` as a HF directory at `out`: `config.json`, `model.safetensors` (HF tensor
+/// names; a tied output projection is stored once, as the embedding) in `dtype`, and the
+/// tokenizer files of `tokenizer_dir`. An existing `out` is replaced.
+pub fn save_pretrained(
+    model: &Transformer,
+    tokenizer_dir: &Path,
+    out: &Path,
+    dtype: WeightDtype,
+) -> Result<()> {
+    write_dir(out, |tmp| {
+        let config = serde_json::to_string_pretty(&model.config.to_json(dtype)).unwrap_or_default();
+        let config_path = tmp.join("config.json");
+        std::fs::write(&config_path, config + "\n")
+            .map_err(|e| PolicyError::io(&config_path, e))?;
+        weights::write(
+            &tmp.join(weights::WEIGHTS),
+            model.named_parameters(),
+            dtype.kind(),
+        )?;
+        for name in TOKENIZER_FILES {
+            let from = tokenizer_dir.join(name);
+            if from.is_file() {
+                std::fs::copy(&from, tmp.join(name)).map_err(|e| PolicyError::io(&from, e))?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Counters and seeds a resumed run needs besides weights and optimiser moments.
+///
+/// Generation draws from streams seeded by `(seed, prompt, sample)`, so the seed is the whole
+/// random state: a resumed run samples exactly what the uninterrupted run would have.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrainerState {
+    /// Optimiser updates taken.
+    pub optimizer_steps: u64,
+    /// Training steps completed (the data cursor).
+    pub step: u64,
+    /// Version of the weights (bumped by every update).
+    pub policy_version: u64,
+    /// The run's seed.
+    pub seed: u64,
+}
+
+/// Writes the learner's AdamW moments and `state` into checkpoint directory `dir` (which
+/// [`save_pretrained`] created).
+pub fn save_trainer_state(dir: &Path, learner: &Learner, state: &TrainerState) -> Result<()> {
+    weights::write(
+        &dir.join(OPTIMIZER_FILE),
+        &learner.optimizer.state_tensors(),
+        tch::Kind::Float,
+    )?;
+    let path = dir.join(STATE_FILE);
+    let tmp = weights::tmp_name(&path);
+    let text = serde_json::to_string_pretty(state).unwrap_or_default();
+    std::fs::write(&tmp, text + "\n").map_err(|e| PolicyError::io(&tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| PolicyError::io(&path, e))
+}
+
+/// Restores the learner's moments from checkpoint `dir` and returns its [`TrainerState`].
+pub fn load_trainer_state(dir: &Path, learner: &mut Learner) -> Result<TrainerState> {
+    let path = dir.join(STATE_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| PolicyError::missing(&path, e))?;
+    let state: TrainerState = serde_json::from_str(&text).map_err(|e| PolicyError::Config {
+        path: path.clone(),
+        message: format!("line {}, column {}: {e}", e.line(), e.column()),
+    })?;
+    let moments = weights::read_file(&dir.join(OPTIMIZER_FILE))?;
+    learner
+        .optimizer
+        .load_state(&moments, state.optimizer_steps)?;
+    Ok(state)
+}
+
+/// Runs `fill` on a fresh temporary sibling of `out`, then renames it to `out`.
+fn write_dir(out: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "checkpoint".into());
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| PolicyError::io(parent, e))?;
+    let tmp: PathBuf = parent.join(format!(".{name}.{}.tmp", std::process::id()));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| PolicyError::io(&tmp, e))?;
+    }
+    std::fs::create_dir(&tmp).map_err(|e| PolicyError::io(&tmp, e))?;
+    if let Err(e) = fill(&tmp) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    if out.exists() {
+        std::fs::remove_dir_all(out).map_err(|e| PolicyError::io(out, e))?;
+    }
+    std::fs::rename(&tmp, out).map_err(|e| PolicyError::io(out, e))
+}

@@ -1,0 +1,155 @@
+//! The policy engine: the on-device model that generates rollouts and learns, on tch (libtorch).
+//!
+//! A policy is a HF model directory (`config.json`, `*.safetensors`, `tokenizer.json`,
+//! `tokenizer_config.json`) loaded into a [`Transformer`] with its [`Tokenizer`]. From there:
+//! - [`generate()`] samples G completions per prompt, batched, with a KV cache;
+//! - [`sequence_logprobs`] scores completions with gradients, and a [`Learner`] turns a
+//!   per-token objective into AdamW updates;
+//! - [`save_pretrained`] writes a directory transformers' `from_pretrained` loads unchanged.
+//!
+//! Qwen2/Qwen2.5 and Llama 3.x are supported. CPU runs in f32; CUDA in bf16 when asked.
+
+mod checkpoint;
+mod config;
+mod device;
+mod generate;
+mod init;
+mod model;
+mod tokenizer;
+mod train;
+mod weights;
+
+use std::path::{Path, PathBuf};
+
+pub use checkpoint::{TrainerState, load_trainer_state, save_pretrained, save_trainer_state};
+pub use config::{Arch, ModelConfig, RopeScaling, Shape, WeightDtype};
+pub use device::{DeviceSpec, describe_device, set_threads};
+pub use generate::{Completion, GenerationRequest, SamplingParams, generate};
+pub use init::{InitOptions, init_model};
+pub use model::{KvCache, Transformer};
+pub use tokenizer::{ChatMessage, Tokenizer};
+pub use train::{
+    AdamW, AdamWConfig, Learner, LearnerConfig, LrSchedule, Objective, PolicyGradient, Sequence,
+    StepStats, sequence_logprobs,
+};
+
+/// Errors of the policy engine. Each names the file, field or tensor at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// A file the model directory needs is missing or unreadable.
+    #[error("{path}: {message}")]
+    Missing {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// `config.json` names an architecture the engine does not run.
+    #[error("{path}: model_type `{model_type}` is not supported (supported: qwen2, llama)")]
+    Unsupported {
+        /// The config file.
+        path: PathBuf,
+        /// The `model_type` found.
+        model_type: String,
+    },
+    /// A field of `config.json` (or another JSON file of the directory) is wrong.
+    #[error("{path}: {message}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// The field and the problem.
+        message: String,
+    },
+    /// A weight tensor is missing, has the wrong shape or an unsupported dtype.
+    #[error("{path}: tensor `{name}`: {message}")]
+    Tensor {
+        /// The safetensors file (or index) searched.
+        path: PathBuf,
+        /// The HF tensor name.
+        name: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The tokenizer or its chat template failed.
+    #[error("{path}: {message}")]
+    Tokenizer {
+        /// The tokenizer file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// The requested device is not usable.
+    #[error("device `{device}`: {message}")]
+    Device {
+        /// The device asked for.
+        device: String,
+        /// Why it cannot be used.
+        message: String,
+    },
+    /// Bad arguments to a policy call (empty prompt, zero samples, …).
+    #[error("{0}")]
+    Invalid(String),
+    /// libtorch reported an error.
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+    /// Writing a checkpoint failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file being written.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+impl PolicyError {
+    pub(crate) fn missing(path: &Path, e: impl std::fmt::Display) -> PolicyError {
+        PolicyError::Missing {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        }
+    }
+
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> PolicyError {
+        PolicyError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Result of the policy engine.
+pub type Result<T, E = PolicyError> = std::result::Result<T, E>;
+
+/// A loaded model directory: weights on a device, the tokenizer, and where it came from.
+pub struct Policy {
+    /// The network.
+    pub model: Transformer,
+    /// Its tokenizer and chat template.
+    pub tokenizer: Tokenizer,
+    /// The directory it was loaded from.
+    pub dir: PathBuf,
+}
+
+impl Policy {
+    /// Loads `dir` onto `device` in `dtype` (weights are converted from their stored dtype).
+    pub fn load(dir: &Path, device: &DeviceSpec, dtype: Option<WeightDtype>) -> Result<Policy> {
+        let tokenizer = Tokenizer::from_dir(dir)?;
+        let model = Transformer::load(dir, device, dtype)?;
+        Ok(Policy {
+            model,
+            tokenizer,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// The token ids that end a completion: the union of those `config.json`,
+    /// `generation_config.json` and the tokenizer name.
+    pub fn eos_token_ids(&self) -> Vec<u32> {
+        let mut ids = self.tokenizer.eos_token_ids().to_vec();
+        ids.extend(&self.model.config.eos_token_ids);
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+}

@@ -1,0 +1,385 @@
+//! The decoder: Qwen2 / Llama as transformers computes them (RMSNorm in f32, RoPE with the
+//! configured scaling, grouped-query attention through fused SDPA, SwiGLU), with a preallocated
+//! KV cache written in place.
+
+use std::path::Path;
+
+use tch::{Device, Kind, Tensor};
+
+use super::Result;
+use super::config::{ModelConfig, RopeScaling, WeightDtype};
+use super::device::DeviceSpec;
+use super::weights::StoredWeights;
+
+/// One decoder layer's weights.
+struct Layer {
+    input_norm: Tensor,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    post_norm: Tensor,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        x.linear(&self.weight, self.bias.as_ref())
+    }
+}
+
+/// A Qwen2 or Llama decoder with its weights on a device.
+pub struct Transformer {
+    /// The configuration it was built from.
+    pub config: ModelConfig,
+    /// Every parameter by HF name, in a fixed order (the order of the checkpoint's layout).
+    params: Vec<(String, Tensor)>,
+    embed: Tensor,
+    layers: Vec<Layer>,
+    norm: Tensor,
+    lm_head: Tensor,
+    inv_freq: Tensor,
+    device: Device,
+    kind: Kind,
+}
+
+/// Keys and values of every layer for a batch of rows, preallocated to `capacity` positions and
+/// written in place as tokens are added.
+pub struct KvCache {
+    keys: Vec<Tensor>,
+    values: Vec<Tensor>,
+    /// Positions filled so far (the same for every row; padding is masked, not skipped).
+    pub len: i64,
+    /// Positions allocated.
+    pub capacity: i64,
+}
+
+impl KvCache {
+    /// An empty cache for `rows` sequences of up to `capacity` positions.
+    pub fn new(model: &Transformer, rows: i64, capacity: i64) -> KvCache {
+        let c = &model.config;
+        let shape = [
+            rows,
+            c.num_key_value_heads as i64,
+            capacity,
+            c.head_dim as i64,
+        ];
+        let alloc = || Tensor::zeros(shape, (model.kind, model.device));
+        KvCache {
+            keys: (0..c.num_hidden_layers).map(|_| alloc()).collect(),
+            values: (0..c.num_hidden_layers).map(|_| alloc()).collect(),
+            len: 0,
+            capacity,
+        }
+    }
+
+    /// Keeps the rows `index` names, in that order (a row may repeat: this is how G samples
+    /// share one prefill).
+    pub fn select_rows(&mut self, index: &Tensor) {
+        for t in self.keys.iter_mut().chain(self.values.iter_mut()) {
+            *t = t.index_select(0, index);
+        }
+    }
+
+    /// Rows held.
+    pub fn rows(&self) -> i64 {
+        self.keys.first().map_or(0, |k| k.size()[0])
+    }
+}
+
+impl Transformer {
+    /// Loads the weights of `dir` onto `device`, converted to `dtype` (default: f32 on CPU, bf16
+    /// on CUDA).
+    pub fn load(
+        dir: &Path,
+        device: &DeviceSpec,
+        dtype: Option<WeightDtype>,
+    ) -> Result<Transformer> {
+        let config = ModelConfig::from_dir(dir)?;
+        let device = device.resolve()?;
+        let dtype = dtype.unwrap_or(match device {
+            Device::Cpu => WeightDtype::F32,
+            _ => WeightDtype::BF16,
+        });
+        let mut stored = StoredWeights::read(dir)?;
+        let model = Transformer::from_weights(config, &mut stored, device, dtype.kind())?;
+        let leftover: Vec<String> = stored
+            .leftover()
+            .into_iter()
+            // Buffers some exporters write; recomputed here.
+            .filter(|n| !n.ends_with("rotary_emb.inv_freq"))
+            .collect();
+        if !leftover.is_empty() {
+            tracing::warn!(
+                "{}: {} tensor(s) not used by {}: {}",
+                stored.source.display(),
+                leftover.len(),
+                model.config.arch.hf_class(),
+                leftover.join(", ")
+            );
+        }
+        Ok(model)
+    }
+
+    /// Builds the model from named tensors: each is checked against the shape the config implies.
+    pub(crate) fn from_weights(
+        config: ModelConfig,
+        stored: &mut StoredWeights,
+        device: Device,
+        kind: Kind,
+    ) -> Result<Transformer> {
+        let c = &config;
+        let (h, i, v) = (
+            c.hidden_size as i64,
+            c.intermediate_size as i64,
+            c.vocab_size as i64,
+        );
+        let q_out = (c.num_attention_heads * c.head_dim) as i64;
+        let kv_out = (c.num_key_value_heads * c.head_dim) as i64;
+        let mut params: Vec<(String, Tensor)> = Vec::new();
+        let mut take = |name: String, shape: &[i64]| -> Result<Tensor> {
+            let t = stored.take(&name, shape, kind, device)?;
+            params.push((name, t.shallow_clone()));
+            Ok(t)
+        };
+        let embed = take("model.embed_tokens.weight".into(), &[v, h])?;
+        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        for l in 0..c.num_hidden_layers {
+            let p = format!("model.layers.{l}");
+            let mut linear = |name: &str, out: i64, inp: i64, bias: bool| -> Result<Linear> {
+                let weight = take(format!("{p}.{name}.weight"), &[out, inp])?;
+                let bias = if bias {
+                    Some(take(format!("{p}.{name}.bias"), &[out])?)
+                } else {
+                    None
+                };
+                Ok(Linear { weight, bias })
+            };
+            let q = linear("self_attn.q_proj", q_out, h, c.attention_bias)?;
+            let k = linear("self_attn.k_proj", kv_out, h, c.attention_bias)?;
+            let v_proj = linear("self_attn.v_proj", kv_out, h, c.attention_bias)?;
+            // Qwen2's output projection never has a bias; Llama's follows `attention_bias`.
+            let o_bias = c.attention_bias && c.arch == super::Arch::Llama;
+            let o = linear("self_attn.o_proj", h, q_out, o_bias)?;
+            let gate = linear("mlp.gate_proj", i, h, false)?;
+            let up = linear("mlp.up_proj", i, h, false)?;
+            let down = linear("mlp.down_proj", h, i, false)?;
+            layers.push(Layer {
+                input_norm: take(format!("{p}.input_layernorm.weight"), &[h])?,
+                q,
+                k,
+                v: v_proj,
+                o,
+                post_norm: take(format!("{p}.post_attention_layernorm.weight"), &[h])?,
+                gate,
+                up,
+                down,
+            });
+        }
+        let norm = take("model.norm.weight".into(), &[h])?;
+        let lm_head = if config.tie_word_embeddings {
+            // Some exporters write the tied matrix anyway; it is the embedding.
+            let _ = stored
+                .contains("lm_head.weight")
+                .then(|| stored.take("lm_head.weight", &[v, h], kind, device));
+            embed.shallow_clone()
+        } else {
+            take("lm_head.weight".into(), &[v, h])?
+        };
+        let inv_freq = inverse_frequencies(&config, device);
+        Ok(Transformer {
+            config,
+            params,
+            embed,
+            layers,
+            norm,
+            lm_head,
+            inv_freq,
+            device,
+            kind,
+        })
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// The dtype the weights are held in.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// Every parameter by HF name (a tied output projection appears once, as the embedding).
+    pub fn named_parameters(&self) -> &[(String, Tensor)] {
+        &self.params
+    }
+
+    /// Number of parameters (tied matrices counted once).
+    pub fn num_parameters(&self) -> i64 {
+        self.params.iter().map(|(_, t)| t.numel() as i64).sum()
+    }
+
+    /// Runs the decoder over `input_ids` `[B, T]` at `positions` `[B, T]`, attending where
+    /// `mask` `[B, 1, T, S]` is true (`S` = cached positions + `T`). With a cache, the new keys
+    /// and values are written at `cache.len..cache.len + T` and `cache.len` advances.
+    /// Returns the final hidden states `[B, T, H]` (after the last norm).
+    pub fn forward(
+        &self,
+        input_ids: &Tensor,
+        positions: &Tensor,
+        mask: &Tensor,
+        mut cache: Option<&mut KvCache>,
+    ) -> Tensor {
+        let c = &self.config;
+        let (b, t) = (input_ids.size()[0], input_ids.size()[1]);
+        let (heads, kv_heads, d) = (
+            c.num_attention_heads as i64,
+            c.num_key_value_heads as i64,
+            c.head_dim as i64,
+        );
+        let (cos, sin) = self.rotary(positions);
+        let mut x = Tensor::embedding(&self.embed, input_ids, -1, false, false);
+        let start = cache.as_ref().map_or(0, |c| c.len);
+        for (l, layer) in self.layers.iter().enumerate() {
+            let h = rms_norm(&x, &layer.input_norm, c.rms_norm_eps);
+            let q = layer.q.forward(&h).view([b, t, heads, d]).transpose(1, 2);
+            let k = layer
+                .k
+                .forward(&h)
+                .view([b, t, kv_heads, d])
+                .transpose(1, 2);
+            let v = layer
+                .v
+                .forward(&h)
+                .view([b, t, kv_heads, d])
+                .transpose(1, 2);
+            let q = apply_rotary(&q, &cos, &sin);
+            let k = apply_rotary(&k, &cos, &sin);
+            let (k, v) = match cache.as_deref_mut() {
+                Some(cache) => {
+                    let (ks, vs) = (&cache.keys[l], &cache.values[l]);
+                    ks.narrow(2, start, t).copy_(&k);
+                    vs.narrow(2, start, t).copy_(&v);
+                    (ks.narrow(2, 0, start + t), vs.narrow(2, 0, start + t))
+                }
+                None => (k, v),
+            };
+            let attn = Tensor::scaled_dot_product_attention(
+                &q,
+                &k,
+                &v,
+                Some(mask),
+                0.0,
+                false,
+                None,
+                true,
+            );
+            let attn = attn.transpose(1, 2).reshape([b, t, heads * d]);
+            x += layer.o.forward(&attn);
+            let h = rms_norm(&x, &layer.post_norm, c.rms_norm_eps);
+            let mlp = layer
+                .down
+                .forward(&(layer.gate.forward(&h).silu() * layer.up.forward(&h)));
+            x += mlp;
+        }
+        if let Some(cache) = cache {
+            cache.len = start + t;
+        }
+        rms_norm(&x, &self.norm, c.rms_norm_eps)
+    }
+
+    /// Logits `[.., V]` in f32 for hidden states `[.., H]`.
+    pub fn logits(&self, hidden: &Tensor) -> Tensor {
+        hidden
+            .linear::<Tensor>(&self.lm_head, None)
+            .to_kind(Kind::Float)
+    }
+
+    /// cos and sin `[B, 1, T, D]` for `positions` `[B, T]`, computed in f32 as transformers does.
+    fn rotary(&self, positions: &Tensor) -> (Tensor, Tensor) {
+        let freqs = positions.to_kind(Kind::Float).unsqueeze(-1) * &self.inv_freq;
+        let emb = Tensor::cat(&[&freqs, &freqs], -1);
+        (
+            emb.cos().to_kind(self.kind).unsqueeze(1),
+            emb.sin().to_kind(self.kind).unsqueeze(1),
+        )
+    }
+}
+
+fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Tensor {
+    let kind = x.kind();
+    let xf = x.to_kind(Kind::Float);
+    let variance = xf.square().mean_dim(-1, true, Kind::Float);
+    weight * (xf * (variance + eps).rsqrt()).to_kind(kind)
+}
+
+fn apply_rotary(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
+    let half = x.size()[3] / 2;
+    let rotated = Tensor::cat(&[-x.narrow(3, half, half), x.narrow(3, 0, half)], -1);
+    x * cos + rotated * sin
+}
+
+/// RoPE inverse frequencies `[D/2]` (f32), with the configured scaling applied.
+fn inverse_frequencies(c: &ModelConfig, device: Device) -> Tensor {
+    let d = c.head_dim as i64;
+    let exponents = Tensor::arange_start_step(0, d, 2, (Kind::Int64, Device::Cpu))
+        .to_kind(Kind::Float)
+        / d as f64;
+    let base = Tensor::from(c.rope_theta as f32);
+    let inv_freq = base.pow(&exponents).reciprocal();
+    let inv_freq = match c.rope_scaling {
+        RopeScaling::None => inv_freq,
+        RopeScaling::Linear { factor } => inv_freq / factor,
+        RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position_embeddings: old,
+        } => {
+            let low_wavelen = old / low_freq_factor;
+            let high_wavelen = old / high_freq_factor;
+            let wavelen = inv_freq.reciprocal() * (2.0 * std::f64::consts::PI);
+            let scaled = inv_freq.where_self(&wavelen.le(low_wavelen), &(&inv_freq / factor));
+            let smooth = ((wavelen.reciprocal() * old) - low_freq_factor)
+                / (high_freq_factor - low_freq_factor);
+            let smoothed = (-&smooth + 1.0) * &scaled / factor + &smooth * &scaled;
+            let medium = wavelen
+                .ge(high_wavelen)
+                .logical_and(&wavelen.le(low_wavelen));
+            smoothed.where_self(&medium, &scaled)
+        }
+    };
+    inv_freq.to_device(device)
+}
+
+/// The attention mask for `[B, T]` new tokens after `past` cached positions: row `b`, query `i`
+/// sees key `j` when `j` is not padding (`key_valid[b, j]`) and `j <= past + i`. Every query also
+/// sees itself, so a padding row never has an empty softmax (its output is ignored).
+pub fn attention_mask(key_valid: &Tensor, past: i64, t: i64) -> Tensor {
+    let device = key_valid.device();
+    let s = past + t;
+    let keys = key_valid.narrow(1, 0, s).to_kind(Kind::Bool);
+    let q_pos = Tensor::arange_start(past, s, (Kind::Int64, device)).unsqueeze(1);
+    let k_pos = Tensor::arange(s, (Kind::Int64, device)).unsqueeze(0);
+    let causal = k_pos.le_tensor(&q_pos);
+    let diagonal = k_pos.eq_tensor(&q_pos);
+    causal
+        .unsqueeze(0)
+        .logical_and(&keys.unsqueeze(1))
+        .logical_or(&diagonal.unsqueeze(0))
+        .unsqueeze(1)
+}
+
+/// Positions of left-padded rows: `cumsum(mask) - 1`, and 1 on padding, as transformers does.
+pub fn positions_from_mask(mask: &Tensor) -> Tensor {
+    let pos = mask.to_kind(Kind::Int64).cumsum(-1, Kind::Int64) - 1;
+    pos.masked_fill(&mask.to_kind(Kind::Int64).eq(0), 1)
+}

@@ -1,0 +1,629 @@
+//! Scoring and learning: sequence log-probs with gradients, a per-token objective, AdamW with
+//! weight-decay groups, gradient-norm clipping and a warm-up + constant/cosine schedule.
+//!
+//! A batch is laid out as verl does: prompts left-padded to the longest prompt `P`, completions
+//! right-padded to the longest completion `C`, so the positions that predict completion tokens
+//! are the same slice `[P-1, P-1+C)` in every row and only those get logits.
+
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use super::model::{Transformer, attention_mask, positions_from_mask};
+use super::{PolicyError, Result};
+
+/// One (prompt, completion) pair to learn from.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Sequence {
+    /// Prompt token ids.
+    pub prompt_ids: Vec<u32>,
+    /// Completion token ids (the only ones scored).
+    pub completion_ids: Vec<u32>,
+    /// The completion's advantage (every token of it gets this weight).
+    pub advantage: f32,
+    /// Per-token log-probs under the policy that sampled it, for importance ratios.
+    pub old_logprobs: Option<Vec<f32>>,
+}
+
+/// Per-token log-probs `[B, C]` of each completion given its prompt, with gradients when the
+/// model's parameters require them, and the mask `[B, C]` of real completion tokens. Logits are
+/// divided by `temperature` first (use the sampling temperature, so the values match the
+/// log-probs generation reported).
+pub fn sequence_logprobs(
+    model: &Transformer,
+    batch: &[&Sequence],
+    temperature: f64,
+) -> Result<(Tensor, Tensor)> {
+    if batch.iter().any(|s| s.prompt_ids.is_empty()) {
+        return Err(PolicyError::Invalid(
+            "a sequence has an empty prompt".into(),
+        ));
+    }
+    let device = model.device();
+    let p = batch.iter().map(|s| s.prompt_ids.len()).max().unwrap_or(0);
+    let c = batch
+        .iter()
+        .map(|s| s.completion_ids.len())
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let len = p + c;
+    let rows = batch.len();
+    let mut ids = vec![0i64; rows * len];
+    let mut valid = vec![false; rows * len];
+    for (r, s) in batch.iter().enumerate() {
+        let row = r * len;
+        let offset = p - s.prompt_ids.len();
+        for (j, &t) in s.prompt_ids.iter().enumerate() {
+            ids[row + offset + j] = i64::from(t);
+            valid[row + offset + j] = true;
+        }
+        for (j, &t) in s.completion_ids.iter().enumerate() {
+            ids[row + p + j] = i64::from(t);
+            valid[row + p + j] = true;
+        }
+    }
+    let (b, l) = (rows as i64, len as i64);
+    let ids = Tensor::from_slice(&ids).view([b, l]).to_device(device);
+    let valid = Tensor::from_slice(&valid).view([b, l]).to_device(device);
+    let positions = positions_from_mask(&valid);
+    let mask = attention_mask(&valid, 0, l);
+    let hidden = model.forward(&ids, &positions, &mask, None);
+    let logits = model.logits(&hidden.narrow(1, p as i64 - 1, c as i64)) / temperature;
+    let targets = ids.narrow(1, p as i64, c as i64);
+    let chosen = logits
+        .gather(-1, &targets.unsqueeze(-1), false)
+        .squeeze_dim(-1);
+    let logprobs = chosen - logits.logsumexp(-1, false);
+    let completion_mask = valid.narrow(1, p as i64, c as i64).to_kind(Kind::Float);
+    Ok((logprobs, completion_mask))
+}
+
+/// What a learning step sees of a micro-batch besides the current log-probs.
+pub struct TokenBatch<'a> {
+    /// The sequences.
+    pub sequences: &'a [&'a Sequence],
+    /// Advantages `[B, 1]`.
+    pub advantages: Tensor,
+    /// Log-probs under the sampling policy `[B, C]`, when every sequence carries them.
+    pub old_logprobs: Option<Tensor>,
+    /// Log-probs under the frozen reference model `[B, C]`, when there is one.
+    pub ref_logprobs: Option<Tensor>,
+    /// Real completion tokens `[B, C]` (1.0) and padding (0.0).
+    pub mask: Tensor,
+}
+
+/// A per-token loss. The learner averages it over every completion token of the step.
+pub trait Objective {
+    /// Loss per token `[B, C]` for the current log-probs `[B, C]` (padding is masked out by the
+    /// caller). Also returns a per-token KL estimate when the objective has one, for reporting.
+    fn token_loss(&self, logprobs: &Tensor, batch: &TokenBatch<'_>) -> (Tensor, Option<Tensor>);
+}
+
+/// The policy-gradient surrogate: `-min(ρA, clip(ρ, 1-ε, 1+ε)A)` with `ρ` the importance ratio
+/// against the sampling policy (1, with the gradient of the log-prob, when on-policy), plus
+/// `kl_coef` times the k3 estimate of KL to the reference model. With `A = 1`, no clip and no KL
+/// it is maximum likelihood of the completions.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PolicyGradient {
+    /// Clip range ε of the ratio (`None` = no clipping).
+    pub clip_eps: Option<f64>,
+    /// Weight of the KL penalty (needs a reference model when > 0).
+    pub kl_coef: f64,
+}
+
+impl Objective for PolicyGradient {
+    fn token_loss(&self, logprobs: &Tensor, batch: &TokenBatch<'_>) -> (Tensor, Option<Tensor>) {
+        let baseline = batch
+            .old_logprobs
+            .as_ref()
+            .map_or_else(|| logprobs.detach(), Tensor::shallow_clone);
+        let ratio = (logprobs - baseline).exp();
+        let unclipped = &ratio * &batch.advantages;
+        let surrogate = match self.clip_eps {
+            Some(eps) => {
+                unclipped.minimum(&(ratio.clamp(1.0 - eps, 1.0 + eps) * &batch.advantages))
+            }
+            None => unclipped,
+        };
+        let mut loss = -surrogate;
+        let kl = batch.ref_logprobs.as_ref().map(|r| {
+            let diff = r - logprobs;
+            diff.exp() - diff - 1.0
+        });
+        if let Some(kl) = &kl
+            && self.kl_coef > 0.0
+        {
+            loss += kl * self.kl_coef;
+        }
+        (loss, kl)
+    }
+}
+
+/// AdamW's hyper-parameters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdamWConfig {
+    /// Peak learning rate.
+    pub lr: f64,
+    /// First-moment decay.
+    pub beta1: f64,
+    /// Second-moment decay.
+    pub beta2: f64,
+    /// Denominator epsilon.
+    pub eps: f64,
+    /// Decoupled weight decay, applied to matrices only (not to biases or norm weights).
+    pub weight_decay: f64,
+}
+
+impl Default for AdamWConfig {
+    fn default() -> AdamWConfig {
+        AdamWConfig {
+            lr: 1e-6,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+        }
+    }
+}
+
+/// AdamW (decoupled weight decay) over named parameters, with its state exposed for checkpoints.
+pub struct AdamW {
+    /// Hyper-parameters.
+    pub config: AdamWConfig,
+    params: Vec<(String, Tensor)>,
+    exp_avg: Vec<Tensor>,
+    exp_avg_sq: Vec<Tensor>,
+    decay: Vec<bool>,
+    /// Updates taken.
+    pub steps: u64,
+}
+
+impl AdamW {
+    /// An optimiser for `params`; biases and 1-D weights (norms) get no weight decay.
+    pub fn new(params: &[(String, Tensor)], config: AdamWConfig) -> AdamW {
+        let zeros = || {
+            params
+                .iter()
+                .map(|(_, p)| p.zeros_like().to_kind(Kind::Float))
+                .collect::<Vec<_>>()
+        };
+        AdamW {
+            decay: params
+                .iter()
+                .map(|(name, p)| p.dim() > 1 && !name.ends_with(".bias"))
+                .collect(),
+            exp_avg: zeros(),
+            exp_avg_sq: zeros(),
+            params: params
+                .iter()
+                .map(|(n, p)| (n.clone(), p.shallow_clone()))
+                .collect(),
+            config,
+            steps: 0,
+        }
+    }
+
+    /// One update at learning rate `lr` from the gradients the parameters hold.
+    pub fn step(&mut self, lr: f64) {
+        let c = &self.config;
+        self.steps += 1;
+        let bc1 = 1.0 - c.beta1.powi(self.steps as i32);
+        let bc2_sqrt = (1.0 - c.beta2.powi(self.steps as i32)).sqrt();
+        tch::no_grad(|| {
+            for (i, (_, p)) in self.params.iter().enumerate() {
+                let grad = p.grad();
+                if !grad.defined() {
+                    continue;
+                }
+                let g = grad.to_kind(Kind::Float);
+                let mut p = p.shallow_clone();
+                let (m, v) = (&mut self.exp_avg[i], &mut self.exp_avg_sq[i]);
+                let _ = m.lerp_(&g, 1.0 - c.beta1);
+                let scaled = &g * (1.0 - c.beta2);
+                let _ = v.g_mul_scalar_(c.beta2).addcmul_(&scaled, &g);
+                let denom = (v.sqrt() / bc2_sqrt) + c.eps;
+                let update = (&*m / denom) * (lr / bc1);
+                if self.decay[i] && c.weight_decay > 0.0 {
+                    let _ = p.g_mul_scalar_(1.0 - lr * c.weight_decay);
+                }
+                let _ = p.g_sub_(&update.to_kind(p.kind()));
+            }
+        });
+    }
+
+    /// Clears every gradient.
+    pub fn zero_grad(&mut self) {
+        for (_, p) in &mut self.params {
+            p.zero_grad();
+        }
+    }
+
+    /// The state to checkpoint: `exp_avg.<name>` and `exp_avg_sq.<name>` tensors.
+    pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::with_capacity(self.params.len() * 2);
+        for (i, (name, _)) in self.params.iter().enumerate() {
+            out.push((format!("exp_avg.{name}"), self.exp_avg[i].shallow_clone()));
+            out.push((
+                format!("exp_avg_sq.{name}"),
+                self.exp_avg_sq[i].shallow_clone(),
+            ));
+        }
+        out
+    }
+
+    /// Restores the moments saved by [`AdamW::state_tensors`] and the step count.
+    pub fn load_state(
+        &mut self,
+        tensors: &std::collections::BTreeMap<String, Tensor>,
+        steps: u64,
+    ) -> Result<()> {
+        for (i, (name, p)) in self.params.iter().enumerate() {
+            for (prefix, slot) in [
+                ("exp_avg", &mut self.exp_avg[i]),
+                ("exp_avg_sq", &mut self.exp_avg_sq[i]),
+            ] {
+                let key = format!("{prefix}.{name}");
+                let t = tensors.get(&key).ok_or_else(|| {
+                    PolicyError::Invalid(format!("optimizer state has no `{key}`"))
+                })?;
+                if t.size() != p.size() {
+                    return Err(PolicyError::Invalid(format!(
+                        "optimizer state `{key}` has shape {:?}, the parameter {:?}",
+                        t.size(),
+                        p.size()
+                    )));
+                }
+                *slot = t.to_device(p.device()).to_kind(Kind::Float);
+            }
+        }
+        self.steps = steps;
+        Ok(())
+    }
+}
+
+/// The learning rate over optimiser steps.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
+pub enum LrSchedule {
+    /// Linear warm-up to the peak, then constant.
+    Constant {
+        /// Steps of linear warm-up.
+        #[serde(default)]
+        warmup_steps: u64,
+    },
+    /// Linear warm-up, then cosine decay to `min_ratio` × peak at `total_steps`.
+    Cosine {
+        /// Steps of linear warm-up.
+        #[serde(default)]
+        warmup_steps: u64,
+        /// Steps at which the decay ends.
+        total_steps: u64,
+        /// Final learning rate as a fraction of the peak.
+        #[serde(default)]
+        min_ratio: f64,
+    },
+}
+
+impl Default for LrSchedule {
+    fn default() -> LrSchedule {
+        LrSchedule::Constant { warmup_steps: 0 }
+    }
+}
+
+impl LrSchedule {
+    /// The learning rate of update number `step` (0-based); warm-up reaches the peak at its
+    /// last step, so no update is taken at a rate of 0.
+    pub fn lr(&self, peak: f64, step: u64) -> f64 {
+        let (warmup, decay) = match *self {
+            LrSchedule::Constant { warmup_steps } => (warmup_steps, None),
+            LrSchedule::Cosine {
+                warmup_steps,
+                total_steps,
+                min_ratio,
+            } => (warmup_steps, Some((total_steps, min_ratio))),
+        };
+        if step < warmup {
+            return peak * (step + 1) as f64 / warmup as f64;
+        }
+        match decay {
+            None => peak,
+            Some((total, min_ratio)) => {
+                let span = total.saturating_sub(warmup).max(1) as f64;
+                let progress = ((step - warmup) as f64 / span).min(1.0);
+                let cosine = 0.5 * (1.0 + (std::f64::consts::PI * progress).cos());
+                peak * (min_ratio + (1.0 - min_ratio) * cosine)
+            }
+        }
+    }
+}
+
+/// How a [`Learner`] steps.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LearnerConfig {
+    /// AdamW's hyper-parameters.
+    pub optimizer: AdamWConfig,
+    /// The learning-rate schedule.
+    pub schedule: LrSchedule,
+    /// Clip the global gradient norm to this (`0` = no clipping).
+    pub max_grad_norm: f64,
+    /// Sequences per forward/backward pass; gradients accumulate over the step's micro-batches.
+    pub micro_batch_size: usize,
+    /// Temperature the log-probs are computed at (the sampling temperature).
+    pub temperature: f64,
+}
+
+impl Default for LearnerConfig {
+    fn default() -> LearnerConfig {
+        LearnerConfig {
+            optimizer: AdamWConfig::default(),
+            schedule: LrSchedule::default(),
+            max_grad_norm: 1.0,
+            micro_batch_size: 8,
+            temperature: 1.0,
+        }
+    }
+}
+
+/// What one learning step did.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct StepStats {
+    /// Mean per-token loss.
+    pub loss: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Completion tokens in the step.
+    pub tokens: usize,
+    /// Mean per-token log-prob of the completions before the update (the surrogate loss of an
+    /// on-policy step is constant, so this is what shows learning).
+    pub mean_logprob: f64,
+    /// Mean per-token KL to the reference model, when there is one.
+    pub kl: Option<f64>,
+}
+
+/// Turns batches of scored sequences into AdamW updates of a model's parameters.
+pub struct Learner {
+    /// How it steps.
+    pub config: LearnerConfig,
+    /// The optimiser (its state is part of a checkpoint).
+    pub optimizer: AdamW,
+}
+
+impl Learner {
+    /// A learner for `model`, whose parameters start requiring gradients.
+    pub fn new(model: &Transformer, config: LearnerConfig) -> Learner {
+        for (_, p) in model.named_parameters() {
+            let _ = p.set_requires_grad(true);
+        }
+        let optimizer = AdamW::new(model.named_parameters(), config.optimizer.clone());
+        Learner { config, optimizer }
+    }
+
+    /// One optimiser step over `sequences`: the objective's per-token loss averaged over all
+    /// completion tokens of the step, accumulated over micro-batches, clipped, applied.
+    pub fn step(
+        &mut self,
+        model: &Transformer,
+        reference: Option<&Transformer>,
+        sequences: &[Sequence],
+        objective: &dyn Objective,
+    ) -> Result<StepStats> {
+        let tokens: usize = sequences.iter().map(|s| s.completion_ids.len()).sum();
+        if tokens == 0 {
+            return Err(PolicyError::Invalid(
+                "a learning step needs at least one completion token".into(),
+            ));
+        }
+        let device = model.device();
+        let micro = self.config.micro_batch_size.max(1);
+        let (mut loss_sum, mut logprob_sum, mut kl_sum, mut has_kl) = (0.0, 0.0, 0.0, false);
+        self.optimizer.zero_grad();
+        for chunk in sequences.chunks(micro) {
+            let refs: Vec<&Sequence> = chunk.iter().collect();
+            let (logprobs, mask) = sequence_logprobs(model, &refs, self.config.temperature)?;
+            let c = mask.size()[1];
+            let batch = TokenBatch {
+                advantages: Tensor::from_slice(
+                    &chunk.iter().map(|s| s.advantage).collect::<Vec<_>>(),
+                )
+                .view([chunk.len() as i64, 1])
+                .to_device(device),
+                old_logprobs: old_logprobs(chunk, c)?.map(|t| t.to_device(device)),
+                ref_logprobs: match reference {
+                    Some(r) => Some(
+                        tch::no_grad(|| sequence_logprobs(r, &refs, self.config.temperature))?
+                            .0
+                            .to_device(device),
+                    ),
+                    None => None,
+                },
+                mask,
+                sequences: &refs,
+            };
+            let (token_loss, kl) = objective.token_loss(&logprobs, &batch);
+            let loss = (token_loss * &batch.mask).sum(Kind::Float) / tokens as f64;
+            loss.backward();
+            loss_sum += loss.double_value(&[]);
+            logprob_sum += (logprobs.detach() * &batch.mask)
+                .sum(Kind::Float)
+                .double_value(&[]);
+            if let Some(kl) = kl {
+                has_kl = true;
+                kl_sum += (kl.detach() * &batch.mask)
+                    .sum(Kind::Float)
+                    .double_value(&[]);
+            }
+        }
+        let grad_norm = self.clip_gradients(model);
+        let lr = self
+            .config
+            .schedule
+            .lr(self.config.optimizer.lr, self.optimizer.steps);
+        self.optimizer.step(lr);
+        self.optimizer.zero_grad();
+        Ok(StepStats {
+            loss: loss_sum,
+            grad_norm,
+            lr,
+            tokens,
+            mean_logprob: logprob_sum / tokens as f64,
+            kl: has_kl.then(|| kl_sum / tokens as f64),
+        })
+    }
+
+    /// Scales gradients so their global norm is at most `max_grad_norm`; returns the norm before.
+    fn clip_gradients(&self, model: &Transformer) -> f64 {
+        tch::no_grad(|| {
+            let grads: Vec<Tensor> = model
+                .named_parameters()
+                .iter()
+                .map(|(_, p)| p.grad())
+                .filter(Tensor::defined)
+                .collect();
+            if grads.is_empty() {
+                return 0.0;
+            }
+            let squares: Vec<Tensor> = grads
+                .iter()
+                .map(|g| g.to_kind(Kind::Float).square().sum(Kind::Float))
+                .collect();
+            let norm = Tensor::stack(&squares, 0)
+                .sum(Kind::Float)
+                .sqrt()
+                .double_value(&[]);
+            let max = self.config.max_grad_norm;
+            if max > 0.0 && norm > max {
+                let scale = max / (norm + 1e-6);
+                for mut g in grads {
+                    let _ = g.g_mul_scalar_(scale);
+                }
+            }
+            norm
+        })
+    }
+}
+
+/// `[B, C]` old log-probs, zero-padded, when every sequence carries them.
+fn old_logprobs(chunk: &[Sequence], c: i64) -> Result<Option<Tensor>> {
+    if !chunk.iter().all(|s| s.old_logprobs.is_some()) {
+        return Ok(None);
+    }
+    let mut flat = vec![0f32; chunk.len() * c as usize];
+    for (r, s) in chunk.iter().enumerate() {
+        let old = s.old_logprobs.as_deref().unwrap_or_default();
+        if old.len() != s.completion_ids.len() {
+            return Err(PolicyError::Invalid(format!(
+                "a sequence has {} completion tokens but {} old log-probs",
+                s.completion_ids.len(),
+                old.len()
+            )));
+        }
+        flat[r * c as usize..r * c as usize + old.len()].copy_from_slice(old);
+    }
+    Ok(Some(
+        Tensor::from_slice(&flat)
+            .view([chunk.len() as i64, c])
+            .to_device(Device::Cpu),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_warms_up_then_holds_or_decays() {
+        let constant = LrSchedule::Constant { warmup_steps: 4 };
+        assert_eq!(constant.lr(1.0, 0), 0.25);
+        assert_eq!(constant.lr(1.0, 3), 1.0);
+        assert_eq!(constant.lr(1.0, 100), 1.0);
+        let cosine = LrSchedule::Cosine {
+            warmup_steps: 2,
+            total_steps: 12,
+            min_ratio: 0.1,
+        };
+        assert_eq!(cosine.lr(2.0, 1), 2.0);
+        assert!((cosine.lr(2.0, 2) - 2.0).abs() < 1e-12);
+        assert!((cosine.lr(2.0, 7) - 2.0 * (0.1 + 0.9 * 0.5)).abs() < 1e-12);
+        assert!((cosine.lr(2.0, 12) - 0.2).abs() < 1e-12);
+        assert!((cosine.lr(2.0, 50) - 0.2).abs() < 1e-12);
+    }
+
+    #[test]
+    fn adamw_matches_the_closed_form_first_step() {
+        // After one step Adam moves every coordinate by lr·sign(g) (up to eps), and decoupled
+        // decay shrinks matrices but not biases.
+        let w = Tensor::from_slice(&[1.0f32, -2.0, 3.0, 4.0])
+            .view([2, 2])
+            .set_requires_grad(true);
+        let b = Tensor::from_slice(&[0.5f32, 0.5]).set_requires_grad(true);
+        let params = vec![
+            ("m.weight".to_string(), w.shallow_clone()),
+            ("m.bias".to_string(), b.shallow_clone()),
+        ];
+        let mut opt = AdamW::new(
+            &params,
+            AdamWConfig {
+                lr: 0.1,
+                weight_decay: 0.5,
+                ..AdamWConfig::default()
+            },
+        );
+        let loss = (&w * Tensor::from_slice(&[1.0f32, -1.0, 2.0, 0.0]).view([2, 2]))
+            .sum(Kind::Float)
+            + (&b * 3.0).sum(Kind::Float);
+        loss.backward();
+        opt.step(0.1);
+        let w_after = Vec::<f32>::try_from(w.detach().flatten(0, -1)).unwrap();
+        let decay = 1.0 - 0.1 * 0.5;
+        let expect = [
+            1.0 * decay - 0.1,
+            -2.0 * decay + 0.1,
+            3.0 * decay - 0.1,
+            4.0 * decay,
+        ];
+        for (got, want) in w_after.iter().zip(expect) {
+            assert!((got - want).abs() < 1e-5, "{w_after:?} vs {expect:?}");
+        }
+        let b_after = Vec::<f32>::try_from(b.detach()).unwrap();
+        assert!(
+            b_after.iter().all(|v| (v - 0.4).abs() < 1e-5),
+            "{b_after:?}"
+        );
+        assert_eq!(opt.steps, 1);
+    }
+
+    #[test]
+    fn clipped_surrogate_and_k3_kl() {
+        let lp = Tensor::from_slice(&[0.0f32, 0.0]).view([1, 2]);
+        let seq = Sequence::default();
+        let refs = [&seq];
+        let batch = TokenBatch {
+            sequences: &refs,
+            advantages: Tensor::from_slice(&[2.0f32]).view([1, 1]),
+            // ratios e^{0.5} and e^{-0.5}
+            old_logprobs: Some(Tensor::from_slice(&[-0.5f32, 0.5]).view([1, 2])),
+            ref_logprobs: Some(Tensor::from_slice(&[0.0f32, 1.0]).view([1, 2])),
+            mask: Tensor::ones([1, 2], (Kind::Float, Device::Cpu)),
+        };
+        let pg = PolicyGradient {
+            clip_eps: Some(0.2),
+            kl_coef: 0.0,
+        };
+        let (loss, kl) = pg.token_loss(&lp, &batch);
+        let loss = Vec::<f32>::try_from(loss.flatten(0, -1)).unwrap();
+        // A > 0: min(ρA, clip(ρ)A) = 1.2·2 for ρ = e^0.5, e^-0.5·2 for the other.
+        assert!(
+            (loss[0] + 2.4).abs() < 1e-5 && (loss[1] + 2.0 * (-0.5f32).exp()).abs() < 1e-5,
+            "{loss:?}"
+        );
+        let kl = Vec::<f32>::try_from(kl.unwrap().flatten(0, -1)).unwrap();
+        assert!(
+            kl[0].abs() < 1e-7 && (kl[1] - (1f32.exp() - 2.0)).abs() < 1e-5,
+            "{kl:?}"
+        );
+    }
+}

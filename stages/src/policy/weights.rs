@@ -1,0 +1,261 @@
+//! Safetensors in and out: `model.safetensors`, or shards named by `model.safetensors.index.json`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use safetensors::{Dtype, SafeTensors};
+use serde_json::Value;
+use tch::{Device, Kind, Tensor};
+
+use super::{PolicyError, Result};
+
+/// The single-file weights name.
+pub const WEIGHTS: &str = "model.safetensors";
+/// The index of sharded weights.
+pub const INDEX: &str = "model.safetensors.index.json";
+
+/// Every tensor of a model directory by HF name, as stored (dtype and shape), on the CPU; or,
+/// for a new model, a seeded source of random weights.
+pub struct StoredWeights {
+    tensors: HashMap<String, (Tensor, PathBuf)>,
+    /// What was searched, for messages about a missing tensor.
+    pub source: PathBuf,
+    random: Option<RandomInit>,
+}
+
+/// How a new model's weights are drawn.
+#[derive(Clone, Copy, Debug)]
+struct RandomInit {
+    seed: u64,
+    std: f64,
+}
+
+impl StoredWeights {
+    /// Reads `model.safetensors`, or every shard the index names.
+    pub fn read(dir: &Path) -> Result<StoredWeights> {
+        let single = dir.join(WEIGHTS);
+        let index = dir.join(INDEX);
+        let (files, source) = if single.is_file() {
+            (vec![single.clone()], single)
+        } else if index.is_file() {
+            (shards(&index)?, index)
+        } else {
+            return Err(PolicyError::Missing {
+                path: single,
+                message: format!("no weights: neither {WEIGHTS} nor {INDEX} exists"),
+            });
+        };
+        let mut tensors = HashMap::new();
+        for file in files {
+            for (name, tensor) in read_file(&file)? {
+                tensors.insert(name, (tensor, file.clone()));
+            }
+        }
+        Ok(StoredWeights {
+            tensors,
+            source,
+            random: None,
+        })
+    }
+
+    /// Random weights as transformers initialises them: matrices from N(0, std²), norm weights
+    /// 1, biases 0. Each tensor has its own ChaCha8 stream keyed by its name, so the values do not
+    /// depend on the order tensors are drawn in, nor on the machine.
+    pub fn random(seed: u64, std: f64) -> StoredWeights {
+        StoredWeights {
+            tensors: HashMap::new(),
+            source: PathBuf::from("<random init>"),
+            random: Some(RandomInit { seed, std }),
+        }
+    }
+
+    /// Takes tensor `name`, checks its shape, and converts it to `kind` on `device`.
+    pub fn take(
+        &mut self,
+        name: &str,
+        shape: &[i64],
+        kind: Kind,
+        device: Device,
+    ) -> Result<Tensor> {
+        if let Some(init) = self.random {
+            return Ok(init.draw(name, shape).to_device(device).to_kind(kind));
+        }
+        let (tensor, file) = self
+            .tensors
+            .remove(name)
+            .ok_or_else(|| PolicyError::Tensor {
+                path: self.source.clone(),
+                name: name.to_string(),
+                message: "missing".into(),
+            })?;
+        if !matches!(tensor.kind(), Kind::Float | Kind::BFloat16 | Kind::Half) {
+            return Err(PolicyError::Tensor {
+                path: file,
+                name: name.to_string(),
+                message: format!(
+                    "dtype {:?} is not a float type (F32, BF16, F16)",
+                    tensor.kind()
+                ),
+            });
+        }
+        if tensor.size() != shape {
+            return Err(PolicyError::Tensor {
+                path: file,
+                name: name.to_string(),
+                message: format!("shape {:?}, the config implies {shape:?}", tensor.size()),
+            });
+        }
+        Ok(tensor.to_device(device).to_kind(kind))
+    }
+
+    /// Whether tensor `name` is present.
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    /// Names left after every expected tensor was taken.
+    pub fn leftover(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.tensors.keys().cloned().collect();
+        names.sort();
+        names
+    }
+}
+
+impl RandomInit {
+    fn draw(&self, name: &str, shape: &[i64]) -> Tensor {
+        use rand::{Rng, SeedableRng};
+        let numel: i64 = shape.iter().product();
+        if name.ends_with("norm.weight") {
+            return Tensor::ones(shape, (Kind::Float, Device::Cpu));
+        }
+        if name.ends_with(".bias") {
+            return Tensor::zeros(shape, (Kind::Float, Device::Cpu));
+        }
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.seed);
+        rng.set_stream(fnv1a(name));
+        let mut values = Vec::with_capacity(numel as usize);
+        while values.len() < numel as usize {
+            // Box-Muller: two uniforms in (0, 1] give two independent standard normals.
+            let u1: f64 = 1.0 - rng.random::<f64>();
+            let u2: f64 = rng.random::<f64>();
+            let r = (-2.0 * u1.ln()).sqrt() * self.std;
+            let theta = 2.0 * std::f64::consts::PI * u2;
+            values.push((r * theta.cos()) as f32);
+            values.push((r * theta.sin()) as f32);
+        }
+        values.truncate(numel as usize);
+        Tensor::from_slice(&values).view(shape)
+    }
+}
+
+fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+fn shards(index: &Path) -> Result<Vec<PathBuf>> {
+    let text = std::fs::read_to_string(index).map_err(|e| PolicyError::missing(index, e))?;
+    let value: Value = serde_json::from_str(&text).map_err(|e| PolicyError::Config {
+        path: index.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let map = value
+        .get("weight_map")
+        .and_then(Value::as_object)
+        .ok_or_else(|| PolicyError::Config {
+            path: index.to_path_buf(),
+            message: "field `weight_map`: missing or not an object".into(),
+        })?;
+    let dir = index.parent().unwrap_or(Path::new("."));
+    let mut files: Vec<PathBuf> = Vec::new();
+    for (name, file) in map {
+        let file = file.as_str().ok_or_else(|| PolicyError::Config {
+            path: index.to_path_buf(),
+            message: format!("field `weight_map.{name}`: expected a file name"),
+        })?;
+        let path = dir.join(file);
+        if !files.contains(&path) {
+            files.push(path);
+        }
+    }
+    Ok(files)
+}
+
+/// Writes `tensors` (HF name → tensor) as one safetensors file in `kind`, with the
+/// `{"format": "pt"}` metadata transformers expects. Written to a temporary name and renamed.
+pub fn write(path: &Path, tensors: &[(String, Tensor)], kind: Kind) -> Result<()> {
+    let dtype = match kind {
+        Kind::Float => Dtype::F32,
+        Kind::BFloat16 => Dtype::BF16,
+        Kind::Half => Dtype::F16,
+        other => {
+            return Err(PolicyError::Invalid(format!(
+                "cannot save weights as {other:?}"
+            )));
+        }
+    };
+    let mut buffers: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(tensors.len());
+    for (name, tensor) in tensors {
+        let t = tensor
+            .detach()
+            .to_device(Device::Cpu)
+            .to_kind(kind)
+            .contiguous();
+        let numel = t.numel();
+        let mut bytes = vec![0u8; numel * kind.elt_size_in_bytes()];
+        t.f_copy_data_u8(&mut bytes, numel)?;
+        let shape = t.size().iter().map(|&d| d as usize).collect();
+        buffers.push((name.clone(), shape, bytes));
+    }
+    let views = buffers
+        .iter()
+        .map(|(name, shape, bytes)| {
+            safetensors::tensor::TensorView::new(dtype, shape.clone(), bytes)
+                .map(|view| (name.as_str(), view))
+                .map_err(|e| PolicyError::Invalid(format!("tensor `{name}`: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let metadata = Some(std::collections::HashMap::from([(
+        "format".to_string(),
+        "pt".to_string(),
+    )]));
+    let tmp = tmp_name(path);
+    safetensors::serialize_to_file(views, metadata, &tmp)
+        .map_err(|e| PolicyError::Invalid(format!("{}: {e}", tmp.display())))?;
+    std::fs::rename(&tmp, path).map_err(|e| PolicyError::io(path, e))
+}
+
+/// Reads one safetensors file into name → tensor (CPU, stored dtype), in name order.
+pub fn read_file(path: &Path) -> Result<BTreeMap<String, Tensor>> {
+    let bytes = std::fs::read(path).map_err(|e| PolicyError::missing(path, e))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| PolicyError::missing(path, e))?;
+    let mut out = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        let kind = match view.dtype() {
+            Dtype::F32 => Kind::Float,
+            Dtype::BF16 => Kind::BFloat16,
+            Dtype::F16 => Kind::Half,
+            Dtype::I64 => Kind::Int64,
+            other => {
+                return Err(PolicyError::Tensor {
+                    path: path.to_path_buf(),
+                    name,
+                    message: format!("dtype {other:?} is not supported"),
+                });
+            }
+        };
+        let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+        out.insert(name, Tensor::f_from_data_size(view.data(), &shape, kind)?);
+    }
+    Ok(out)
+}
+
+/// A sibling name for writing `path` before renaming it into place.
+pub fn tmp_name(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+}
