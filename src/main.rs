@@ -26,6 +26,8 @@ enum Command {
     Validate(cmd::validate::Args),
     /// Show a stored run: its manifest, or the rows of one of its streams.
     Inspect(cmd::inspect::Args),
+    /// Load, inspect, sample from, score with, or create a HF-format model.
+    Model(cmd::model::Args),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +46,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cmd::run::run(args),
         Command::Validate(args) => cmd::validate::run(args),
         Command::Inspect(args) => cmd::inspect::run(args),
+        Command::Model(args) => cmd::model::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,5 +5,6 @@ mod common;
 mod dataflow;
 mod interop;
 mod kill;
+mod policy;
 mod step_scope;
 mod torch_smoke;

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Side by side: the policy engine against HF transformers on the same random-weight models, the
+# same batches and the same thread count (BENCHMARKS.md, "Policy engine").
+#
+#   benches/compare/policy_vs_transformers.sh            # all shapes
+#   SHAPES=small benches/compare/policy_vs_transformers.sh
+#
+# Needs the venv of scripts/parity/README.md (torch + transformers) at $HF_PYTHON
+# (default ~/.cache/tandem/py-hf/bin/python). Models are written once under $MODELS
+# (default ~/.cache/tandem/bench-models) by `tandem model init`. One process per measurement,
+# so each peak RSS is that bench's own.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+HF_PYTHON=${HF_PYTHON:-$HOME/.cache/tandem/py-hf/bin/python}
+MODELS=${MODELS:-$HOME/.cache/tandem/bench-models}
+THREADS=${THREADS:-2}
+SHAPES=${SHAPES:-"small qwen0.5b"}
+TOKENIZER=tests/fixtures/models/qwen2-tiny/tokenizer.json
+
+cargo build --release --quiet --bin tandem --example policy_bench
+TANDEM=target/release/tandem
+BENCH=target/release/examples/policy_bench
+
+make_model() { # name, init args...
+  local name=$1; shift
+  if [[ ! -f $MODELS/$name/model.safetensors ]]; then
+    "$TANDEM" model init "$MODELS/$name" --arch qwen2 --tokenizer "$TOKENIZER" "$@" >&2
+  fi
+}
+# A hidden-256, 4-layer model: per-token overhead dominates.
+make_model small --hidden 256 --layers 4 --heads 4 --kv-heads 2 --intermediate 1024 --vocab 151936
+# Qwen2.5-0.5B's shape with random weights.
+make_model qwen0.5b --hidden 896 --layers 24 --heads 14 --kv-heads 2 --intermediate 4864 --vocab 151936
+
+for shape in $SHAPES; do
+  for bench in generate train_step; do
+    args=(--model "$MODELS/$shape" --bench "$bench" --threads "$THREADS" --batch 8 --prompt-len 64 --new-tokens 64 --seq-len 128)
+    "$BENCH" "${args[@]}"
+    "$HF_PYTHON" benches/compare/hf_policy.py "${args[@]}"
+  done
+done

@@ -1,0 +1,363 @@
+//! `tandem model …`: load, inspect, sample from, score with, and create HF-format models.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use serde_json::json;
+use tandem_stages::policy::{
+    self, Arch, ChatMessage, DeviceSpec, GenerationRequest, InitOptions, Policy, SamplingParams,
+    Sequence, WeightDtype,
+};
+
+/// Arguments of `tandem model`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Architecture, parameter count, dtype, vocabulary and device of a model directory.
+    Info {
+        #[command(flatten)]
+        load: Load,
+    },
+    /// Sample completions of a prompt.
+    Generate(GenerateArgs),
+    /// Per-token log-probs of a completion given a prompt.
+    Logprobs(LogprobsArgs),
+    /// Write a randomly initialised HF-format model (for tests, benchmarks and the demo).
+    Init(InitArgs),
+}
+
+/// Where a model comes from and where it runs.
+#[derive(Debug, clap::Args)]
+struct Load {
+    /// A HF model directory (config.json, *.safetensors, tokenizer.json).
+    dir: PathBuf,
+    /// `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Compute dtype: f32, bf16 or f16 (default: f32 on CPU, bf16 on CUDA).
+    #[arg(long)]
+    dtype: Option<String>,
+    /// Torch intra-op threads (0 = libtorch's default).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Print JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+impl Load {
+    fn policy(&self) -> Result<Policy> {
+        policy::set_threads(self.threads);
+        let device: DeviceSpec = self.device.parse()?;
+        let dtype = self.dtype.as_deref().map(parse_dtype).transpose()?;
+        Policy::load(&self.dir, &device, dtype)
+            .with_context(|| format!("loading {}", self.dir.display()))
+    }
+}
+
+#[derive(Debug, clap::Args)]
+struct GenerateArgs {
+    #[command(flatten)]
+    load: Load,
+    /// The prompt text.
+    #[arg(long)]
+    prompt: String,
+    /// Wrap the prompt as a user message in the model's chat template.
+    #[arg(long)]
+    chat: bool,
+    /// A system message (with --chat).
+    #[arg(long, requires = "chat")]
+    system: Option<String>,
+    /// Most tokens per completion.
+    #[arg(long, default_value_t = 128)]
+    max_new_tokens: usize,
+    /// Sampling temperature.
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f64,
+    /// Nucleus sampling threshold.
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f64,
+    /// Keep only the k most likely tokens (0 = all).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Greedy decoding (overrides temperature).
+    #[arg(long)]
+    greedy: bool,
+    /// Stop strings (repeatable), e.g. --stop '</answer>'.
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Seed of the sampling streams.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Completions to draw (they share one prefill of the prompt).
+    #[arg(long, default_value_t = 1)]
+    num_samples: usize,
+}
+
+#[derive(Debug, clap::Args)]
+struct LogprobsArgs {
+    #[command(flatten)]
+    load: Load,
+    /// The prompt text.
+    #[arg(long)]
+    prompt: String,
+    /// The completion text to score.
+    #[arg(long)]
+    completion: String,
+    /// Wrap the prompt as a user message in the model's chat template.
+    #[arg(long)]
+    chat: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct InitArgs {
+    /// The directory to write (replaced if it exists).
+    dir: PathBuf,
+    /// qwen2 or llama.
+    #[arg(long)]
+    arch: String,
+    /// Width of the residual stream.
+    #[arg(long)]
+    hidden: usize,
+    /// Decoder layers.
+    #[arg(long)]
+    layers: usize,
+    /// Query heads.
+    #[arg(long)]
+    heads: usize,
+    /// Key/value heads.
+    #[arg(long)]
+    kv_heads: usize,
+    /// Width of the MLP.
+    #[arg(long)]
+    intermediate: usize,
+    /// tokenizer.json to ship (tokenizer_config.json etc. beside it are copied too).
+    #[arg(long)]
+    tokenizer: PathBuf,
+    /// Embedding rows (default: the tokenizer's size rounded up to a multiple of 64).
+    #[arg(long)]
+    vocab: Option<usize>,
+    /// Longest context.
+    #[arg(long, default_value_t = 4096)]
+    max_positions: usize,
+    /// RoPE base (default: 1e6 for qwen2, 5e5 for llama).
+    #[arg(long)]
+    rope_theta: Option<f64>,
+    /// Tie the output projection to the embedding (default: yes for qwen2, no for llama).
+    #[arg(long)]
+    tie_embeddings: Option<bool>,
+    /// Seed of the weights.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Standard deviation of the weights.
+    #[arg(long, default_value_t = 0.02)]
+    init_std: f64,
+    /// dtype of the written weights: f32, bf16 or f16.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// Print JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    match args.command {
+        Command::Info { load } => info(&load),
+        Command::Generate(a) => generate(&a),
+        Command::Logprobs(a) => logprobs(&a),
+        Command::Init(a) => init(&a),
+    }
+}
+
+fn parse_dtype(s: &str) -> Result<WeightDtype> {
+    match s {
+        "f32" | "float32" => Ok(WeightDtype::F32),
+        "bf16" | "bfloat16" => Ok(WeightDtype::BF16),
+        "f16" | "float16" => Ok(WeightDtype::F16),
+        other => anyhow::bail!("--dtype {other}: expected f32, bf16 or f16"),
+    }
+}
+
+fn info(load: &Load) -> Result<()> {
+    let policy = load.policy()?;
+    let c = &policy.model.config;
+    let device = policy::describe_device(policy.model.device());
+    let value = json!({
+        "dir": load.dir,
+        "architecture": c.arch.hf_class(),
+        "model_type": c.arch.model_type(),
+        "parameters": policy.model.num_parameters(),
+        "stored_dtype": c.dtype.hf_name(),
+        "dtype": format!("{:?}", policy.model.kind()),
+        "device": device,
+        "vocab_size": c.vocab_size,
+        "tokenizer_vocab_size": policy.tokenizer.vocab_size(),
+        "hidden_size": c.hidden_size,
+        "layers": c.num_hidden_layers,
+        "heads": c.num_attention_heads,
+        "kv_heads": c.num_key_value_heads,
+        "head_dim": c.head_dim,
+        "intermediate_size": c.intermediate_size,
+        "tie_word_embeddings": c.tie_word_embeddings,
+        "rope_theta": c.rope_theta,
+        "rope_scaling": format!("{:?}", c.rope_scaling),
+        "eos_token_ids": policy.eos_token_ids(),
+        "chat_template": policy.tokenizer.has_chat_template(),
+    });
+    if load.json {
+        println!("{value}");
+    } else {
+        for (k, v) in value.as_object().into_iter().flatten() {
+            println!(
+                "{k:<22} {}",
+                v.as_str().map_or_else(|| v.to_string(), str::to_string)
+            );
+        }
+    }
+    Ok(())
+}
+
+fn prompt_ids(policy: &Policy, prompt: &str, chat: bool, system: Option<&str>) -> Result<Vec<u32>> {
+    if chat {
+        let mut messages = Vec::new();
+        if let Some(system) = system {
+            messages.push(ChatMessage {
+                role: "system".into(),
+                content: system.into(),
+            });
+        }
+        messages.push(ChatMessage::user(prompt));
+        Ok(policy.tokenizer.encode_chat(&messages)?)
+    } else {
+        Ok(policy.tokenizer.encode(prompt, true)?)
+    }
+}
+
+fn generate(a: &GenerateArgs) -> Result<()> {
+    let policy = a.load.policy()?;
+    let ids = prompt_ids(&policy, &a.prompt, a.chat, a.system.as_deref())?;
+    let params = SamplingParams {
+        max_new_tokens: a.max_new_tokens,
+        temperature: if a.greedy { 0.0 } else { a.temperature },
+        top_p: a.top_p,
+        top_k: a.top_k,
+        stop: a.stop.clone(),
+        eos_token_ids: policy.eos_token_ids(),
+    };
+    let request = GenerationRequest {
+        prompt_ids: ids.clone(),
+        num_samples: a.num_samples,
+        seed: a.seed,
+    };
+    let started = std::time::Instant::now();
+    let completions = policy::generate(&policy.model, &policy.tokenizer, &[request], &params)?
+        .pop()
+        .unwrap_or_default();
+    let seconds = started.elapsed().as_secs_f64();
+    if a.load.json {
+        let samples: Vec<_> = completions
+            .iter()
+            .map(|c| {
+                json!({
+                    "text": c.text,
+                    "token_ids": c.token_ids,
+                    "logprobs": c.logprobs,
+                    "finish_reason": c.finish_reason,
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            json!({"prompt_ids": ids, "samples": samples, "seconds": seconds})
+        );
+    } else {
+        for (i, c) in completions.iter().enumerate() {
+            if completions.len() > 1 {
+                println!(
+                    "--- sample {i} ({:?}, {} tokens)",
+                    c.finish_reason,
+                    c.token_ids.len()
+                );
+            }
+            println!("{}", c.text);
+        }
+    }
+    Ok(())
+}
+
+fn logprobs(a: &LogprobsArgs) -> Result<()> {
+    let policy = a.load.policy()?;
+    let prompt = prompt_ids(&policy, &a.prompt, a.chat, None)?;
+    let completion = policy.tokenizer.encode(&a.completion, false)?;
+    anyhow::ensure!(
+        !completion.is_empty(),
+        "--completion tokenises to no tokens"
+    );
+    let sequence = Sequence {
+        prompt_ids: prompt.clone(),
+        completion_ids: completion.clone(),
+        ..Sequence::default()
+    };
+    let (values, _) = tch::no_grad(|| policy::sequence_logprobs(&policy.model, &[&sequence], 1.0))?;
+    let values: Vec<f32> = Vec::<f32>::try_from(values.squeeze_dim(0).to_device(tch::Device::Cpu))?;
+    let total: f64 = values.iter().map(|&v| f64::from(v)).sum();
+    if a.load.json {
+        println!(
+            "{}",
+            json!({"prompt_ids": prompt, "completion_ids": completion, "logprobs": values, "sum": total})
+        );
+    } else {
+        for (id, lp) in completion.iter().zip(&values) {
+            let piece = policy.tokenizer.decode(&[*id], false)?;
+            println!("{id:>8} {lp:>12.6} {piece:?}");
+        }
+        println!("sum {total:.6}");
+    }
+    Ok(())
+}
+
+fn init(a: &InitArgs) -> Result<()> {
+    let arch = Arch::from_model_type(&a.arch)
+        .with_context(|| format!("--arch {}: expected qwen2 or llama", a.arch))?;
+    let options = InitOptions {
+        arch,
+        hidden_size: a.hidden,
+        num_hidden_layers: a.layers,
+        num_attention_heads: a.heads,
+        num_key_value_heads: a.kv_heads,
+        intermediate_size: a.intermediate,
+        vocab_size: a.vocab,
+        max_position_embeddings: a.max_positions,
+        rope_theta: a
+            .rope_theta
+            .unwrap_or(if arch == Arch::Qwen2 { 1e6 } else { 5e5 }),
+        tie_word_embeddings: a.tie_embeddings.unwrap_or(arch == Arch::Qwen2),
+        tokenizer: a.tokenizer.clone(),
+        seed: a.seed,
+        init_std: a.init_std,
+        dtype: parse_dtype(&a.dtype)?,
+    };
+    let config = policy::init_model(&a.dir, &options)?;
+    let summary = json!({
+        "dir": a.dir,
+        "architecture": arch.hf_class(),
+        "vocab_size": config.vocab_size,
+        "parameters": config.num_parameters(),
+    });
+    if a.json {
+        println!("{summary}");
+    } else {
+        println!(
+            "wrote {} ({}, {} parameters)",
+            a.dir.display(),
+            arch.hf_class(),
+            summary["parameters"]
+        );
+    }
+    Ok(())
+}
