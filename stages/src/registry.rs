@@ -86,6 +86,12 @@ pub const BUILTIN: &[KindSpec] = &[
         build: build_with::<generate::OfflineConfig>,
     },
     KindSpec {
+        name: "generate.policy",
+        role: Role::Generator,
+        summary: "G samples per prompt from a local HF model (Qwen2/Llama) on tch",
+        build: build_with::<generate::PolicyConfig>,
+    },
+    KindSpec {
         name: "verify.exact",
         role: Role::Group,
         summary: "exact match of the extracted answer with the reference, after normalisation",

@@ -9,6 +9,11 @@
 //!
 //! Qwen2/Qwen2.5 and Llama 3.x are supported. CPU runs in f32; CUDA in bf16 when asked.
 
+/// The examples of `docs/policy.md` are compiled as doc-tests, so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/policy.md")]
+pub struct PolicyDocs;
+
 mod checkpoint;
 mod config;
 mod device;

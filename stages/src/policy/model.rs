@@ -231,6 +231,7 @@ impl Transformer {
     /// `mask` `[B, 1, T, S]` is true (`S` = cached positions + `T`). With a cache, the new keys
     /// and values are written at `cache.len..cache.len + T` and `cache.len` advances.
     /// Returns the final hidden states `[B, T, H]` (after the last norm).
+    #[allow(clippy::assign_op_pattern)]
     pub fn forward(
         &self,
         input_ids: &Tensor,
@@ -283,12 +284,13 @@ impl Transformer {
                 true,
             );
             let attn = attn.transpose(1, 2).reshape([b, t, heads * d]);
-            x += layer.o.forward(&attn);
+            // Out of place: autograd saved `x` for the norm's backward; `+=` would overwrite it.
+            x = x + layer.o.forward(&attn);
             let h = rms_norm(&x, &layer.post_norm, c.rms_norm_eps);
             let mlp = layer
                 .down
                 .forward(&(layer.gate.forward(&h).silu() * layer.up.forward(&h)));
-            x += mlp;
+            x = x + mlp;
         }
         if let Some(cache) = cache {
             cache.len = start + t;

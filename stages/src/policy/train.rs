@@ -68,7 +68,13 @@ pub fn sequence_logprobs(
     let positions = positions_from_mask(&valid);
     let mask = attention_mask(&valid, 0, l);
     let hidden = model.forward(&ids, &positions, &mask, None);
-    let logits = model.logits(&hidden.narrow(1, p as i64 - 1, c as i64)) / temperature;
+    let logits = model.logits(&hidden.narrow(1, p as i64 - 1, c as i64));
+    // `[B, C, V]` is the largest activation of a step: no copy of it when T = 1.
+    let logits = if temperature == 1.0 {
+        logits
+    } else {
+        logits / temperature
+    };
     let targets = ids.narrow(1, p as i64, c as i64);
     let chosen = logits
         .gather(-1, &targets.unsqueeze(-1), false)
@@ -112,6 +118,7 @@ pub struct PolicyGradient {
 }
 
 impl Objective for PolicyGradient {
+    #[allow(clippy::assign_op_pattern)] // out of place: tensors in the autograd graph
     fn token_loss(&self, logprobs: &Tensor, batch: &TokenBatch<'_>) -> (Tensor, Option<Tensor>) {
         let baseline = batch
             .old_logprobs
@@ -133,7 +140,7 @@ impl Objective for PolicyGradient {
         if let Some(kl) = &kl
             && self.kl_coef > 0.0
         {
-            loss += kl * self.kl_coef;
+            loss = loss + kl * self.kl_coef;
         }
         (loss, kl)
     }

@@ -1,0 +1,227 @@
+//! `generate.policy`: G samples per prompt from a local HF model on tch (the policy engine).
+//!
+//! Each worker that runs the stage loads its own copy of the model; with a GPU, run one worker
+//! per device. The learner that updates these weights comes with the training loop.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use tandem_schemas::{Group, SampleRecord};
+
+use crate::contract::{BuildContext, Built, Generator, StepContext};
+use crate::help::HelpTags;
+use crate::policy::{
+    self, ChatMessage, DeviceSpec, GenerationRequest, Policy, SamplingParams, WeightDtype,
+};
+use crate::registry::StageConfig;
+use crate::{Result, StageError};
+
+/// Parameters of `generate.policy`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// A local HF model directory (relative paths are from where `tandem` runs).
+    pub model: PathBuf,
+    /// `cpu`, `cuda` or `cuda:N`.
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// Compute dtype (`f32`, `bf16`, `f16`); default f32 on CPU, bf16 on CUDA.
+    #[serde(default)]
+    pub dtype: Option<String>,
+    /// Torch intra-op threads per worker (0 = libtorch's default).
+    #[serde(default)]
+    pub threads: usize,
+    /// Render the prompt with the model's chat template (as a user message).
+    #[serde(default = "yes")]
+    pub chat: bool,
+    /// A system message (with `chat`).
+    #[serde(default)]
+    pub system_prompt: Option<String>,
+    /// The user message; `{question}` is replaced by the prompt's question.
+    #[serde(default = "default_template")]
+    pub prompt_template: String,
+    /// Most tokens per sample.
+    #[serde(default = "default_max_new_tokens")]
+    pub max_new_tokens: usize,
+    /// Sampling temperature (0 = greedy).
+    #[serde(default = "one")]
+    pub temperature: f64,
+    /// Nucleus sampling threshold.
+    #[serde(default = "one")]
+    pub top_p: f64,
+    /// Keep only the k most likely tokens (0 = all).
+    #[serde(default)]
+    pub top_k: usize,
+    /// Texts that end a sample (kept in its text), e.g. `</answer>`, `</unknown>`.
+    #[serde(default)]
+    pub stop: Vec<String>,
+    /// Prompts generated per forward batch (all G samples of each).
+    #[serde(default = "default_batch")]
+    pub batch_prompts: usize,
+    /// The tags that mark a call for help.
+    #[serde(default)]
+    pub help: HelpTags,
+}
+
+fn default_device() -> String {
+    "cpu".into()
+}
+fn yes() -> bool {
+    true
+}
+fn default_template() -> String {
+    "{question}".into()
+}
+fn default_max_new_tokens() -> usize {
+    512
+}
+fn one() -> f64 {
+    1.0
+}
+fn default_batch() -> usize {
+    16
+}
+
+impl StageConfig for PolicyConfig {
+    fn build(self, ctx: &BuildContext) -> Result<Built> {
+        let params = |message: String| StageError::Params {
+            path: String::new(),
+            message,
+        };
+        let device: DeviceSpec = self
+            .device
+            .parse()
+            .map_err(|e: policy::PolicyError| params(e.to_string()))?;
+        let dtype = match self.dtype.as_deref() {
+            None => None,
+            Some("f32") => Some(WeightDtype::F32),
+            Some("bf16") => Some(WeightDtype::BF16),
+            Some("f16") => Some(WeightDtype::F16),
+            Some(other) => {
+                return Err(params(format!(
+                    "dtype `{other}`: expected f32, bf16 or f16"
+                )));
+            }
+        };
+        if !self.prompt_template.contains("{question}") {
+            return Err(params("prompt_template must contain `{question}`".into()));
+        }
+        policy::set_threads(self.threads);
+        let dir = ctx.resolve(&self.model);
+        let policy =
+            Policy::load(&dir, &device, dtype).map_err(|e| params(format!("model: {e}")))?;
+        if self.chat && !policy.tokenizer.has_chat_template() {
+            return Err(params(format!(
+                "chat: {} has no chat template; set `chat: false`",
+                dir.display()
+            )));
+        }
+        let sampling = SamplingParams {
+            max_new_tokens: self.max_new_tokens,
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            stop: self.stop.clone(),
+            eos_token_ids: policy.eos_token_ids(),
+        };
+        Ok(Built::Generator(Box::new(PolicyGenerator {
+            policy,
+            sampling,
+            group_size: ctx.run.group_size,
+            seed: ctx.run.seed,
+            config: self,
+        })))
+    }
+}
+
+/// Samples G completions per prompt with the policy engine.
+pub struct PolicyGenerator {
+    policy: Policy,
+    sampling: SamplingParams,
+    group_size: usize,
+    seed: u64,
+    config: PolicyConfig,
+}
+
+impl PolicyGenerator {
+    fn prompt_ids(&self, question: &str) -> policy::Result<Vec<u32>> {
+        let text = self.config.prompt_template.replace("{question}", question);
+        if !self.config.chat {
+            return self.policy.tokenizer.encode(&text, true);
+        }
+        let mut messages = Vec::new();
+        if let Some(system) = &self.config.system_prompt {
+            messages.push(ChatMessage {
+                role: "system".into(),
+                content: system.clone(),
+            });
+        }
+        messages.push(ChatMessage::user(text));
+        self.policy.tokenizer.encode_chat(&messages)
+    }
+
+    /// The seed of a prompt's samples: fixed by the run seed, the step and the prompt, so a
+    /// sample does not depend on the worker count or on which prompts share its batch.
+    fn seed(&self, step: u64, prompt_id: &str) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ self.seed;
+        for b in step.to_le_bytes().iter().chain(prompt_id.as_bytes()) {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        h
+    }
+}
+
+impl Generator for PolicyGenerator {
+    fn generate(&mut self, groups: &mut [Group], ctx: &StepContext) -> Result<()> {
+        let mut pending: Vec<(usize, GenerationRequest)> = Vec::new();
+        for (g, group) in groups.iter_mut().enumerate() {
+            match self.prompt_ids(&group.prompt.question) {
+                Ok(ids) if !ids.is_empty() => pending.push((
+                    g,
+                    GenerationRequest {
+                        prompt_ids: ids,
+                        num_samples: self.group_size,
+                        seed: self.seed(ctx.step, &group.prompt.prompt_id),
+                    },
+                )),
+                Ok(_) => group.push_error(
+                    &ctx.stage_id,
+                    None,
+                    "empty_prompt",
+                    "the prompt tokenises to no tokens",
+                ),
+                Err(e) => group.push_error(&ctx.stage_id, None, "prompt", e.to_string()),
+            }
+        }
+        for chunk in pending.chunks(self.config.batch_prompts.max(1)) {
+            let requests: Vec<GenerationRequest> = chunk.iter().map(|(_, r)| r.clone()).collect();
+            let completions = policy::generate(
+                &self.policy.model,
+                &self.policy.tokenizer,
+                &requests,
+                &self.sampling,
+            )
+            .map_err(|e| StageError::Run(format!("generation failed: {e}")))?;
+            for ((g, _), samples) in chunk.iter().zip(completions) {
+                let group = &mut groups[*g];
+                group.samples = samples
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, c)| SampleRecord {
+                        run_id: group.prompt.run_id.clone(),
+                        step: group.prompt.step,
+                        prompt_id: group.prompt.prompt_id.clone(),
+                        sample_idx: i as u32,
+                        policy_version: 0,
+                        asked_help: self.config.help.asks_help(&c.text),
+                        text: c.text,
+                        token_ids: c.token_ids,
+                        logprobs: c.logprobs,
+                        finish_reason: c.finish_reason,
+                    })
+                    .collect();
+            }
+        }
+        Ok(())
+    }
+}
