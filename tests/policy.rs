@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use tandem_schemas::FinishReason;
 use tandem_stages::policy::{
-    self, ChatMessage, DeviceSpec, GenerationRequest, Learner, LearnerConfig, Policy,
+    self, Attend, ChatMessage, DeviceSpec, GenerationRequest, Learner, LearnerConfig, Policy,
     PolicyGradient, SamplingParams, Sequence, Transformer,
 };
 use tch::{Device, Kind, Tensor};
@@ -64,7 +64,9 @@ fn logits_of(model: &Transformer, input: &[u32]) -> Vec<Vec<f32>> {
     let ids: Vec<i64> = input.iter().map(|&i| i64::from(i)).collect();
     let ids = Tensor::from_slice(&ids).view([1, t]);
     let positions = Tensor::arange(t, (Kind::Int64, Device::Cpu)).view([1, t]);
-    let mask = Tensor::ones([1, 1, t, t], (Kind::Bool, Device::Cpu)).tril(0);
+    // An explicit mask, not the causal fast path, so both kernels are checked against transformers
+    // (the batched cases below take the fast path).
+    let mask = Attend::Mask(Tensor::ones([1, 1, t, t], (Kind::Bool, Device::Cpu)).tril(0));
     let logits = tch::no_grad(|| model.logits(&model.forward(&ids, &positions, &mask, None)));
     let flat = Vec::<f32>::try_from(logits.flatten(0, -1)).expect("logits");
     flat.chunks(model.config.vocab_size)

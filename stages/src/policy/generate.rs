@@ -13,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 use tandem_schemas::FinishReason;
 use tch::{Device, Kind, Tensor};
 
-use super::model::{KvCache, Transformer, attention_mask, positions_from_mask};
+use super::model::{Attend, KvCache, Transformer, positions_from_mask};
 use super::tokenizer::Tokenizer;
 use super::{PolicyError, Result};
 
@@ -146,11 +146,14 @@ pub fn generate(
     let prompt_mask = key_valid.narrow(1, 0, longest);
     let positions = positions_from_mask(&prompt_mask);
     let mut next_position = positions.select(1, longest - 1) + 1;
-    let mask = attention_mask(&key_valid, 0, longest);
+    let padded = requests
+        .iter()
+        .any(|r| r.prompt_ids.len() as i64 != longest);
+    let attend = Attend::new(&key_valid, 0, longest, padded);
 
     tch::no_grad(|| -> Result<Vec<Vec<Completion>>> {
         let mut cache = KvCache::new(model, b, capacity);
-        let hidden = model.forward(&input, &positions, &mask, Some(&mut cache));
+        let hidden = model.forward(&input, &positions, &attend, Some(&mut cache));
         let mut logits = model.logits(&hidden.select(1, longest - 1));
 
         // Every prompt's prefill, repeated for its samples.
@@ -219,15 +222,21 @@ pub fn generate(
             }
             let n = live.len() as i64;
             let _ = key_valid.narrow(1, cache.len, 1).fill_(1);
-            let mask = key_valid
-                .narrow(1, 0, cache.len + 1)
-                .view([n, 1, 1, cache.len + 1])
-                .to_kind(Kind::Bool);
+            let attend = if padded {
+                Attend::Mask(
+                    key_valid
+                        .narrow(1, 0, cache.len + 1)
+                        .view([n, 1, 1, cache.len + 1])
+                        .to_kind(Kind::Bool),
+                )
+            } else {
+                Attend::All
+            };
             let positions = next_position.view([n, 1]);
             let hidden = model.forward(
                 &token_tensor.view([n, 1]),
                 &positions,
-                &mask,
+                &attend,
                 Some(&mut cache),
             );
             logits = model.logits(&hidden.select(1, 0));

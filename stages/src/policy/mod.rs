@@ -31,7 +31,7 @@ pub use config::{Arch, ModelConfig, RopeScaling, Shape, WeightDtype};
 pub use device::{DeviceSpec, describe_device, set_threads};
 pub use generate::{Completion, GenerationRequest, SamplingParams, generate};
 pub use init::{InitOptions, init_model};
-pub use model::{KvCache, Transformer};
+pub use model::{Attend, KvCache, Transformer};
 pub use tokenizer::{ChatMessage, Tokenizer};
 pub use train::{
     AdamW, AdamWConfig, Learner, LearnerConfig, LrSchedule, Objective, PolicyGradient, Sequence,

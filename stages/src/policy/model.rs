@@ -227,16 +227,14 @@ impl Transformer {
         self.params.iter().map(|(_, t)| t.numel() as i64).sum()
     }
 
-    /// Runs the decoder over `input_ids` `[B, T]` at `positions` `[B, T]`, attending where
-    /// `mask` `[B, 1, T, S]` is true (`S` = cached positions + `T`). With a cache, the new keys
-    /// and values are written at `cache.len..cache.len + T` and `cache.len` advances.
-    /// Returns the final hidden states `[B, T, H]` (after the last norm).
-    #[allow(clippy::assign_op_pattern)]
+    /// Runs the decoder over `input_ids` `[B, T]` at `positions` `[B, T]`, attending as `attend`
+    /// says. With a cache, the new keys and values are written at `cache.len..cache.len + T`
+    /// and `cache.len` advances. Returns the final hidden states `[B, T, H]` (after the last norm).
     pub fn forward(
         &self,
         input_ids: &Tensor,
         positions: &Tensor,
-        mask: &Tensor,
+        attend: &Attend,
         mut cache: Option<&mut KvCache>,
     ) -> Tensor {
         let c = &self.config;
@@ -273,16 +271,13 @@ impl Transformer {
                 }
                 None => (k, v),
             };
-            let attn = Tensor::scaled_dot_product_attention(
-                &q,
-                &k,
-                &v,
-                Some(mask),
-                0.0,
-                false,
-                None,
-                true,
-            );
+            let (mask, causal) = match attend {
+                Attend::Causal => (None, true),
+                Attend::All => (None, false),
+                Attend::Mask(mask) => (Some(mask), false),
+            };
+            let attn =
+                Tensor::scaled_dot_product_attention(&q, &k, &v, mask, 0.0, causal, None, true);
             let attn = attn.transpose(1, 2).reshape([b, t, heads * d]);
             // Out of place: autograd saved `x` for the norm's backward; `+=` would overwrite it.
             x = x + layer.o.forward(&attn);
@@ -360,6 +355,29 @@ fn inverse_frequencies(c: &ModelConfig, device: Device) -> Tensor {
         }
     };
     inv_freq.to_device(device)
+}
+
+/// Which keys each query attends to.
+pub enum Attend {
+    /// Causal over the new tokens, no cached prefix and no padding: the fused kernels' fast path.
+    Causal,
+    /// Every key (one new token per row after an unpadded prefix).
+    All,
+    /// An explicit boolean mask `[B, 1, T, S]` (true = attend), for padded batches.
+    Mask(Tensor),
+}
+
+impl Attend {
+    /// How `[B, T]` new tokens after `past` cached positions attend, given which of the first
+    /// `past + T` key positions are real (`key_valid` `[B, >= past + T]`) and whether any is
+    /// padding.
+    pub fn new(key_valid: &Tensor, past: i64, t: i64, padded: bool) -> Attend {
+        match (padded, past, t) {
+            (false, 0, _) => Attend::Causal,
+            (false, _, 1) => Attend::All,
+            _ => Attend::Mask(attention_mask(key_valid, past, t)),
+        }
+    }
 }
 
 /// The attention mask for `[B, T]` new tokens after `past` cached positions: row `b`, query `i`

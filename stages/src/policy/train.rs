@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use super::model::{Transformer, attention_mask, positions_from_mask};
+use super::model::{Attend, Transformer, positions_from_mask};
 use super::{PolicyError, Result};
 
 /// One (prompt, completion) pair to learn from.
@@ -66,8 +66,11 @@ pub fn sequence_logprobs(
     let ids = Tensor::from_slice(&ids).view([b, l]).to_device(device);
     let valid = Tensor::from_slice(&valid).view([b, l]).to_device(device);
     let positions = positions_from_mask(&valid);
-    let mask = attention_mask(&valid, 0, l);
-    let hidden = model.forward(&ids, &positions, &mask, None);
+    let padded = batch
+        .iter()
+        .any(|s| s.prompt_ids.len() + s.completion_ids.len() != len);
+    let attend = Attend::new(&valid, 0, l, padded);
+    let hidden = model.forward(&ids, &positions, &attend, None);
     let logits = model.logits(&hidden.narrow(1, p as i64 - 1, c as i64));
     // `[B, C, V]` is the largest activation of a step: no copy of it when T = 1.
     let logits = if temperature == 1.0 {
@@ -227,10 +230,13 @@ impl AdamW {
                 let mut p = p.shallow_clone();
                 let (m, v) = (&mut self.exp_avg[i], &mut self.exp_avg_sq[i]);
                 let _ = m.lerp_(&g, 1.0 - c.beta1);
-                let scaled = &g * (1.0 - c.beta2);
-                let _ = v.g_mul_scalar_(c.beta2).addcmul_(&scaled, &g);
-                let denom = (v.sqrt() / bc2_sqrt) + c.eps;
-                let update = (&*m / denom) * (lr / bc1);
+                let _ = v
+                    .g_mul_scalar_(c.beta2)
+                    .addcmul_(&(&g * (1.0 - c.beta2)), &g);
+                // One temporary for the update, modified in place from there.
+                let mut update = v.sqrt();
+                let _ = update.g_div_scalar_(bc2_sqrt).g_add_scalar_(c.eps);
+                let _ = update.reciprocal_().g_mul_(m).g_mul_scalar_(lr / bc1);
                 if self.decay[i] && c.weight_decay > 0.0 {
                     let _ = p.g_mul_scalar_(1.0 - lr * c.weight_decay);
                 }
