@@ -230,6 +230,7 @@ impl Transformer {
     /// Runs the decoder over `input_ids` `[B, T]` at `positions` `[B, T]`, attending as `attend`
     /// says. With a cache, the new keys and values are written at `cache.len..cache.len + T`
     /// and `cache.len` advances. Returns the final hidden states `[B, T, H]` (after the last norm).
+    #[allow(clippy::assign_op_pattern)] // out of place: tensors in the autograd graph
     pub fn forward(
         &self,
         input_ids: &Tensor,
