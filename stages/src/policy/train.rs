@@ -79,10 +79,19 @@ pub fn sequence_logprobs(
         logits / temperature
     };
     let targets = ids.narrow(1, p as i64, c as i64);
-    let chosen = logits
-        .gather(-1, &targets.unsqueeze(-1), false)
-        .squeeze_dim(-1);
-    let logprobs = chosen - logits.logsumexp(-1, false);
+    // Cross-entropy = fused log-softmax + NLL: one saved `[B, C, V]` for backward, as PyTorch's
+    // loss keeps, instead of the several temporaries of logsumexp − gather.
+    let vocab = logits.size()[2];
+    let logprobs = -logits
+        .view([-1, vocab])
+        .cross_entropy_loss::<Tensor>(
+            &targets.reshape([-1]),
+            None,
+            tch::Reduction::None,
+            -100,
+            0.0,
+        )
+        .view([rows as i64, c as i64]);
     let completion_mask = valid.narrow(1, p as i64, c as i64).to_kind(Kind::Float);
     Ok((logprobs, completion_mask))
 }
