@@ -110,6 +110,12 @@ pub const BUILTIN: &[KindSpec] = &[
         build: build_with::<verify::MathConfig>,
     },
     KindSpec {
+        name: "verify.choice",
+        role: Role::Group,
+        summary: "multiple choice: the chosen letter equals the reference letter",
+        build: build_with::<verify::ChoiceConfig>,
+    },
+    KindSpec {
         name: "reward.collab",
         role: Role::Group,
         summary: "the paper's hierarchical reward: alpha_local if solved alone, alpha_cloud if help was asked and the cloud is right",

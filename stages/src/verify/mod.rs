@@ -1,9 +1,11 @@
 //! Verifiers: whether an answer is correct.
 
+mod choice;
 mod countdown;
 mod exact;
 mod math;
 
+pub use choice::{ChoiceConfig, ChoiceVerifier};
 pub use countdown::{
     CountdownConfig, CountdownProblem, CountdownVerifier, MAX_ANSWER_CHARS, MAX_DEPTH, Outcome,
     check_expression,
