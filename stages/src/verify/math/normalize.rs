@@ -350,10 +350,10 @@ fn word(pieces: &[Piece<'_>]) -> String {
 }
 
 fn words_to_commas(mut pieces: Vec<Piece<'_>>) -> Vec<Piece<'_>> {
+    // A whole run of letters only: `\text{or}` between two numbers (`1or2`) counts, `order`
+    // does not.
     for (start, end) in letter_runs(&pieces).into_iter().rev() {
-        let spaced = (start == 0 || pieces[start - 1] == Space)
-            && (end == pieces.len() || pieces[end] == Space);
-        if spaced && matches!(word(&pieces[start..end]).as_str(), "or" | "and") {
+        if matches!(word(&pieces[start..end]).as_str(), "or" | "and") {
             pieces.splice(start..end, [Ch(',')]);
         }
     }
@@ -798,6 +798,8 @@ mod tests {
             ("x = 1, y = 2", "1,2"),
             (r"x = 1 \text{ or } x = 2", "1,2"),
             ("x = 1 and x = 2", "1,2"),
+            (r"1\text{or}2", "1,2"),
+            ("order", "order"),
             (r"x \in [1, 2]", "[1,2]"),
             ("x^2 + y^2 = 1", "x^2+y^2=1"),
             ("x = y = 2", "x=y=2"),
