@@ -26,6 +26,8 @@ enum Command {
     Validate(cmd::validate::Args),
     /// Show a stored run: its manifest, or the rows of one of its streams.
     Inspect(cmd::inspect::Args),
+    /// Judge a JSON Lines file of cases with a verifier (math, countdown, choice) and summarise.
+    Verify(cmd::verify::Args),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +46,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cmd::run::run(args),
         Command::Validate(args) => cmd::validate::run(args),
         Command::Inspect(args) => cmd::inspect::run(args),
+        Command::Verify(args) => cmd::verify::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

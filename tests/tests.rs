@@ -7,3 +7,4 @@ mod interop;
 mod kill;
 mod step_scope;
 mod torch_smoke;
+mod verify;
