@@ -33,7 +33,7 @@ use std::time::Duration;
 use super::budget::{Budget, Timeout};
 
 /// How many rounds of the rules run at most; in practice the second round changes nothing.
-const MAX_ROUNDS: usize = 4;
+const MAX_ROUNDS: usize = 8;
 
 /// The normalised form of an extracted answer (see the module documentation for the rules).
 ///
@@ -80,9 +80,8 @@ fn round(text: &str, budget: &Budget) -> Result<String, Timeout> {
     budget.check()?;
     let pieces = strip_markdown_bold(pieces);
     let pieces = words_to_commas(pieces);
-    let pieces = trim(pieces);
+    let pieces = trim_with_units(pieces);
     budget.check()?;
-    let pieces = drop_trailing_units(pieces);
     let pieces = merge_thousands(pieces);
     budget.check()?;
     let pieces = drop_name_prefixes(pieces);
@@ -314,10 +313,15 @@ fn strip_markdown_bold(mut pieces: Vec<Piece<'_>>) -> Vec<Piece<'_>> {
         pieces.pop();
     }
     let bold = [Ch('*'), Ch('*')];
-    if pieces.len() > 4 && pieces.starts_with(&bold) && pieces.ends_with(&bold) {
-        pieces.truncate(pieces.len() - 2);
-        pieces.drain(..2);
+    let mut bolds = 0;
+    while pieces.len() > 4 + 4 * bolds
+        && pieces[2 * bolds..].starts_with(&bold)
+        && pieces[..pieces.len() - 2 * bolds].ends_with(&bold)
+    {
+        bolds += 1;
     }
+    pieces.truncate(pieces.len() - 2 * bolds);
+    pieces.drain(..2 * bolds);
     pieces
 }
 
@@ -373,6 +377,17 @@ fn trim(mut pieces: Vec<Piece<'_>>) -> Vec<Piece<'_>> {
         .count();
     pieces.drain(..leading);
     pieces
+}
+
+/// Trailing punctuation and unit words, until neither is left (`5. cm.` is `5`).
+fn trim_with_units(mut pieces: Vec<Piece<'_>>) -> Vec<Piece<'_>> {
+    loop {
+        let before = pieces.len();
+        pieces = drop_trailing_units(trim(pieces));
+        if pieces.len() == before {
+            return pieces;
+        }
+    }
 }
 
 /// Unit words dropped from the end of an answer (after a number or expression).
@@ -670,7 +685,16 @@ fn drop_name_prefixes(pieces: Vec<Piece<'_>>) -> Vec<Piece<'_>> {
         if k > 0 {
             out.push(Ch(','));
         }
-        out.extend_from_slice(strip_name(part));
+        // `x \in y \in [1, 2]` loses one name at a time.
+        let mut part = part;
+        loop {
+            let stripped = strip_name(part);
+            if stripped.len() == part.len() {
+                break;
+            }
+            part = stripped;
+        }
+        out.extend_from_slice(part);
     }
     out
 }
@@ -813,6 +837,11 @@ mod tests {
             ("**73**", "73"),
             ("** 73 **", "73"),
             ("**", "**"),
+            ("****73****", "73"),
+            (&format!("{}\\", "*".repeat(70)), "**"),
+            ("**73**.", "73"),
+            ("5. cm. cm", "5"),
+            (r"x \in y \in z \in [1, 2]", "[1,2]"),
             ("2**3", "2**3"),
             // Unicode.
             ("π/2", r"\pi/2"),
