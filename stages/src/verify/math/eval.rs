@@ -14,7 +14,8 @@ use num_integer::Integer;
 use num_traits::{Signed, ToPrimitive, Zero};
 
 use super::budget::{Budget, Timeout};
-use super::parse::{Constant, Expr, Func, Rational};
+use super::parse::{Constant, Expr, Func};
+use super::rational::{Rational, add, mul, recip};
 
 /// The largest root index taken exactly (`x^(p/q)` with `q` up to this).
 const MAX_EXACT_ROOT: u32 = 64;
@@ -57,7 +58,7 @@ impl Exact<'_> {
                     let Some(q) = self.value(term)? else {
                         return Ok(None);
                     };
-                    let Some(sum) = self.fits(total + q) else {
+                    let Some(sum) = self.fits(add(&total, &q)) else {
                         return Ok(None);
                     };
                     total = sum;
@@ -74,14 +75,14 @@ impl Exact<'_> {
                     if bits(&total) + bits(&q) > 2 * self.max_bits {
                         return Ok(None);
                     }
-                    let Some(product) = self.fits(total * q) else {
+                    let Some(product) = self.fits(mul(&total, &q)) else {
                         return Ok(None);
                     };
                     total = product;
                 }
                 Some(total)
             }
-            Expr::Inv(a) => self.value(a)?.filter(|q| !q.is_zero()).map(|q| q.recip()),
+            Expr::Inv(a) => self.value(a)?.and_then(|q| recip(&q)),
             Expr::Pow(base, exponent) => {
                 let (Some(b), Some(x)) = (self.value(base)?, self.value(exponent)?) else {
                     return Ok(None);
@@ -144,12 +145,13 @@ impl Exact<'_> {
             return None;
         }
         let m = u32::try_from(magnitude).ok()?;
-        let raised = Rational::new(
+        // Powers of coprime parts stay coprime: no reduction needed.
+        let raised = Rational::new_raw(
             num_traits::Pow::pow(base.numer(), m),
             num_traits::Pow::pow(base.denom(), m),
         );
         let raised = if n.is_negative() {
-            raised.recip()
+            recip(&raised)?
         } else {
             raised
         };
@@ -170,7 +172,8 @@ impl Exact<'_> {
         };
         let numer = exact_root(r.numer())?;
         let denom = exact_root(r.denom())?;
-        let root = Rational::new(numer, denom);
+        // Roots of coprime parts stay coprime.
+        let root = Rational::new_raw(numer, denom);
         Some(if r.is_negative() { -root } else { root })
     }
 
@@ -459,6 +462,7 @@ mod tests {
     use std::time::Duration;
 
     use super::super::parse::parse;
+    use super::super::rational::ratio;
     use super::*;
 
     fn budget() -> Budget {
@@ -471,7 +475,7 @@ mod tests {
     }
 
     fn q(n: i64, d: i64) -> Option<Rational> {
-        Some(Rational::new(n.into(), d.into()))
+        ratio(n.into(), d.into())
     }
 
     #[test]

@@ -29,6 +29,7 @@ mod eval;
 mod extract;
 mod normalize;
 mod parse;
+mod rational;
 mod stage;
 #[cfg(test)]
 mod tests;

@@ -17,18 +17,16 @@
 //! which counts against `max_depth`; every token is a tick of the [`Budget`].
 
 use num_bigint::BigInt;
-use num_rational::Ratio;
-use num_traits::{One, Zero};
+use num_traits::One;
 
 use super::budget::{Budget, Timeout};
 use super::normalize::is_greek;
+pub(crate) use super::rational::Rational;
+use super::rational::{add, mul, ratio, recip};
 
 /// Number literals longer than this do not parse (the answer is compared as a string):
 /// converting decimal digits to binary costs quadratic time.
 const MAX_LITERAL_DIGITS: usize = 10_000;
-
-/// Exact rationals with big integers.
-pub(crate) type Rational = Ratio<BigInt>;
 
 /// Named constants.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -549,7 +547,7 @@ pub(crate) fn decimal(literal: &str) -> Option<Rational> {
     let digits = format!("{whole}{frac}");
     let numer: BigInt = digits.parse().ok()?;
     let denom = num_traits::pow(BigInt::from(10u8), frac.len());
-    Some(Rational::new(numer, denom))
+    ratio(numer, denom)
 }
 
 struct Parser<'b> {
@@ -721,7 +719,7 @@ impl Parser<'_> {
                     // `2\frac{1}{2}` is the mixed number 5/2 when both parts are integers.
                     let fraction = self.power()?;
                     match (&factors[0], mixed_fraction(&fraction)) {
-                        (Expr::Num(whole), Some(part)) => factors[0] = Expr::Num(whole + part),
+                        (Expr::Num(whole), Some(part)) => factors[0] = Expr::Num(add(whole, &part)),
                         _ => factors.push(fraction),
                     }
                 }
@@ -1076,7 +1074,7 @@ fn mixed_fraction(e: &Expr) -> Option<Rational> {
     let Expr::Product(parts) = e else { return None };
     match parts.as_slice() {
         [Expr::Num(p), Expr::Inv(q)] => match &**q {
-            Expr::Num(q) if p.is_integer() && q.is_integer() && !q.is_zero() => Some(p / q),
+            Expr::Num(q) if p.is_integer() && q.is_integer() => recip(q).map(|r| mul(p, &r)),
             _ => None,
         },
         _ => None,
