@@ -28,6 +28,8 @@ enum Command {
     Inspect(cmd::inspect::Args),
     /// Load, inspect, sample from, score with, or create a HF-format model.
     Model(cmd::model::Args),
+    /// Judge a JSON Lines file of cases with a verifier (math, countdown, choice) and summarise.
+    Verify(cmd::verify::Args),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +49,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => cmd::validate::run(args),
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Model(args) => cmd::model::run(args),
+        Command::Verify(args) => cmd::verify::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

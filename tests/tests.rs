@@ -8,3 +8,4 @@ mod kill;
 mod policy;
 mod step_scope;
 mod torch_smoke;
+mod verify;

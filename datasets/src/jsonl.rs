@@ -254,7 +254,7 @@ mod tests {
         assert_eq!(
             error(content, &math_fields()),
             "F:2: field `problem` (mapped to `question`) is missing; this row has fields: \
-             meta.level, problme, solution. Set `fields.question` to the right field name."
+             problme, solution, meta.level. Set `fields.question` to the right field name."
         );
     }
 

@@ -4,3 +4,4 @@ pub mod inspect;
 pub mod model;
 pub mod run;
 pub mod validate;
+pub mod verify;

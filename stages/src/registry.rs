@@ -110,6 +110,18 @@ pub const BUILTIN: &[KindSpec] = &[
         build: build_with::<verify::CountdownConfig>,
     },
     KindSpec {
+        name: "verify.math",
+        role: Role::Group,
+        summary: "math answers by value: LaTeX normalised, parsed, compared exactly or numerically, else as strings",
+        build: build_with::<verify::MathConfig>,
+    },
+    KindSpec {
+        name: "verify.choice",
+        role: Role::Group,
+        summary: "multiple choice: the chosen letter equals the reference letter",
+        build: build_with::<verify::ChoiceConfig>,
+    },
+    KindSpec {
         name: "reward.collab",
         role: Role::Group,
         summary: "the paper's hierarchical reward: alpha_local if solved alone, alpha_cloud if help was asked and the cloud is right",

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use safetensors::{Dtype, SafeTensors};
+use safetensors::Dtype;
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 
@@ -226,27 +226,89 @@ pub fn write(path: &Path, tensors: &[(String, Tensor)], kind: Kind) -> Result<()
     std::fs::rename(&tmp, path).map_err(|e| PolicyError::io(path, e))
 }
 
-/// Reads one safetensors file into name → tensor (CPU, stored dtype), in name order.
+/// Reads one safetensors file into name → tensor (CPU, stored dtype).
+///
+/// Tensor by tensor from the file: the header first, then each tensor's bytes straight into a
+/// buffer that becomes the tensor, so loading never holds the file twice (peak memory is the
+/// model plus its largest tensor, not twice the model).
 pub fn read_file(path: &Path) -> Result<BTreeMap<String, Tensor>> {
-    let bytes = std::fs::read(path).map_err(|e| PolicyError::missing(path, e))?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| PolicyError::missing(path, e))?;
-    let mut out = BTreeMap::new();
-    for (name, view) in st.tensors() {
-        let kind = match view.dtype() {
-            Dtype::F32 => Kind::Float,
-            Dtype::BF16 => Kind::BFloat16,
-            Dtype::F16 => Kind::Half,
-            Dtype::I64 => Kind::Int64,
+    use std::io::{Read, Seek, SeekFrom};
+    let bad = |message: String| PolicyError::Config {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut file = std::fs::File::open(path).map_err(|e| PolicyError::missing(path, e))?;
+    let file_len = file
+        .metadata()
+        .map_err(|e| PolicyError::missing(path, e))?
+        .len();
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len)
+        .map_err(|e| PolicyError::missing(path, e))?;
+    let header_len = u64::from_le_bytes(len);
+    if header_len > 100_000_000 || 8 + header_len > file_len {
+        return Err(bad(format!(
+            "not a safetensors file (header of {header_len} bytes)"
+        )));
+    }
+    let mut header = vec![0u8; header_len as usize];
+    file.read_exact(&mut header)
+        .map_err(|e| PolicyError::missing(path, e))?;
+    let header: BTreeMap<String, Value> =
+        serde_json::from_slice(&header).map_err(|e| bad(format!("safetensors header: {e}")))?;
+    let mut entries = Vec::new();
+    for (name, info) in header.into_iter().filter(|(n, _)| n != "__metadata__") {
+        let tensor_error = |message: String| PolicyError::Tensor {
+            path: path.to_path_buf(),
+            name: name.clone(),
+            message,
+        };
+        let dtype = info
+            .get("dtype")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let kind = match dtype {
+            "F32" => Kind::Float,
+            "BF16" => Kind::BFloat16,
+            "F16" => Kind::Half,
+            "I64" => Kind::Int64,
             other => {
-                return Err(PolicyError::Tensor {
-                    path: path.to_path_buf(),
-                    name,
-                    message: format!("dtype {other:?} is not supported"),
-                });
+                return Err(tensor_error(format!(
+                    "dtype `{other}` is not supported (F32, BF16, F16)"
+                )));
             }
         };
-        let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
-        out.insert(name, Tensor::f_from_data_size(view.data(), &shape, kind)?);
+        let shape: Vec<i64> = info
+            .get("shape")
+            .and_then(Value::as_array)
+            .map(|dims| dims.iter().filter_map(Value::as_i64).collect())
+            .ok_or_else(|| tensor_error("no shape".into()))?;
+        let offsets: Vec<u64> = info
+            .get("data_offsets")
+            .and_then(Value::as_array)
+            .map(|o| o.iter().filter_map(Value::as_u64).collect())
+            .unwrap_or_default();
+        let [start, end] = offsets[..] else {
+            return Err(tensor_error("no data_offsets".into()));
+        };
+        let bytes = shape.iter().product::<i64>().max(0) as u64 * kind.elt_size_in_bytes() as u64;
+        if end < start || end - start != bytes || 8 + header_len + end > file_len {
+            return Err(tensor_error(format!(
+                "data_offsets [{start}, {end}] do not hold a {dtype} tensor of shape {shape:?}"
+            )));
+        }
+        entries.push((start, name, shape, kind, bytes));
+    }
+    // In file order, so the disk reads sequentially.
+    entries.sort_by_key(|e| e.0);
+    let mut out = BTreeMap::new();
+    let mut buffer = Vec::new();
+    for (start, name, shape, kind, bytes) in entries {
+        buffer.resize(bytes as usize, 0);
+        file.seek(SeekFrom::Start(8 + header_len + start))
+            .and_then(|_| file.read_exact(&mut buffer))
+            .map_err(|e| PolicyError::missing(path, e))?;
+        out.insert(name, Tensor::f_from_data_size(&buffer, &shape, kind)?);
     }
     Ok(out)
 }

@@ -47,16 +47,7 @@ impl Default for CountdownConfig {
 
 impl StageConfig for CountdownConfig {
     fn build(self, _ctx: &BuildContext) -> Result<Built> {
-        // An empty tag would match everywhere and silently judge the whole text.
-        for (i, tag) in self.answer.iter().enumerate() {
-            if tag.is_empty() {
-                return Err(StageError::Params {
-                    path: format!("answer[{i}]"),
-                    message: "the answer tags must not be empty".into(),
-                });
-            }
-        }
-        Ok(Built::Group(Box::new(CountdownVerifier { config: self })))
+        Ok(Built::Group(Box::new(CountdownVerifier::new(self)?)))
     }
 }
 
@@ -187,6 +178,20 @@ pub struct CountdownVerifier {
 }
 
 impl CountdownVerifier {
+    /// A verifier with these parameters, once they are checked.
+    pub fn new(config: CountdownConfig) -> Result<CountdownVerifier> {
+        // An empty tag would match everywhere and silently judge the whole text.
+        for (i, tag) in config.answer.iter().enumerate() {
+            if tag.is_empty() {
+                return Err(StageError::Params {
+                    path: format!("answer[{i}]"),
+                    message: "the answer tags must not be empty".into(),
+                });
+            }
+        }
+        Ok(CountdownVerifier { config })
+    }
+
     /// The text of the last complete answer block in `text`: the last closing tag and the
     /// nearest opening tag before it (as a regex's last non-overlapping match would give), so a
     /// response cut off inside a later block still yields its last finished answer.
@@ -197,7 +202,8 @@ impl CountdownVerifier {
         Some(&text[start..end])
     }
 
-    fn judge(&self, problem: &CountdownProblem, text: &str) -> Judgement {
+    /// Judges one response against a problem.
+    pub fn judge(&self, problem: &CountdownProblem, text: &str) -> Judgement {
         let extracted = self.extract(text);
         let (outcome, normalized) = match extracted {
             Some(answer) => check_expression(problem, answer),

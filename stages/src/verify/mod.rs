@@ -1,13 +1,19 @@
 //! Verifiers: whether an answer is correct.
 
+mod choice;
 mod countdown;
 mod exact;
+mod math;
 
+pub use choice::{ChoiceConfig, ChoiceVerifier};
 pub use countdown::{
     CountdownConfig, CountdownProblem, CountdownVerifier, MAX_ANSWER_CHARS, MAX_DEPTH, Outcome,
     check_expression,
 };
 pub use exact::{ExactConfig, ExactVerifier, Extract};
+pub use math::{
+    MathConfig, MathExtractor, MathMethod, MathReference, MathVerifier, normalize as normalize_math,
+};
 
 use tandem_schemas::{Group, Target, VerdictRecord};
 
