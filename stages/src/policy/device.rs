@@ -100,7 +100,12 @@ fn load_cuda_backend() -> std::result::Result<(), String> {
             for candidate in candidates {
                 match open_global(&candidate) {
                     Ok(()) => return Ok(()),
-                    Err(e) => errors.push(format!("{}: {e}", candidate.display())),
+                    Err(e) => {
+                        // libloading's message is only "dlopen failed"; dlerror's text (e.g.
+                        // which CUDA library is missing) is its source.
+                        let why = std::error::Error::source(&e).map(|s| format!(": {s}")).unwrap_or_default();
+                        errors.push(format!("{}: {e}{why}", candidate.display()));
+                    }
                 }
             }
             Err(format!(
