@@ -228,15 +228,10 @@ impl GroupStage for ChoiceVerifier {
 
     fn process(&mut self, groups: &mut [Group], ctx: &StepContext) -> Result<()> {
         for group in groups {
-            let Some(gold) = group.prompt.answer.as_deref() else {
-                group.push_error(
-                    &ctx.stage_id,
-                    None,
-                    "no_reference",
-                    "the prompt has no reference answer to compare with",
-                );
+            let Some(gold) = super::reference_answer(group, &ctx.stage_id) else {
                 continue;
             };
+            let gold = gold.as_str();
             let Some(reference) = self.reference(gold) else {
                 let letters: String = self.letters.iter().collect();
                 group.push_error(

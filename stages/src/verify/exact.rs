@@ -114,13 +114,7 @@ impl GroupStage for ExactVerifier {
 
     fn process(&mut self, groups: &mut [Group], ctx: &StepContext) -> Result<()> {
         for group in groups {
-            let Some(reference) = group.prompt.answer.clone() else {
-                group.push_error(
-                    &ctx.stage_id,
-                    None,
-                    "no_reference",
-                    "the prompt has no reference answer to compare with",
-                );
+            let Some(reference) = super::reference_answer(group, &ctx.stage_id) else {
                 continue;
             };
             let verdicts = judge_group(group, |text| self.judge(text, &reference));

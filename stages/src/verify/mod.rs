@@ -54,3 +54,18 @@ pub fn judge_group(group: &Group, mut judge: impl FnMut(&str) -> Judgement) -> V
     }
     verdicts
 }
+
+/// The prompt's reference answer. A group whose prompt has none (or a blank one) gets a
+/// `no_reference` error row and `None`: a verifier never judges against nothing.
+pub(crate) fn reference_answer(group: &mut Group, stage_id: &str) -> Option<String> {
+    let answer = group.prompt.answer.clone().filter(|a| !a.trim().is_empty());
+    if answer.is_none() {
+        group.push_error(
+            stage_id,
+            None,
+            "no_reference",
+            "the prompt has no reference answer to compare with",
+        );
+    }
+    answer
+}

@@ -210,20 +210,10 @@ impl GroupStage for MathVerifier {
 
     fn process(&mut self, groups: &mut [Group], ctx: &StepContext) -> Result<()> {
         for group in groups {
-            let gold = group
-                .prompt
-                .answer
-                .as_deref()
-                .filter(|a| !a.trim().is_empty());
-            let Some(gold) = gold else {
-                group.push_error(
-                    &ctx.stage_id,
-                    None,
-                    "no_reference",
-                    "the prompt has no reference answer to compare with",
-                );
+            let Some(gold) = crate::verify::reference_answer(group, &ctx.stage_id) else {
                 continue;
             };
+            let gold = gold.as_str();
             let reference = self.reference(gold);
             let verdicts = judge_group(group, |text| self.judge(text, &reference));
             group.verdicts.extend(verdicts);
