@@ -569,6 +569,14 @@ fn learns_a_target_completion_and_reloads_bit_identically() {
     }
 }
 
+/// Replaces `from` by `to` in `dir/config.json`.
+fn edit_config(dir: &Path, from: &str, to: &str) {
+    let path = dir.join("config.json");
+    let config = std::fs::read_to_string(&path).expect("config");
+    assert!(config.contains(from), "{from} not in the fixture's config");
+    std::fs::write(&path, config.replace(from, to)).expect("write");
+}
+
 #[test]
 fn bad_model_directories_name_the_file_and_tensor() {
     let tmp = tempfile::tempdir().expect("tmp");
@@ -597,12 +605,7 @@ fn bad_model_directories_name_the_file_and_tensor() {
     );
 
     let mistral = copy("mistral");
-    let config = std::fs::read_to_string(mistral.join("config.json")).expect("config");
-    std::fs::write(
-        mistral.join("config.json"),
-        config.replace("\"qwen2\"", "\"mistral\""),
-    )
-    .expect("write");
+    edit_config(&mistral, "\"qwen2\"", "\"mistral\"");
     let e = err(&mistral);
     assert!(
         e.contains("config.json") && e.contains("`mistral` is not supported"),
@@ -610,12 +613,11 @@ fn bad_model_directories_name_the_file_and_tensor() {
     );
 
     let narrow = copy("narrow");
-    let config = std::fs::read_to_string(narrow.join("config.json")).expect("config");
-    std::fs::write(
-        narrow.join("config.json"),
-        config.replace("\"intermediate_size\": 128", "\"intermediate_size\": 96"),
-    )
-    .expect("write");
+    edit_config(
+        &narrow,
+        "\"intermediate_size\": 128",
+        "\"intermediate_size\": 96",
+    );
     let e = err(&narrow);
     assert!(
         e.contains("model.layers.0.mlp.gate_proj.weight")
