@@ -19,6 +19,7 @@
 pub mod contract;
 pub mod generate;
 pub mod help;
+pub mod net;
 pub mod params;
 pub mod policy;
 pub mod registry;

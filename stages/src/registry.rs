@@ -139,6 +139,18 @@ pub const BUILTIN: &[KindSpec] = &[
         summary: "a capped penalty per token past a length budget",
         build: build_with::<crate::reward::LengthConfig>,
     },
+    KindSpec {
+        name: "reward.command",
+        role: Role::Group,
+        summary: "scores from a long-lived subprocess in any language (JSON Lines: a group in, its scores out)",
+        build: build_with::<crate::reward::CommandConfig>,
+    },
+    KindSpec {
+        name: "reward.http",
+        role: Role::Group,
+        summary: "scores from an HTTP service (POST batches of groups, retried on failures that heal)",
+        build: build_with::<crate::reward::HttpConfig>,
+    },
 ];
 
 /// Stage kinds by name.

@@ -11,11 +11,16 @@
 //! stage imports another.
 
 mod collab;
+mod command;
 mod format;
+mod http;
 mod length;
+pub mod plugin;
 
 pub use collab::{CollabConfig, CollabReward};
+pub use command::{CommandConfig, CommandReward};
 pub use format::{FormatConfig, FormatReward};
+pub use http::{HttpConfig, HttpReward};
 pub use length::{LengthConfig, LengthReward};
 
 use serde::Deserialize;
