@@ -5,6 +5,7 @@ mod common;
 mod dataflow;
 mod interop;
 mod kill;
+mod plugin_rewards;
 mod policy;
 mod step_scope;
 mod torch_smoke;
