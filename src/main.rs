@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod cloudsim;
 mod cmd;
 
 /// Post-train small on-device LLMs to solve what they can and ask a cloud LLM when it pays.

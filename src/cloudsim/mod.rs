@@ -1,0 +1,16 @@
+//! The simulated cloud behind `tandem cloud-sim`: an OpenAI-compatible HTTP server whose answers
+//! come from a built-in oracle (Countdown search, exact arithmetic, a gold-answer file), with
+//! seeded accuracy, latency and faults, so that runs, demos and tests of the cloud path need no
+//! network and no key, and are reproducible.
+//!
+//! Every random choice is a function of the seed and of the request itself (its hash, and how
+//! many times that exact request was seen before), never of arrival order: the same requests
+//! give the same outcomes under any concurrency, and a retry of a failed request is a new draw.
+
+mod arith;
+mod config;
+mod countdown;
+mod error;
+mod faults;
+mod oracle;
+mod seeded;
