@@ -218,6 +218,14 @@ fn countdown_and_arithmetic_are_answered_right_with_usage() {
             .await
             .unwrap();
         assert_eq!(models["data"][0]["id"], "sim-oracle");
+        let model = client
+            .get(sim.url("/models/sim-oracle"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(model.status(), 200);
+        let other = client.get(sim.url("/models/gpt-x")).send().await.unwrap();
+        assert_eq!(other.status(), 404);
         let health = client
             .get(sim.base.replace("/v1", "/health"))
             .send()

@@ -35,7 +35,7 @@ pub struct SimConfig {
     /// The bearer token every `/v1` request must carry; none means no check.
     pub api_key: Option<ApiKey>,
     /// Where to append one JSON line per chat request.
-    pub log: Option<PathBuf>,
+    pub request_log: Option<PathBuf>,
 }
 
 impl Default for SimConfig {
@@ -52,7 +52,7 @@ impl Default for SimConfig {
             retry_after: Duration::from_secs(1),
             hang: Duration::from_secs(600),
             api_key: None,
-            log: None,
+            request_log: None,
         }
     }
 }

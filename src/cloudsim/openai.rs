@@ -286,14 +286,20 @@ pub fn error_body(message: &str, kind: &str, param: Option<&str>, code: Option<&
         .into_bytes()
 }
 
+fn model_object(model: &str, created: u64) -> Value {
+    json!({"id": model, "object": "model", "created": created, "owned_by": "tandem"})
+}
+
 /// The `GET /v1/models` body.
 pub fn models_body(model: &str, created: u64) -> Vec<u8> {
-    json!({
-        "object": "list",
-        "data": [{"id": model, "object": "model", "created": created, "owned_by": "tandem"}],
-    })
-    .to_string()
-    .into_bytes()
+    json!({"object": "list", "data": [model_object(model, created)]})
+        .to_string()
+        .into_bytes()
+}
+
+/// The `GET /v1/models/{model}` body.
+pub fn model_body(model: &str, created: u64) -> Vec<u8> {
+    model_object(model, created).to_string().into_bytes()
 }
 
 #[cfg(test)]

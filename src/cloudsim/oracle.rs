@@ -286,8 +286,13 @@ fn arithmetic_reply(
 }
 
 /// The arithmetic expression a message asks about: among its runs of digits, operators,
-/// parentheses and spaces, the one with the most operators (`What is 7953 + 3194?`).
+/// parentheses and spaces, the one with the most operators (`What is 7953 + 3194?`,
+/// `What is $12 \times 3$?`).
 fn arithmetic_in(question: &str) -> Option<(String, Expression)> {
+    let question = question
+        .replace("\\cdot", "*")
+        .replace("\\times", "*")
+        .replace("\\div", "/");
     let allowed = |c: char| c.is_ascii_digit() || " \t\n.+-*/()×÷·−".contains(c);
     question
         .split(|c: char| !allowed(c))
@@ -399,6 +404,8 @@ mod tests {
             ("7 / 2", "7/2"),
             ("What is 1.5 + 2.25?", "3.75"),
             ("What is 5 / (2 - 2)?", "undefined"),
+            ("What is $1 + 2 \\cdot 3$?", "7"),
+            ("Compute $84 \\div 4 \\times 2$.", "42"),
         ];
         for (question, expected) in cases {
             let reply = oracle(AnswerFormat::Tag).reply(question, true, &mut rng());

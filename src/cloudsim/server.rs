@@ -69,7 +69,11 @@ impl Simulator {
             Some(path) => GoldAnswers::load(path)?,
             None => GoldAnswers::default(),
         };
-        let log = config.log.as_deref().map(RequestLog::create).transpose()?;
+        let log = config
+            .request_log
+            .as_deref()
+            .map(RequestLog::create)
+            .transpose()?;
         Ok(Simulator {
             gold_questions: gold.len(),
             oracle: Oracle::new(gold, config.answer_format),
@@ -407,6 +411,23 @@ async fn respond(
                 full(openai::models_body(&sim.config.model, sim.started)),
             ),
         },
+        (&Method::GET, _) if path.starts_with("/v1/models/") => {
+            if let Some(refusal) = sim.unauthorized(request.headers()) {
+                return refusal;
+            }
+            let model = &path["/v1/models/".len()..];
+            if model == sim.config.model {
+                json_response(StatusCode::OK, full(openai::model_body(model, sim.started)))
+            } else {
+                error_response(
+                    StatusCode::NOT_FOUND,
+                    &format!("The model `{model}` does not exist or you do not have access to it."),
+                    "invalid_request_error",
+                    None,
+                    Some("model_not_found"),
+                )
+            }
+        }
         (&Method::POST, "/v1/chat/completions") => sim.chat(request, reset).await,
         (_, "/health" | "/v1/models" | "/v1/chat/completions") => error_response(
             StatusCode::METHOD_NOT_ALLOWED,
