@@ -127,7 +127,7 @@ impl Args {
             retry_after: Duration::from_secs(self.retry_after_s),
             hang: duration(self.hang_s, Duration::from_secs(1), "--hang-s")?,
             api_key,
-            log: self.request_log.clone(),
+            request_log: self.request_log.clone(),
         })
     }
 }
@@ -223,5 +223,58 @@ async fn stop_requested(exit_on_stdin_eof: bool) {
         Ok(()) = tokio::signal::ctrl_c() => {}
         () = terminated => {}
         () = stdin_closed => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn config(flags: &[&str]) -> Result<SimConfig> {
+        let cli = Cli::try_parse_from(["cloud-sim"].iter().chain(flags))?;
+        cli.args.config()
+    }
+
+    #[test]
+    fn faults_sets_every_kind_and_fault_flags_override_it() {
+        let faults = config(&[
+            "--faults",
+            "0.1",
+            "--fault-reset",
+            "0",
+            "--fault-429",
+            "0.3",
+        ])
+        .unwrap()
+        .faults;
+        assert_eq!(
+            faults,
+            FaultRates {
+                rate_limited: 0.3,
+                server_error: 0.1,
+                hang: 0.1,
+                malformed: 0.1,
+                truncated: 0.1,
+                reset: 0.0,
+            }
+        );
+        assert_eq!(config(&[]).unwrap().faults, FaultRates::default());
+    }
+
+    #[test]
+    fn durations_must_be_finite_and_not_negative() {
+        let error = config(&["--latency-ms=-5"]).unwrap_err().to_string();
+        assert!(error.contains("--latency-ms"), "{error}");
+        assert!(config(&["--hang-s", "inf"]).is_err());
+        let hang = config(&["--hang-s", "0.25"]).unwrap().hang;
+        assert_eq!(hang, Duration::from_millis(250));
     }
 }
