@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod cloudsim;
 mod cmd;
 
 /// Post-train small on-device LLMs to solve what they can and ask a cloud LLM when it pays.
@@ -30,6 +31,8 @@ enum Command {
     Model(cmd::model::Args),
     /// Judge a JSON Lines file of cases with a verifier (math, countdown, choice) and summarise.
     Verify(cmd::verify::Args),
+    /// Serve a simulated OpenAI-compatible cloud (oracle answers, seeded latency and faults).
+    CloudSim(cmd::cloud_sim::Args),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Model(args) => cmd::model::run(args),
         Command::Verify(args) => cmd::verify::run(args),
+        Command::CloudSim(args) => cmd::cloud_sim::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod cloud_sim;
 pub mod inspect;
 pub mod model;
 pub mod run;
