@@ -16,18 +16,18 @@ const COUNTDOWN: &str = "Using the numbers [19, 36, 55, 7], create an equation t
     You can use basic arithmetic operations (+, -, *, /) and each number can only be used once.";
 
 /// A running `tandem cloud-sim --exit-on-stdin-eof`; killed if the test ends without `stop`.
-struct CloudSim {
+pub(crate) struct CloudSim {
     child: Child,
     /// `http://127.0.0.1:PORT/v1`, from the ready line.
-    base: String,
+    pub(crate) base: String,
 }
 
 impl CloudSim {
-    fn start(args: &[&str]) -> CloudSim {
+    pub(crate) fn start(args: &[&str]) -> CloudSim {
         CloudSim::start_with_env(args, &[])
     }
 
-    fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> CloudSim {
+    pub(crate) fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> CloudSim {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
             .arg("cloud-sim")
             .arg("--exit-on-stdin-eof")
@@ -64,7 +64,7 @@ impl CloudSim {
     }
 
     /// Closes standard input, waits for the exit, and returns what it wrote to stderr.
-    fn stop(mut self) -> String {
+    pub(crate) fn stop(mut self) -> String {
         drop(self.child.stdin.take());
         let started = Instant::now();
         let status = loop {
@@ -150,7 +150,7 @@ fn countdown_problem() -> CountdownProblem {
     }
 }
 
-fn read_log(path: &Path) -> Vec<Value> {
+pub(crate) fn read_log(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .expect("read the request log")
         .lines()

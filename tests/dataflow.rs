@@ -205,3 +205,139 @@ fn parquet_source_with_hf_style_columns_feeds_the_pipeline() {
         .to_string();
     assert!(err.contains("stage `prompts` (source.jsonl)"), "{err}");
 }
+
+/// A pipelined stage that holds each step's batches until a batch of the next step has been
+/// submitted: it can only finish if the runtime feeds step t+1 while step t is still out.
+mod held {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use tandem_schemas::{Facet, Facets, Group};
+    use tandem_stages::registry::{KindSpec, StageConfig, build_with};
+    use tandem_stages::{
+        BuildContext, Built, GroupStage, Pipelined, Registry, Role, StepContext, Wake,
+    };
+
+    /// Events, shared with the test.
+    pub static LOG: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct HeldConfig {
+        /// The last step (released without waiting for a later one).
+        last: u64,
+    }
+
+    impl StageConfig for HeldConfig {
+        fn build(self, _ctx: &BuildContext) -> tandem_stages::Result<Built> {
+            Ok(Built::Group(Box::new(Held {
+                last: self.last,
+                held: Vec::new(),
+                submitted: Vec::new(),
+                timed_out: Arc::new(Mutex::new(false)),
+            })))
+        }
+    }
+
+    pub struct Held {
+        last: u64,
+        held: Vec<(u64, Vec<Group>)>,
+        submitted: Vec<u64>,
+        timed_out: Arc<Mutex<bool>>,
+    }
+
+    impl GroupStage for Held {
+        fn needs(&self) -> Facets {
+            Facets::of(&[Facet::Samples])
+        }
+        fn provides(&self) -> Facets {
+            Facets::NONE
+        }
+        fn process(&mut self, _: &mut [Group], _: &StepContext) -> tandem_stages::Result<()> {
+            Ok(())
+        }
+        fn pipelined(&mut self) -> Option<&mut dyn Pipelined> {
+            Some(self)
+        }
+    }
+
+    impl Pipelined for Held {
+        fn submit(
+            &mut self,
+            groups: Vec<Group>,
+            ctx: &StepContext,
+            wake: Wake,
+        ) -> tandem_stages::Result<()> {
+            let holding: Vec<u64> = self.held.iter().map(|(s, _)| *s).collect();
+            LOG.lock()
+                .expect("log")
+                .push(format!("submit {} holding {holding:?}", ctx.step));
+            self.submitted.push(ctx.step);
+            self.held.push((ctx.step, groups));
+            // A safety net, so that a runtime that does not pipeline fails the test instead of
+            // hanging it.
+            let timed_out = self.timed_out.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_secs(20));
+                *timed_out.lock().expect("flag") = true;
+                wake();
+            });
+            Ok(())
+        }
+
+        fn ready(&mut self) -> tandem_stages::Result<Vec<(u64, Vec<Group>)>> {
+            let timed_out = *self.timed_out.lock().expect("flag");
+            let (release, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held)
+                .into_iter()
+                .partition(|(step, _)| {
+                    timed_out || *step == self.last || self.submitted.contains(&(step + 1))
+                });
+            self.held = keep;
+            if timed_out && !release.is_empty() {
+                LOG.lock().expect("log").push("timed out".into());
+            }
+            Ok(release)
+        }
+    }
+
+    pub fn registry() -> Registry {
+        let mut registry = Registry::builtin();
+        registry.register(KindSpec {
+            name: "test.held",
+            role: Role::Group,
+            summary: "holds step t until step t+1 arrives",
+            build: build_with::<HeldConfig>,
+        });
+        registry
+    }
+}
+
+#[test]
+fn pipelined_stages_let_the_next_step_start_while_answers_are_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data.jsonl");
+    write_dataset(&data, 12, 2, 1);
+    let yaml = format!(
+        "run: {{ prompts_per_step: 4, group_size: 2, steps: 3 }}\nstages:\n  - id: prompts\n    kind: source.jsonl\n    params:\n      path: {}\n      fields: {{ id: uid, question: problem, answer: solution, completions: responses }}\n  - {{ id: rollouts, kind: generate.offline }}\n  - {{ id: held, kind: test.held, params: {{ last: 2 }} }}\n",
+        data.display()
+    );
+    let pipeline = dir.path().join("p.yaml");
+    std::fs::write(&pipeline, yaml).expect("write");
+    let plan =
+        Plan::from_file_with(&pipeline, &PlanOptions::default(), held::registry()).expect("plan");
+    let options = tandem_pipeline::RunOptions {
+        out_dir: dir.path().join("runs"),
+        ..Default::default()
+    };
+    let summary = tandem_pipeline::run(plan, options).expect("run");
+    let log = held::LOG.lock().expect("log").clone();
+    assert!(!log.contains(&"timed out".to_owned()), "{log:?}");
+    assert!(log.contains(&"submit 1 holding [0]".to_owned()), "{log:?}");
+    assert_eq!(
+        (summary.steps, summary.groups),
+        (3, 12),
+        "every group came through"
+    );
+    let streams = stored_streams(&summary.run_dir);
+    assert_eq!(streams["rollouts"].len(), 24);
+}

@@ -1,6 +1,7 @@
 //! Integration tests of the whole (one test binary, as ripgrep and cargo do).
 
 mod bad_input;
+mod cloud;
 mod cloud_sim;
 mod common;
 mod dataflow;

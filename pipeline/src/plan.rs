@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tandem_schemas::{Facet, Facets};
-use tandem_stages::{BuildContext, Built, Registry, Role, RunSettings, Scope, StageError};
+use tandem_stages::{
+    BuildContext, Built, Registry, Role, RunSettings, Scope, SharedState, StageError,
+};
 
 use crate::spec::PipelineSpec;
 use crate::yaml::{Document, Location, Seg, YamlError};
@@ -91,6 +93,8 @@ pub struct Plan {
     pub built: Vec<Built>,
     /// The registry the stages came from (other workers build their own instances with it).
     pub registry: Registry,
+    /// What the instances of a stage on different workers share (every build gets it).
+    pub shared: SharedState,
 }
 
 /// Options for reading a pipeline.
@@ -136,6 +140,7 @@ impl Plan {
         }
 
         let base_dir = working_dir();
+        let shared = SharedState::default();
         let mut stages: Vec<PlannedStage> = Vec::new();
         let mut built = Vec::new();
         let mut available = Facets::NONE;
@@ -183,6 +188,7 @@ impl Plan {
                 stage_id: stage.id.as_str().into(),
                 base_dir: base_dir.clone(),
                 run: settings.clone(),
+                shared: shared.clone(),
             };
             let instance = (kind.build)(&stage.params, &ctx).map_err(|e| match e {
                 StageError::Params { path, message } => PlanError::from(document.invalid_at(
@@ -260,6 +266,7 @@ impl Plan {
             stages,
             built,
             registry,
+            shared,
         })
     }
 
@@ -276,6 +283,7 @@ impl Plan {
                         stage_id: stage.id.clone(),
                         base_dir: base_dir.clone(),
                         run: self.settings.clone(),
+                        shared: self.shared.clone(),
                     };
                     self.registry
                         .build(&stage.kind, &stage.params, &ctx)

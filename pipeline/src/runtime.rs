@@ -320,6 +320,11 @@ fn run_worker(
             index,
         );
         for (wiring, instance) in wiring.iter().zip(instances.iter_mut()).skip(1) {
+            let pipelined = wiring.scope == Scope::Group
+                && match instance.as_mut() {
+                    Some(Built::Group(g)) => g.pipelined().is_some(),
+                    _ => false,
+                };
             match (wiring.role, instance.take()) {
                 (Role::Sink, sink) => {
                     // Sinks live on worker 0 only; other workers never receive a group here.
@@ -345,6 +350,18 @@ fn run_worker(
                         Gather::ToFirstWorker,
                         apply,
                         Some(finish),
+                    );
+                }
+                (Role::Group, Some(Built::Group(g))) if pipelined => {
+                    let piped = pipelined_operator(stream, wiring, shared, index, g);
+                    stream = store(
+                        piped,
+                        Pipeline,
+                        &wiring.id,
+                        &wiring.streams,
+                        shared,
+                        &writer,
+                        index,
                     );
                 }
                 (_, instance) => {
@@ -513,6 +530,65 @@ where
                 }
                 output.session(&time).give_container(&mut batch);
             });
+        }
+    })
+}
+
+/// Runs a stage that waits on I/O: batches are submitted as they arrive and passed on when the
+/// stage hands them back, so the worker keeps going meanwhile. A step's capability is held
+/// until every batch submitted for it has come back.
+fn pipelined_operator<'s>(
+    stream: Stream<'s, u64, Vec<Group>>,
+    wiring: &StageWiring,
+    shared: &Arc<Shared>,
+    worker: usize,
+    mut stage: Box<dyn tandem_stages::GroupStage>,
+) -> Stream<'s, u64, Vec<Group>> {
+    let shared = shared.clone();
+    let id = wiring.id.clone();
+    let kind = wiring.kind.clone();
+    let scope = stream.scope();
+    stream.unary_frontier(Pipeline, &id.clone(), move |_, info| {
+        let activator = scope.worker().sync_activator_for(info.address.to_vec());
+        let wake: tandem_stages::Wake = Arc::new(move || {
+            // Fails only once the dataflow is gone, when nobody waits for the answer.
+            let _ = activator.activate();
+        });
+        // Per step: its capability and the number of batches still out.
+        let mut held: BTreeMap<u64, (Capability<u64>, usize)> = BTreeMap::new();
+        move |(input, frontier), output| {
+            let Some(stage) = stage.pipelined() else {
+                unreachable!("wired only for stages that are pipelined");
+            };
+            input.for_each_time(|time, data| {
+                let step = *time.time();
+                let mut batch: Vec<Group> = data.flat_map(std::mem::take).collect();
+                if shared.failed() {
+                    output.session(&time).give_container(&mut batch);
+                    return;
+                }
+                let entry = held.entry(step).or_insert_with(|| (time.retain(0), 0));
+                match stage.submit(batch, &shared.context(&id, step, worker), wake.clone()) {
+                    Ok(()) => entry.1 += 1,
+                    Err(e) => shared.fail(format!("stage `{id}` ({kind}) at step {step}: {e}")),
+                }
+            });
+            match stage.ready() {
+                Ok(done) => {
+                    for (step, mut groups) in done {
+                        let Some(entry) = held.get_mut(&step) else {
+                            shared.fail(format!("stage `{id}` ({kind}) returned groups of step {step}, which it was not given"));
+                            continue;
+                        };
+                        output.session(&entry.0).give_container(&mut groups);
+                        entry.1 = entry.1.saturating_sub(1);
+                    }
+                }
+                Err(e) => shared.fail(format!("stage `{id}` ({kind}): {e}")),
+            }
+            // A failed run does not wait for answers still out.
+            let failed = shared.failed();
+            held.retain(|step, (_, out)| (*out > 0 && !failed) || frontier.less_equal(step));
         }
     })
 }

@@ -1,7 +1,9 @@
 //! The four stage contracts and the contexts stages are built and run with.
 
+use std::any::Any;
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tandem_schemas::{Facet, Facets, Group};
 
@@ -29,6 +31,58 @@ pub struct BuildContext {
     pub base_dir: PathBuf,
     /// The run's settings.
     pub run: RunSettings,
+    /// State shared by the instances of one stage on every worker of a run.
+    pub shared: SharedState,
+}
+
+/// State that the instances of a stage on different workers share (a budget, a rate limit, a
+/// connection pool). The pipeline hands every build of one plan the same `SharedState`, so
+/// a stage reaches its siblings by a key, usually its own id.
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// let shared = tandem_stages::SharedState::default();
+/// let a = shared.get_or_init("cloud", || AtomicU64::new(0));
+/// let b = shared.get_or_init("cloud", || AtomicU64::new(7));
+/// a.fetch_add(1, Ordering::Relaxed);
+/// assert_eq!(b.load(Ordering::Relaxed), 1, "the same value, made once");
+/// ```
+#[derive(Clone, Default)]
+pub struct SharedState(Arc<Mutex<HashMap<String, Arc<dyn Any + Send + Sync>>>>);
+
+impl SharedState {
+    /// The value under `key`, made by `init` on first use. A key holding another type is
+    /// replaced (keys are stage ids, so that only happens when a stage changes its own type).
+    pub fn get_or_init<T: Any + Send + Sync>(&self, key: &str, init: impl FnOnce() -> T) -> Arc<T> {
+        match self.get_or_try_init(key, || Ok::<T, std::convert::Infallible>(init())) {
+            Ok(value) => value,
+            Err(never) => match never {},
+        }
+    }
+
+    /// As [`SharedState::get_or_init`], for an `init` that can fail (nothing is stored then).
+    pub fn get_or_try_init<T: Any + Send + Sync, E>(
+        &self,
+        key: &str,
+        init: impl FnOnce() -> std::result::Result<T, E>,
+    ) -> std::result::Result<Arc<T>, E> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(value) = map.get(key).cloned()
+            && let Ok(value) = value.downcast::<T>()
+        {
+            return Ok(value);
+        }
+        let value = Arc::new(init()?);
+        map.insert(key.to_owned(), value.clone());
+        Ok(value)
+    }
+}
+
+impl std::fmt::Debug for SharedState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        f.debug_set().entries(map.keys()).finish()
+    }
 }
 
 impl Default for RunSettings {
@@ -51,6 +105,7 @@ impl BuildContext {
             stage_id: stage_id.into(),
             base_dir: std::env::current_dir().unwrap_or_default(),
             run,
+            shared: SharedState::default(),
         }
     }
 
@@ -151,6 +206,29 @@ pub trait GroupStage: Send {
     /// Processes a batch of groups of one step (all of them, with [`Scope::Step`]). A record
     /// that fails becomes an error row on its group; an `Err` stops the run.
     fn process(&mut self, groups: &mut [Group], ctx: &StepContext) -> Result<()>;
+
+    /// A stage that waits on I/O (a remote model, a service) returns itself here, and the
+    /// pipeline then hands it batches through [`Pipelined`] instead of [`GroupStage::process`]:
+    /// its worker goes on with other stages and later steps while answers are awaited. `process`
+    /// stays the way to call the stage directly (submit and wait).
+    fn pipelined(&mut self) -> Option<&mut dyn Pipelined> {
+        None
+    }
+}
+
+/// Tells the pipeline, from any thread, that a [`Pipelined`] stage has batches ready.
+pub type Wake = Arc<dyn Fn() + Send + Sync>;
+
+/// The asynchronous side of a group stage that waits on I/O. The pipeline holds a step open
+/// until every batch it submitted for that step has come back from [`Pipelined::ready`].
+pub trait Pipelined {
+    /// Starts work on a batch of groups of `ctx.step` and returns without waiting; calls
+    /// `wake` whenever [`Pipelined::ready`] has something new. An `Err` stops the run.
+    fn submit(&mut self, groups: Vec<Group>, ctx: &StepContext, wake: Wake) -> Result<()>;
+
+    /// The batches finished since the last call, each with its step, in any order. An `Err`
+    /// (an answer that will never heal, like a rejected API key) stops the run.
+    fn ready(&mut self) -> Result<Vec<(u64, Vec<Group>)>>;
 }
 
 /// Consumes finished groups (writers, the learner). Sees every group of a step, on one worker.

@@ -16,6 +16,7 @@
 //! ```
 #![forbid(missing_docs)]
 
+pub mod cloud;
 pub mod contract;
 pub mod generate;
 pub mod help;
@@ -29,7 +30,8 @@ pub mod source;
 pub mod verify;
 
 pub use contract::{
-    BuildContext, Built, Generator, GroupStage, RunSettings, Scope, Sink, Source, StepContext,
+    BuildContext, Built, Generator, GroupStage, Pipelined, RunSettings, Scope, SharedState, Sink,
+    Source, StepContext, Wake,
 };
 pub use registry::{KindSpec, Registry, Role};
 

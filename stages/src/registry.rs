@@ -92,6 +92,12 @@ pub const BUILTIN: &[KindSpec] = &[
         build: build_with::<generate::PolicyConfig>,
     },
     KindSpec {
+        name: "cloud.openai",
+        role: Role::Group,
+        summary: "the cloud model's answer to prompts a sample asked help for (OpenAI-compatible; cached, budgeted, retried)",
+        build: build_with::<crate::cloud::CloudConfig>,
+    },
+    KindSpec {
         name: "verify.exact",
         role: Role::Group,
         summary: "exact match of the extracted answer with the reference, after normalisation",

@@ -163,6 +163,7 @@ mod tests {
                 steps: None,
                 seed: 0,
             },
+            shared: Default::default(),
         }
     }
 
