@@ -20,25 +20,41 @@ fn cpu_seconds() -> f64 {
     // Fields after the command name (which is in parentheses and may hold spaces).
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // utime and stime are fields 14 and 15 of the file, 12 and 13 after the name.
     (ticks(11) + ticks(12)) / 100.0
 }
 
 fn main() -> anyhow::Result<()> {
-    let args: Vec<u64> = std::env::args().skip(1).map(|a| a.parse()).collect::<Result<_, _>>()?;
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse())
+        .collect::<Result<_, _>>()?;
     let requests = args.first().copied().unwrap_or(2000) as usize;
     let latency_ms = args.get(1).copied().unwrap_or(100);
     let in_flight = args.get(2).copied().unwrap_or(64);
 
     let mut sim = Command::new("target/release/tandem")
-        .args(["cloud-sim", "--exit-on-stdin-eof", "--latency-ms", &latency_ms.to_string()])
+        .args([
+            "cloud-sim",
+            "--exit-on-stdin-eof",
+            "--latency-ms",
+            &latency_ms.to_string(),
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()?;
     let mut line = String::new();
     BufReader::new(sim.stdout.as_mut().expect("piped")).read_line(&mut line)?;
-    let base = line.trim().trim_start_matches("cloud-sim listening on ").to_owned();
+    let base = line
+        .trim()
+        .trim_start_matches("cloud-sim listening on ")
+        .to_owned();
 
     let params = serde_json::json!({
         "base_url": base, "model": "sim-oracle", "cache_dir": null, "max_in_flight": in_flight,
@@ -63,7 +79,10 @@ fn main() -> anyhow::Result<()> {
         .collect();
 
     let (cpu0, t0) = (cpu_seconds(), Instant::now());
-    stage.process(&mut groups, &StepContext::single_worker("bench", "cloud", 0))?;
+    stage.process(
+        &mut groups,
+        &StepContext::single_worker("bench", "cloud", 0),
+    )?;
     let (wall, cpu) = (t0.elapsed().as_secs_f64(), cpu_seconds() - cpu0);
     let answered = groups
         .iter()

@@ -364,3 +364,59 @@ fn calls_past_the_budget_are_refused_and_recorded() {
     }
     sim.stop();
 }
+
+#[test]
+fn the_shipped_cloud_example_runs_against_the_simulator() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = CloudSim::start(&[]);
+    let out = dir.path().join("runs");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .current_dir(repo)
+        .args(["run", "configs/cloud-example.yaml", "--out"])
+        .arg(&out)
+        .arg("--set")
+        .arg(format!("stages.2.params.base_url={}", sim.base))
+        .arg("--set")
+        .arg(format!(
+            "stages.2.params.cache_dir={}",
+            dir.path().join("cache").display()
+        ))
+        .env("TANDEM_LOG", "warn")
+        .output()
+        .expect("run");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let streams = stored_streams(&only_run(&out));
+    let rows = cloud_rows(&streams);
+    let answered = rows.iter().filter(|r| r.answer.is_some()).count();
+    let refused = rows
+        .iter()
+        .filter(|r| r.error_kind.as_deref() == Some("budget"))
+        .count();
+    assert_eq!(answered + refused, rows.len());
+    assert!(
+        answered > 0 && answered <= 2 * 16,
+        "calls_per_step: 16 over 2 steps: {answered}"
+    );
+    assert!(
+        rows.iter()
+            .filter(|r| r.answer.is_some())
+            .all(|r| r.cost_usd > 0.0)
+    );
+    let Rows::Verdicts(verdicts) = &streams["verdicts"] else {
+        panic!("verdicts");
+    };
+    let cloud_right = verdicts
+        .iter()
+        .filter(|v| v.target == tandem_schemas::Target::Cloud && v.correct)
+        .count();
+    assert_eq!(
+        cloud_right, answered,
+        "the oracle's answers are judged right"
+    );
+    sim.stop();
+}
