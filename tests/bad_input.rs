@@ -55,7 +55,7 @@ fn unknown_kind_lists_the_known_kinds_at_its_line() {
         ),
         "{err}"
     );
-    assert!(err.contains("known kinds: generate.offline, "), "{err}");
+    assert!(err.contains("known kinds: cloud.openai, generate.offline, "), "{err}");
     assert!(err.ends_with(", verify.math\n"), "{err}");
 }
 
