@@ -55,7 +55,10 @@ fn unknown_kind_lists_the_known_kinds_at_its_line() {
         ),
         "{err}"
     );
-    assert!(err.contains("known kinds: cloud.openai, generate.offline, "), "{err}");
+    assert!(
+        err.contains("known kinds: cloud.openai, generate.offline, "),
+        "{err}"
+    );
     assert!(err.ends_with(", verify.math\n"), "{err}");
 }
 

@@ -7,6 +7,7 @@ mod common;
 mod dataflow;
 mod interop;
 mod kill;
+mod learn;
 mod plugin_rewards;
 mod policy;
 mod step_scope;

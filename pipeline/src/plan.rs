@@ -58,6 +58,10 @@ pub struct PlannedStage {
     pub provides: Facets,
     /// Whether it sees groups as they arrive or whole steps.
     pub scope: Scope,
+    /// Streams a sink writes itself (a learner's `metrics`).
+    pub sink_streams: Vec<(String, tandem_schemas::StreamKind)>,
+    /// Whether it is a sink that updates the policy (a learner).
+    pub updates_policy: bool,
 }
 
 impl PlannedStage {
@@ -249,6 +253,11 @@ impl Plan {
                 needs,
                 provides,
                 scope: instance.scope(),
+                sink_streams: match &instance {
+                    Built::Sink(sink) => sink.streams(),
+                    _ => Vec::new(),
+                },
+                updates_policy: matches!(&instance, Built::Sink(sink) if sink.updates_policy()),
             });
             built.push(instance);
         }
@@ -371,5 +380,6 @@ fn settings(spec: &PipelineSpec, document: &Document) -> Result<RunSettings, Pla
         group_size: g,
         steps: run.steps,
         seed: run.seed,
+        max_staleness: run.max_staleness,
     })
 }

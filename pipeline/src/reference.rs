@@ -19,6 +19,7 @@ pub fn run_reference(mut plan: Plan, run_id: &str) -> Result<Vec<Vec<Group>>, St
             step,
             worker: 0,
             workers: 1,
+            run_dir: None,
         };
         let mut groups = Vec::new();
         for (i, stage) in plan.built.iter_mut().enumerate() {

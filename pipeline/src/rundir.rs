@@ -48,6 +48,15 @@ pub fn stream_entries(plan: &Plan) -> Vec<StreamEntry> {
             })
         })
         .collect();
+    for stage in &plan.stages {
+        for (name, kind) in &stage.sink_streams {
+            entries.push(StreamEntry {
+                name: name.clone(),
+                kind: *kind,
+                stage: stage.id.to_string(),
+            });
+        }
+    }
     entries.push(StreamEntry {
         name: "errors".into(),
         kind: StreamKind::Errors,

@@ -30,7 +30,9 @@ use tandem_stages::{Built, Role, Scope, StepContext};
 use crate::plan::Plan;
 use crate::rundir;
 
-/// Steps that may be in flight at once (fed but not yet stored); bounds memory.
+/// Steps that may be in flight at once (fed but not yet stored) when nothing learns; bounds
+/// memory. With a learner it is `1 + run.max_staleness`: step t is fed only once the learner
+/// has consumed step t - 1 - max_staleness, which is what keeps generation on-policy.
 const MAX_INFLIGHT_STEPS: u64 = 2;
 
 /// How long a waiting worker parks before it looks at its probe again. Operators are woken by
@@ -127,6 +129,8 @@ struct Shared {
     first_instances: Mutex<Option<Vec<Built>>>,
     failure: Mutex<Option<String>>,
     counts: Mutex<BTreeMap<u64, StepReport>>,
+    /// Steps fed but not yet through every stage, at most.
+    inflight: u64,
 }
 
 impl Shared {
@@ -152,6 +156,7 @@ impl Shared {
             step,
             worker,
             workers: self.workers,
+            run_dir: Some(self.layout.root().into()),
         }
     }
 }
@@ -188,6 +193,11 @@ pub fn run(mut plan: Plan, options: RunOptions) -> Result<RunSummary, RunError> 
     rundir::write_manifest(&layout, &manifest).map_err(RunError::Setup)?;
 
     let steps = plan.steps;
+    let inflight = if plan.stages.iter().any(|s| s.updates_policy) {
+        1 + plan.settings.max_staleness
+    } else {
+        MAX_INFLIGHT_STEPS
+    };
     let first = std::mem::take(&mut plan.built);
     let shared = Arc::new(Shared {
         run_id: run_id.as_str().into(),
@@ -199,6 +209,7 @@ pub fn run(mut plan: Plan, options: RunOptions) -> Result<RunSummary, RunError> 
         first_instances: Mutex::new(Some(first)),
         failure: Mutex::new(None),
         counts: Mutex::new(BTreeMap::new()),
+        inflight,
     });
 
     let worker_shared = shared.clone();
@@ -462,7 +473,8 @@ fn run_worker(
     if let Some(source) = source.as_mut() {
         let source_id = wiring[0].id.clone();
         for step in 0..shared.steps {
-            while step >= MAX_INFLIGHT_STEPS && probe.less_equal(&(step - MAX_INFLIGHT_STEPS)) {
+            let inflight = shared.inflight;
+            while step >= inflight && probe.less_equal(&(step - inflight)) {
                 worker.step_or_park(Some(PARK));
                 report(&probe, fed);
             }

@@ -49,6 +49,11 @@ pub struct RunSpec {
     /// Steps to run (default: one epoch of the source).
     #[serde(default)]
     pub steps: Option<u64>,
+    /// How many steps generation may run ahead of a learner (0 = strictly on-policy: step t
+    /// samples with the weights learnt from step t-1). Only matters when a sink updates the
+    /// policy.
+    #[serde(default)]
+    pub max_staleness: u64,
 }
 
 fn one() -> usize {

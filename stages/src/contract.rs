@@ -20,6 +20,8 @@ pub struct RunSettings {
     pub steps: Option<u64>,
     /// The run's seed; stages derive their randomness from it.
     pub seed: u64,
+    /// Steps generation may run ahead of the learner (0 = on-policy).
+    pub max_staleness: u64,
 }
 
 /// What a stage kind is built with, besides its own parameters.
@@ -93,6 +95,7 @@ impl Default for RunSettings {
             group_size: 1,
             steps: None,
             seed: 0,
+            max_staleness: 0,
         }
     }
 }
@@ -132,6 +135,9 @@ pub struct StepContext {
     pub worker: usize,
     /// Number of workers.
     pub workers: usize,
+    /// The run's directory, where a stage may keep files of its own (the learner's
+    /// checkpoints); `None` when a stage is called outside a run.
+    pub run_dir: Option<Arc<std::path::Path>>,
 }
 
 impl StepContext {
@@ -148,6 +154,7 @@ impl StepContext {
             step,
             worker: 0,
             workers: 1,
+            run_dir: None,
         }
     }
 }
@@ -242,6 +249,18 @@ pub trait Sink: Send {
     /// Called once after the last step.
     fn finish(&mut self) -> Result<()> {
         Ok(())
+    }
+
+    /// Whether it updates the policy that generates (a learner). The pipeline then lets
+    /// generation run at most `run.max_staleness` steps ahead of it.
+    fn updates_policy(&self) -> bool {
+        false
+    }
+
+    /// Streams it writes itself (name and row type), for the run's manifest; a learner writes
+    /// `metrics`. They go to `streams/<name>/step=<n>/part-0.parquet` like any other.
+    fn streams(&self) -> Vec<(String, tandem_schemas::StreamKind)> {
+        Vec::new()
     }
 }
 

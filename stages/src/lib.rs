@@ -20,6 +20,7 @@ pub mod cloud;
 pub mod contract;
 pub mod generate;
 pub mod help;
+pub mod learn;
 pub mod net;
 pub mod params;
 pub mod policy;

@@ -104,6 +104,12 @@ pub const BUILTIN: &[KindSpec] = &[
         build: build_with::<verify::ExactConfig>,
     },
     KindSpec {
+        name: "learn.pg",
+        role: Role::Sink,
+        summary: "the learner: one policy-gradient update of generate.policy's model per step, metrics, checkpoints",
+        build: build_with::<crate::learn::LearnConfig>,
+    },
+    KindSpec {
         name: "sink.jsonl",
         role: Role::Sink,
         summary: "writes every finished group as one JSON line",

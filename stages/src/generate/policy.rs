@@ -1,9 +1,11 @@
 //! `generate.policy`: G samples per prompt from a local HF model on tch (the policy engine).
 //!
 //! Each worker that runs the stage loads its own copy of the model; with a GPU, run one worker
-//! per device. The learner that updates these weights comes with the training loop.
+//! per device. A learner (`learn.pg`) publishes new weights through the run's [`PolicyHub`]; each
+//! instance copies them in before it samples and stamps its samples with their version.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::Deserialize;
 use tandem_schemas::{Group, SampleRecord};
@@ -11,7 +13,8 @@ use tandem_schemas::{Group, SampleRecord};
 use crate::contract::{BuildContext, Built, Generator, StepContext};
 use crate::help::HelpTags;
 use crate::policy::{
-    self, ChatMessage, DeviceSpec, GenerationRequest, Policy, SamplingParams, WeightDtype,
+    self, DeviceSpec, GenerationRequest, Policy, PolicyHub, PromptFormat, SamplingParams,
+    Tokenizer, WeightDtype,
 };
 use crate::registry::StageConfig;
 use crate::{Result, StageError};
@@ -124,11 +127,36 @@ impl StageConfig for PolicyConfig {
             stop: self.stop.clone(),
             eos_token_ids: policy.eos_token_ids(),
         };
+        let format = PromptFormat {
+            chat: self.chat,
+            system_prompt: self.system_prompt.clone(),
+            template: self.prompt_template.clone(),
+        };
+        // One hub per run, made by the first build: the learner finds the prompt format, the
+        // temperature and the newest weights there.
+        let hub = ctx
+            .shared
+            .get_or_try_init(PolicyHub::KEY, || -> Result<PolicyHub> {
+                let tokenizer =
+                    Tokenizer::from_dir(&dir).map_err(|e| params(format!("model: {e}")))?;
+                Ok(PolicyHub::new(
+                    dir.clone(),
+                    dtype.unwrap_or(policy.model.config.dtype),
+                    self.temperature,
+                    format.clone(),
+                    tokenizer,
+                    0,
+                ))
+            })?;
+        let version = hub.refresh(&policy.model, 0);
         Ok(Built::Generator(Box::new(PolicyGenerator {
             policy,
             sampling,
             group_size: ctx.run.group_size,
             seed: ctx.run.seed,
+            format,
+            hub,
+            version,
             config: self,
         })))
     }
@@ -140,28 +168,19 @@ pub struct PolicyGenerator {
     sampling: SamplingParams,
     group_size: usize,
     seed: u64,
+    format: PromptFormat,
+    /// Shared with the learner: where newer weights come from.
+    hub: Arc<PolicyHub>,
+    /// The version of the weights this instance holds.
+    version: u64,
     config: PolicyConfig,
 }
 
 impl PolicyGenerator {
     fn prompt_ids(&self, question: &str) -> policy::Result<Vec<u32>> {
-        let text = self.config.prompt_template.replace("{question}", question);
-        if !self.config.chat {
-            return self.policy.tokenizer.encode(&text, true);
-        }
-        let mut messages = Vec::new();
-        if let Some(system) = &self.config.system_prompt {
-            messages.push(ChatMessage {
-                role: "system".into(),
-                content: system.clone(),
-            });
-        }
-        messages.push(ChatMessage::user(text));
-        self.policy.tokenizer.encode_chat(&messages)
+        self.format.encode(&self.policy.tokenizer, question)
     }
 
-    /// The seed of a prompt's samples: fixed by the run seed, the step and the prompt, so a
-    /// sample does not depend on the worker count or on which prompts share its batch.
     fn seed(&self, step: u64, prompt_id: &str) -> u64 {
         let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ self.seed;
         for b in step.to_le_bytes().iter().chain(prompt_id.as_bytes()) {
@@ -173,6 +192,8 @@ impl PolicyGenerator {
 
 impl Generator for PolicyGenerator {
     fn generate(&mut self, groups: &mut [Group], ctx: &StepContext) -> Result<()> {
+        // The learner may have published newer weights since the last batch.
+        self.version = self.hub.refresh(&self.policy.model, self.version);
         let mut pending: Vec<(usize, GenerationRequest)> = Vec::new();
         for (g, group) in groups.iter_mut().enumerate() {
             match self.prompt_ids(&group.prompt.question) {
@@ -212,7 +233,7 @@ impl Generator for PolicyGenerator {
                         step: group.prompt.step,
                         prompt_id: group.prompt.prompt_id.clone(),
                         sample_idx: i as u32,
-                        policy_version: 0,
+                        policy_version: self.version,
                         asked_help: self.config.help.asks_help(&c.text),
                         text: c.text,
                         token_ids: c.token_ids,

@@ -18,6 +18,7 @@ mod checkpoint;
 mod config;
 mod device;
 mod generate;
+mod hub;
 mod init;
 mod model;
 mod tokenizer;
@@ -30,6 +31,7 @@ pub use checkpoint::{TrainerState, load_trainer_state, save_pretrained, save_tra
 pub use config::{Arch, ModelConfig, RopeScaling, Shape, WeightDtype};
 pub use device::{DeviceSpec, describe_device, set_threads};
 pub use generate::{Completion, GenerationRequest, SamplingParams, generate};
+pub use hub::{PolicyHub, PromptFormat};
 pub use init::{InitOptions, init_model};
 pub use model::{Attend, KvCache, Transformer};
 pub use tokenizer::{ChatMessage, Tokenizer};

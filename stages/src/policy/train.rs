@@ -434,17 +434,79 @@ impl Learner {
         objective: &dyn Objective,
     ) -> Result<StepStats> {
         let tokens: usize = sequences.iter().map(|s| s.completion_ids.len()).sum();
+        let scale = 1.0 / tokens.max(1) as f64;
+        self.step_weighted(
+            model,
+            reference,
+            sequences,
+            &vec![scale; sequences.len()],
+            objective,
+        )
+    }
+
+    /// One optimiser step where the loss of each token of sequence `i` is multiplied by
+    /// `scales[i]` and everything is summed: the aggregation (token mean, per-sequence sums
+    /// over prompts, a constant normaliser) is the caller's choice. A loss or gradient that is
+    /// not finite refuses the step: the gradients are dropped and the weights stay as they were.
+    pub fn step_weighted(
+        &mut self,
+        model: &Transformer,
+        reference: Option<&Transformer>,
+        sequences: &[Sequence],
+        scales: &[f64],
+        objective: &dyn Objective,
+    ) -> Result<StepStats> {
+        self.optimizer.zero_grad();
+        let mut stats = self.accumulate(model, reference, sequences, scales, objective)?;
+        let grad_norm = self.clip_gradients(model);
+        if !stats.loss.is_finite() || !grad_norm.is_finite() {
+            self.optimizer.zero_grad();
+            return Err(PolicyError::Invalid(format!(
+                "the step is refused: loss {}, gradient norm {grad_norm} (not finite); the weights are unchanged",
+                stats.loss
+            )));
+        }
+        let lr = self
+            .config
+            .schedule
+            .lr(self.config.optimizer.lr, self.optimizer.steps);
+        self.optimizer.step(lr);
+        self.optimizer.zero_grad();
+        stats.grad_norm = grad_norm;
+        stats.lr = lr;
+        Ok(stats)
+    }
+
+    /// The forward and backward passes of [`Learner::step_weighted`] without the update: the
+    /// gradients of the weighted loss are added to the parameters' `.grad()` (which the caller
+    /// zeroes). Returns the loss, token count, mean log-prob and KL (`grad_norm` and `lr` 0).
+    pub fn accumulate(
+        &self,
+        model: &Transformer,
+        reference: Option<&Transformer>,
+        sequences: &[Sequence],
+        scales: &[f64],
+        objective: &dyn Objective,
+    ) -> Result<StepStats> {
+        let tokens: usize = sequences.iter().map(|s| s.completion_ids.len()).sum();
         if tokens == 0 {
             return Err(PolicyError::Invalid(
                 "a learning step needs at least one completion token".into(),
             ));
         }
+        if scales.len() != sequences.len() || scales.iter().any(|s| !s.is_finite()) {
+            return Err(PolicyError::Invalid(format!(
+                "{} loss scales for {} sequences, or one is not finite",
+                scales.len(),
+                sequences.len()
+            )));
+        }
         let device = model.device();
         let micro = self.config.micro_batch_size.max(1);
         let (mut loss_sum, mut logprob_sum, mut kl_sum, mut has_kl) = (0.0, 0.0, 0.0, false);
-        self.optimizer.zero_grad();
-        for chunk in sequences.chunks(micro) {
+        for (c_index, chunk) in sequences.chunks(micro).enumerate() {
             let refs: Vec<&Sequence> = chunk.iter().collect();
+            let chunk_scales = &scales[c_index * micro..c_index * micro + chunk.len()];
             let (logprobs, mask) = sequence_logprobs(model, &refs, self.config.temperature)?;
             let c = mask.size()[1];
             let batch = TokenBatch {
@@ -466,7 +528,11 @@ impl Learner {
                 sequences: &refs,
             };
             let (token_loss, kl) = objective.token_loss(&logprobs, &batch);
-            let loss = (token_loss * &batch.mask).sum(Kind::Float) / tokens as f64;
+            let weights =
+                Tensor::from_slice(&chunk_scales.iter().map(|&w| w as f32).collect::<Vec<_>>())
+                    .view([chunk.len() as i64, 1])
+                    .to_device(device);
+            let loss = (token_loss * &batch.mask * weights).sum(Kind::Float);
             loss.backward();
             loss_sum += loss.double_value(&[]);
             logprob_sum += (logprobs.detach() * &batch.mask)
@@ -479,17 +545,10 @@ impl Learner {
                     .double_value(&[]);
             }
         }
-        let grad_norm = self.clip_gradients(model);
-        let lr = self
-            .config
-            .schedule
-            .lr(self.config.optimizer.lr, self.optimizer.steps);
-        self.optimizer.step(lr);
-        self.optimizer.zero_grad();
         Ok(StepStats {
             loss: loss_sum,
-            grad_norm,
-            lr,
+            grad_norm: 0.0,
+            lr: 0.0,
             tokens,
             mean_logprob: logprob_sum / tokens as f64,
             kl: has_kl.then(|| kl_sum / tokens as f64),

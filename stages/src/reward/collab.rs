@@ -162,6 +162,7 @@ mod tests {
                 group_size: 4,
                 steps: None,
                 seed: 0,
+                max_staleness: 0,
             },
             shared: Default::default(),
         }

@@ -1,0 +1,431 @@
+//! `learn.pg`: the learner. A sink that turns each step's kept groups into one policy-gradient
+//! update of the policy that `generate.policy` samples from, publishes the new weights (the
+//! generator picks them up before its next step), writes a `metrics` row per step, and saves
+//! checkpoints.
+//!
+//! The loss of sample `i` of a kept prompt is `Σ_t ℓ_t` over its device tokens, with `ℓ_t` the
+//! policy-gradient surrogate of [`PolicyGradient`] (−A·ratio, clipped when `clip_eps` is set,
+//! plus `kl_coef`·k3 when a reference is used), and the step's loss aggregates them:
+//!
+//! | `loss` | aggregate | who uses it |
+//! |---|---|---|
+//! | `seq_sum_prompt_mean` | `Σ_i Σ_t ℓ_it / P` (P kept prompts) | the paper (GAPG) |
+//! | `token_mean` | `Σ_i Σ_t ℓ_it / Σ_i T_i` | TRL's GRPO default, DAPO |
+//! | `seq_mean_token_mean` | `(1/N) Σ_i (1/T_i) Σ_t ℓ_it` | the original GRPO |
+//! | `constant` | `Σ_i Σ_t ℓ_it / (N · max_tokens_norm)` | Dr. GRPO |
+//!
+//! Only device tokens are scored: a sample's completion ids are what the policy generated;
+//! the cloud's answer is a separate record and never enters the batch.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Deserialize;
+use tandem_schemas::io::Rows;
+use tandem_schemas::layout::RunLayout;
+use tandem_schemas::{Facet, Facets, Group, MetricsRecord, StreamKind, Target};
+
+use crate::contract::{BuildContext, Built, Sink, StepContext};
+use crate::policy::{
+    self, AdamWConfig, DeviceSpec, Learner, LearnerConfig, LrSchedule, PolicyGradient, PolicyHub,
+    Sequence, TrainerState, Transformer, WeightDtype,
+};
+use crate::registry::StageConfig;
+use crate::{Result, StageError};
+
+/// How the per-token losses of a step are aggregated (see the module docs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Aggregation {
+    /// Sum over each sequence's tokens, mean over kept prompts (the paper).
+    #[default]
+    SeqSumPromptMean,
+    /// Mean over all tokens of the step.
+    TokenMean,
+    /// Mean over sequences of each sequence's token mean.
+    SeqMeanTokenMean,
+    /// Sum over tokens divided by (sequences × `max_tokens_norm`).
+    Constant,
+}
+
+/// Parameters of `learn.pg`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LearnConfig {
+    /// AdamW: `lr` (default 1e-6), `beta1`, `beta2`, `eps`, `weight_decay` (default 0.01; none
+    /// on biases and norms).
+    #[serde(default)]
+    pub optimizer: AdamWConfig,
+    /// `{kind: constant, warmup_steps}` (default) or `{kind: cosine, warmup_steps,
+    /// total_steps, min_ratio}`.
+    #[serde(default)]
+    pub schedule: LrSchedule,
+    /// Clip the global gradient norm (default 1.0; 0 = off).
+    #[serde(default = "one")]
+    pub max_grad_norm: f64,
+    /// Sequences per forward/backward pass (default 8).
+    #[serde(default = "eight")]
+    pub micro_batch_size: usize,
+    /// Loss aggregation (default `seq_sum_prompt_mean`, the paper's).
+    #[serde(default)]
+    pub loss: Aggregation,
+    /// The constant normaliser of `loss: constant` (Dr. GRPO: the generation budget).
+    #[serde(default)]
+    pub max_tokens_norm: Option<usize>,
+    /// PPO clip range ε of the importance ratio against the sampling policy (default none:
+    /// the ratio is 1 when strictly on-policy).
+    #[serde(default)]
+    pub clip_eps: Option<f64>,
+    /// Weight of a k3 KL penalty to the frozen starting model (default 0 = no reference).
+    #[serde(default)]
+    pub kl_coef: f64,
+    /// Device of the learner's copy of the model (default `cpu`).
+    #[serde(default = "cpu")]
+    pub device: String,
+    /// Save a checkpoint every N steps (default 0: only at the end).
+    #[serde(default)]
+    pub checkpoint_every: u64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn eight() -> usize {
+    8
+}
+
+fn cpu() -> String {
+    "cpu".into()
+}
+
+impl StageConfig for LearnConfig {
+    fn build(self, ctx: &BuildContext) -> Result<Built> {
+        let params = |path: &str, message: String| StageError::Params {
+            path: path.into(),
+            message,
+        };
+        if self.loss == Aggregation::Constant && self.max_tokens_norm.unwrap_or(0) == 0 {
+            return Err(params(
+                "max_tokens_norm",
+                "loss: constant needs max_tokens_norm > 0 (e.g. the generation's max_new_tokens)"
+                    .into(),
+            ));
+        }
+        if let Some(eps) = self.clip_eps
+            && !(eps.is_finite() && eps > 0.0)
+        {
+            return Err(params(
+                "clip_eps",
+                format!("must be a finite number > 0, got {eps}"),
+            ));
+        }
+        if !(self.kl_coef.is_finite() && self.kl_coef >= 0.0) {
+            return Err(params(
+                "kl_coef",
+                format!("must be a finite number >= 0, got {}", self.kl_coef),
+            ));
+        }
+        if !(self.optimizer.lr.is_finite() && self.optimizer.lr > 0.0) {
+            return Err(params(
+                "optimizer.lr",
+                format!("must be a finite number > 0, got {}", self.optimizer.lr),
+            ));
+        }
+        let device: DeviceSpec = self
+            .device
+            .parse()
+            .map_err(|e: policy::PolicyError| params("device", e.to_string()))?;
+        let Ok(hub) = ctx
+            .shared
+            .get_or_try_init::<PolicyHub, ()>(PolicyHub::KEY, || Err(()))
+        else {
+            return Err(params(
+                "",
+                "learn.pg learns the policy of a generate.policy stage; put one before it".into(),
+            ));
+        };
+        let load = |what: &str| {
+            Transformer::load(&hub.model_dir, &device, Some(WeightDtype::F32)).map_err(|e| {
+                params(
+                    "",
+                    format!("loading the {what} from {}: {e}", hub.model_dir.display()),
+                )
+            })
+        };
+        let model = load("model")?;
+        let reference = if self.kl_coef > 0.0 {
+            Some(load("reference")?)
+        } else {
+            None
+        };
+        let learner = Learner::new(
+            &model,
+            LearnerConfig {
+                optimizer: self.optimizer.clone(),
+                schedule: self.schedule.clone(),
+                max_grad_norm: self.max_grad_norm,
+                micro_batch_size: self.micro_batch_size.max(1),
+                temperature: hub.temperature,
+            },
+        );
+        Ok(Built::Sink(Box::new(PolicyLearner {
+            version: hub.version(),
+            seed: ctx.run.seed,
+            last_step: None,
+            run_dir: None,
+            hub,
+            model,
+            reference,
+            learner,
+            config: self,
+        })))
+    }
+}
+
+/// The learner.
+pub struct PolicyLearner {
+    config: LearnConfig,
+    hub: Arc<PolicyHub>,
+    model: Transformer,
+    reference: Option<Transformer>,
+    learner: Learner,
+    version: u64,
+    seed: u64,
+    last_step: Option<u64>,
+    run_dir: Option<std::path::PathBuf>,
+}
+
+impl PolicyLearner {
+    /// The sequences of the kept groups and their loss scales; `Err` names a non-finite
+    /// advantage (the step is refused).
+    fn batch(&self, groups: &[&Group]) -> Result<(Vec<Sequence>, Vec<f64>)> {
+        let mut sequences = Vec::new();
+        for group in groups {
+            let prompt_ids = self.hub.prompt_ids(&group.prompt.question).map_err(|e| {
+                StageError::Run(format!("encoding the prompt of {}: {e}", group.prompt_id()))
+            })?;
+            for adv in &group.advantages {
+                if !adv.advantage.is_finite() {
+                    return Err(StageError::Run(format!(
+                        "step {}: the advantage of prompt {} sample {} is {}; the step is refused (no update, no checkpoint)",
+                        group.step(),
+                        group.prompt_id(),
+                        adv.sample_idx,
+                        adv.advantage
+                    )));
+                }
+                let Some(sample) = group
+                    .samples
+                    .iter()
+                    .find(|s| s.sample_idx == adv.sample_idx)
+                else {
+                    continue;
+                };
+                if sample.token_ids.is_empty() {
+                    continue;
+                }
+                sequences.push(Sequence {
+                    prompt_ids: prompt_ids.clone(),
+                    completion_ids: sample.token_ids.clone(),
+                    advantage: adv.advantage as f32,
+                    old_logprobs: (self.config.clip_eps.is_some()
+                        && sample.logprobs.len() == sample.token_ids.len())
+                    .then(|| sample.logprobs.clone()),
+                });
+            }
+        }
+        let n = sequences.len().max(1) as f64;
+        let tokens: usize = sequences.iter().map(|s| s.completion_ids.len()).sum();
+        let prompts = groups.len().max(1) as f64;
+        let scales = sequences
+            .iter()
+            .map(|s| match self.config.loss {
+                Aggregation::SeqSumPromptMean => 1.0 / prompts,
+                Aggregation::TokenMean => 1.0 / tokens.max(1) as f64,
+                Aggregation::SeqMeanTokenMean => 1.0 / (n * s.completion_ids.len() as f64),
+                Aggregation::Constant => {
+                    1.0 / (n * self.config.max_tokens_norm.unwrap_or(1) as f64)
+                }
+            })
+            .collect();
+        Ok((sequences, scales))
+    }
+
+    fn checkpoint(&self, step: u64) -> Result<()> {
+        let Some(run_dir) = &self.run_dir else {
+            return Ok(());
+        };
+        let dir = run_dir.join("checkpoints").join(format!("step-{step}"));
+        let fail = |e: policy::PolicyError| {
+            StageError::Run(format!("writing checkpoint {}: {e}", dir.display()))
+        };
+        policy::save_pretrained(&self.model, &self.hub.model_dir, &dir, self.hub.save_dtype)
+            .map_err(fail)?;
+        let state = TrainerState {
+            optimizer_steps: self.learner.optimizer.steps,
+            step: step + 1,
+            policy_version: self.version,
+            seed: self.seed,
+        };
+        policy::save_trainer_state(&dir, &self.learner, &state).map_err(fail)
+    }
+}
+
+impl Sink for PolicyLearner {
+    fn needs(&self) -> Facets {
+        Facets::of(&[Facet::Samples, Facet::Advantages])
+    }
+
+    fn updates_policy(&self) -> bool {
+        true
+    }
+
+    fn streams(&self) -> Vec<(String, StreamKind)> {
+        vec![("metrics".into(), StreamKind::Metrics)]
+    }
+
+    fn consume(&mut self, groups: &[Group], ctx: &StepContext) -> Result<()> {
+        self.run_dir = ctx.run_dir.as_deref().map(std::path::Path::to_path_buf);
+        let kept: Vec<&Group> = groups
+            .iter()
+            .filter(|g| g.kept() && g.errors.is_empty() && !g.advantages.is_empty())
+            .collect();
+        let (sequences, scales) = self.batch(&kept)?;
+        let started = Instant::now();
+        // Sequences with a zero advantage add nothing without a KL term: skip their passes.
+        let (sequences, scales): (Vec<Sequence>, Vec<f64>) = sequences
+            .into_iter()
+            .zip(scales)
+            .filter(|(s, _)| self.config.kl_coef > 0.0 || s.advantage != 0.0)
+            .unzip();
+        let objective = PolicyGradient {
+            clip_eps: self.config.clip_eps,
+            kl_coef: self.config.kl_coef,
+        };
+        let mut values = std::collections::BTreeMap::new();
+        if sequences.is_empty() {
+            values.insert("updated".into(), 0.0);
+        } else {
+            let stats = self
+                .learner
+                .step_weighted(
+                    &self.model,
+                    self.reference.as_ref(),
+                    &sequences,
+                    &scales,
+                    &objective,
+                )
+                .map_err(|e| StageError::Run(format!("step {}: {e}", ctx.step)))?;
+            self.version += 1;
+            self.hub
+                .publish(self.version, self.model.named_parameters());
+            let seconds = started.elapsed().as_secs_f64();
+            values.extend([
+                ("updated".to_owned(), 1.0),
+                ("loss".to_owned(), stats.loss),
+                ("grad_norm".to_owned(), stats.grad_norm),
+                ("lr".to_owned(), stats.lr),
+                ("tokens".to_owned(), stats.tokens as f64),
+                ("mean_logprob".to_owned(), stats.mean_logprob),
+                ("learn_seconds".to_owned(), seconds),
+                (
+                    "learn_tokens_per_second".to_owned(),
+                    stats.tokens as f64 / seconds.max(1e-9),
+                ),
+            ]);
+            if let Some(kl) = stats.kl {
+                values.insert("kl".into(), kl);
+            }
+        }
+        values.extend(step_figures(groups, kept.len()));
+        let record = MetricsRecord {
+            run_id: ctx.run_id.to_string(),
+            step: ctx.step,
+            policy_version: self.version,
+            values,
+        };
+        tracing::info!(
+            step = ctx.step,
+            version = self.version,
+            loss = record.values.get("loss").copied().unwrap_or(f64::NAN),
+            help_rate = record.values["help_rate"],
+            mean_reward = record
+                .values
+                .get("mean_reward")
+                .copied()
+                .unwrap_or(f64::NAN),
+            "learn"
+        );
+        if let Some(run_dir) = &ctx.run_dir {
+            let path = RunLayout::new(run_dir.to_path_buf()).part("metrics", ctx.step, 0);
+            Rows::Metrics(vec![record])
+                .write_part(&path)
+                .map_err(|e| StageError::Run(format!("writing {}: {e}", path.display())))?;
+        }
+        self.last_step = Some(ctx.step);
+        let every = self.config.checkpoint_every;
+        if every > 0 && (ctx.step + 1) % every == 0 {
+            self.checkpoint(ctx.step)?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        match self.last_step {
+            Some(step)
+                if self.config.checkpoint_every == 0
+                    || (step + 1) % self.config.checkpoint_every != 0 =>
+            {
+                self.checkpoint(step)
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The step's figures that do not depend on the update: prompts kept and dropped, the
+/// call-for-help rate, local and cloud accuracy, the mean reward.
+fn step_figures(groups: &[Group], kept: usize) -> Vec<(String, f64)> {
+    let samples: usize = groups.iter().map(|g| g.samples.len()).sum();
+    let asked = groups
+        .iter()
+        .flat_map(|g| &g.samples)
+        .filter(|s| s.asked_help)
+        .count();
+    let verdicts = |target: Target| {
+        let all: Vec<bool> = groups
+            .iter()
+            .flat_map(|g| &g.verdicts)
+            .filter(|v| v.target == target)
+            .map(|v| v.correct)
+            .collect();
+        (all.iter().filter(|c| **c).count(), all.len())
+    };
+    let rewards: Vec<f64> = groups
+        .iter()
+        .flat_map(|g| &g.rewards)
+        .map(|r| r.reward)
+        .collect();
+    let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+    let (local_right, local) = verdicts(Target::Local);
+    let (cloud_right, cloud) = verdicts(Target::Cloud);
+    let mut out = vec![
+        ("prompts".to_owned(), groups.len() as f64),
+        ("kept_prompts".to_owned(), kept as f64),
+        ("dropped_prompts".to_owned(), (groups.len() - kept) as f64),
+        ("samples".to_owned(), samples as f64),
+        ("help_rate".to_owned(), ratio(asked, samples)),
+        ("local_accuracy".to_owned(), ratio(local_right, local)),
+    ];
+    if cloud > 0 {
+        out.push(("cloud_accuracy".to_owned(), ratio(cloud_right, cloud)));
+    }
+    if !rewards.is_empty() {
+        out.push((
+            "mean_reward".to_owned(),
+            rewards.iter().sum::<f64>() / rewards.len() as f64,
+        ));
+    }
+    out
+}
