@@ -16,6 +16,7 @@
 //! ```
 #![forbid(missing_docs)]
 
+pub mod advantage;
 pub mod cloud;
 pub mod contract;
 pub mod generate;
