@@ -181,6 +181,24 @@ pub const BUILTIN: &[KindSpec] = &[
         summary: "Dr. GRPO: r_i - group mean, no std; the learner divides token sums by a constant",
         build: build_with::<crate::advantage::DrGrpoConfig>,
     },
+    KindSpec {
+        name: "filter.adaptive",
+        role: Role::Group,
+        summary: "the paper's adaptive prompt filtering: D1 (solved locally) and a seeded draw of at most rho x |D1| D2 prompts (only the cloud solved them)",
+        build: build_with::<crate::filter::AdaptiveConfig>,
+    },
+    KindSpec {
+        name: "filter.dynamic",
+        role: Role::Group,
+        summary: "DAPO's dynamic sampling, the dropping half: drops groups whose rewards are all equal",
+        build: build_with::<crate::filter::DynamicConfig>,
+    },
+    KindSpec {
+        name: "filter.none",
+        role: Role::Group,
+        summary: "keeps every group (bucket all), so unfiltered runs have a filter stream to compare",
+        build: build_with::<crate::filter::NoFilterConfig>,
+    },
 ];
 
 /// Stage kinds by name.
