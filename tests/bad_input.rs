@@ -56,7 +56,11 @@ fn unknown_kind_lists_the_known_kinds_at_its_line() {
         "{err}"
     );
     assert!(
-        err.contains("known kinds: cloud.openai, generate.offline, "),
+        err.contains("known kinds: advantage.dr_grpo, advantage.gapg, advantage.grpo, "),
+        "{err}"
+    );
+    assert!(
+        err.contains(", filter.adaptive, filter.dynamic, filter.none, generate.offline, "),
         "{err}"
     );
     assert!(err.ends_with(", verify.math\n"), "{err}");

@@ -1,5 +1,6 @@
 //! Integration tests of the whole (one test binary, as ripgrep and cargo do).
 
+mod advantage_filter;
 mod bad_input;
 mod cloud;
 mod cloud_sim;

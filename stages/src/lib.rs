@@ -16,8 +16,10 @@
 //! ```
 #![forbid(missing_docs)]
 
+pub mod advantage;
 pub mod cloud;
 pub mod contract;
+pub mod filter;
 pub mod generate;
 pub mod help;
 pub mod learn;

@@ -163,6 +163,48 @@ pub const BUILTIN: &[KindSpec] = &[
         summary: "scores from an HTTP service (POST batches of groups, retried on failures that heal)",
         build: build_with::<crate::reward::HttpConfig>,
     },
+    KindSpec {
+        name: "advantage.gapg",
+        role: Role::Group,
+        summary: "the paper's GAPG advantage: (r_i - group mean) / (G - 1), no std division",
+        build: build_with::<crate::advantage::GapgConfig>,
+    },
+    KindSpec {
+        name: "advantage.grpo",
+        role: Role::Group,
+        summary: "GRPO's advantage as TRL computes it: (r_i - group mean) / (std + eps), std of the group, the step, or none",
+        build: build_with::<crate::advantage::GrpoConfig>,
+    },
+    KindSpec {
+        name: "advantage.rloo",
+        role: Role::Group,
+        summary: "REINFORCE leave-one-out: r_i - mean of the other G - 1 rewards",
+        build: build_with::<crate::advantage::RlooConfig>,
+    },
+    KindSpec {
+        name: "advantage.dr_grpo",
+        role: Role::Group,
+        summary: "Dr. GRPO: r_i - group mean, no std; the learner divides token sums by a constant",
+        build: build_with::<crate::advantage::DrGrpoConfig>,
+    },
+    KindSpec {
+        name: "filter.adaptive",
+        role: Role::Group,
+        summary: "the paper's adaptive prompt filtering: D1 (solved locally) and a seeded draw of at most rho x |D1| D2 prompts (only the cloud solved them)",
+        build: build_with::<crate::filter::AdaptiveConfig>,
+    },
+    KindSpec {
+        name: "filter.dynamic",
+        role: Role::Group,
+        summary: "DAPO's dynamic sampling, the dropping half: drops groups whose rewards are all equal",
+        build: build_with::<crate::filter::DynamicConfig>,
+    },
+    KindSpec {
+        name: "filter.none",
+        role: Role::Group,
+        summary: "keeps every group (bucket all), so unfiltered runs have a filter stream to compare",
+        build: build_with::<crate::filter::NoFilterConfig>,
+    },
 ];
 
 /// Stage kinds by name.
