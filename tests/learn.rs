@@ -152,7 +152,11 @@ stages:
     params: {{ base_url: '{cloud_base}', model: sim-oracle, cache_dir: null }}
   - {{ id: verdicts, kind: verify.exact, params: {{ extract: answer_tag }} }}
   - {{ id: reward, kind: reward.collab }}
-  - {{ id: length, kind: reward.length, params: {{ max_tokens: 4, penalty_per_token: 0.1 }} }}
+  - id: length
+    kind: reward.command
+    params:
+      # Distinct characters of the text: a reward a random tiny model's samples differ on.
+      command: [python3, -c, "import json, sys\nfor line in sys.stdin:\n    g = json.loads(line)\n    print(json.dumps({{'scores': [len(set(s['text'])) / 10 for s in g['samples']]}}), flush=True)"]
   - {{ id: advantage, kind: advantage.gapg }}
   - id: learn
     kind: learn.pg
