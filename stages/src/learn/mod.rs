@@ -365,7 +365,7 @@ impl Sink for PolicyLearner {
         }
         self.last_step = Some(ctx.step);
         let every = self.config.checkpoint_every;
-        if every > 0 && (ctx.step + 1) % every == 0 {
+        if every > 0 && (ctx.step + 1).is_multiple_of(every) {
             self.checkpoint(ctx.step)?;
         }
         Ok(())
