@@ -16,11 +16,10 @@
 //! the learner knows which aggregation goes with it.
 
 use serde::Deserialize;
-use tandem_schemas::{Facet, Facets, Group};
 
-use super::rewards::{each_group, mean};
+use super::rewards::{PerGroupAdvantage, mean};
 use crate::Result;
-use crate::contract::{BuildContext, Built, GroupStage, StepContext};
+use crate::contract::{BuildContext, Built};
 use crate::registry::StageConfig;
 
 /// Parameters of `advantage.dr_grpo` (none).
@@ -30,11 +29,14 @@ pub struct DrGrpoConfig {}
 
 impl StageConfig for DrGrpoConfig {
     fn build(self, _ctx: &BuildContext) -> Result<Built> {
-        Ok(Built::Group(Box::new(DrGrpoAdvantage)))
+        Ok(Built::Group(Box::new(PerGroupAdvantage {
+            estimator: DrGrpoAdvantage::ESTIMATOR,
+            advantages: DrGrpoAdvantage::advantages,
+        })))
     }
 }
 
-/// Computes Dr. GRPO advantages, group by group.
+/// The Dr. GRPO estimator (its stage is the shared per-group one).
 pub struct DrGrpoAdvantage;
 
 impl DrGrpoAdvantage {
@@ -53,43 +55,15 @@ impl DrGrpoAdvantage {
     }
 }
 
-impl GroupStage for DrGrpoAdvantage {
-    fn needs(&self) -> Facets {
-        Facets::of(&[Facet::Samples, Facet::Rewards])
-    }
-
-    fn provides(&self) -> Facets {
-        Facets::of(&[Facet::Advantages])
-    }
-
-    fn process(&mut self, groups: &mut [Group], ctx: &StepContext) -> Result<()> {
-        each_group(
-            groups,
-            &ctx.stage_id,
-            Self::ESTIMATOR,
-            DrGrpoAdvantage::advantages,
-        );
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use tandem_schemas::Group;
+
     use super::super::rewards::tests::{advantages, error_kinds, group, rewarded};
     use super::*;
 
-    fn run(mut groups: Vec<Group>) -> Vec<Group> {
-        let mut stage = match crate::registry::build_with::<DrGrpoConfig>(
-            &serde_json::Value::Null,
-            &BuildContext::new("adv", crate::RunSettings::default()),
-        ) {
-            Ok(Built::Group(stage)) => stage,
-            _ => panic!("advantage.dr_grpo builds a group stage"),
-        };
-        stage
-            .process(&mut groups, &StepContext::single_worker("r", "adv", 2))
-            .expect("process");
-        groups
+    fn run(groups: Vec<Group>) -> Vec<Group> {
+        super::super::rewards::tests::run::<DrGrpoConfig>(serde_json::Value::Null, groups)
     }
 
     #[test]

@@ -16,11 +16,10 @@
 //! G × this one.
 
 use serde::Deserialize;
-use tandem_schemas::{Facet, Facets, Group};
 
-use super::rewards::{each_group, mean};
+use super::rewards::{PerGroupAdvantage, mean};
 use crate::Result;
-use crate::contract::{BuildContext, Built, GroupStage, StepContext};
+use crate::contract::{BuildContext, Built};
 use crate::registry::StageConfig;
 
 /// Parameters of `advantage.gapg` (none).
@@ -30,11 +29,14 @@ pub struct GapgConfig {}
 
 impl StageConfig for GapgConfig {
     fn build(self, _ctx: &BuildContext) -> Result<Built> {
-        Ok(Built::Group(Box::new(GapgAdvantage)))
+        Ok(Built::Group(Box::new(PerGroupAdvantage {
+            estimator: GapgAdvantage::ESTIMATOR,
+            advantages: GapgAdvantage::advantages,
+        })))
     }
 }
 
-/// Computes GAPG advantages, group by group.
+/// The GAPG estimator (its stage is the shared per-group one).
 pub struct GapgAdvantage;
 
 impl GapgAdvantage {
@@ -56,43 +58,15 @@ impl GapgAdvantage {
     }
 }
 
-impl GroupStage for GapgAdvantage {
-    fn needs(&self) -> Facets {
-        Facets::of(&[Facet::Samples, Facet::Rewards])
-    }
-
-    fn provides(&self) -> Facets {
-        Facets::of(&[Facet::Advantages])
-    }
-
-    fn process(&mut self, groups: &mut [Group], ctx: &StepContext) -> Result<()> {
-        each_group(
-            groups,
-            &ctx.stage_id,
-            Self::ESTIMATOR,
-            GapgAdvantage::advantages,
-        );
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use tandem_schemas::Group;
+
     use super::super::rewards::tests::{advantages, error_kinds, group, rewarded};
     use super::*;
 
-    fn run(mut groups: Vec<Group>) -> Vec<Group> {
-        let mut stage = match crate::registry::build_with::<GapgConfig>(
-            &serde_json::Value::Null,
-            &BuildContext::new("adv", crate::RunSettings::default()),
-        ) {
-            Ok(Built::Group(stage)) => stage,
-            _ => panic!("advantage.gapg builds a group stage"),
-        };
-        stage
-            .process(&mut groups, &StepContext::single_worker("r", "adv", 2))
-            .expect("process");
-        groups
+    fn run(groups: Vec<Group>) -> Vec<Group> {
+        super::super::rewards::tests::run::<GapgConfig>(serde_json::Value::Null, groups)
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! What the group-relative estimators share: a group's rewards, checked before any arithmetic,
 //! the statistics taken over them, and the rows written from the result.
 
-use tandem_schemas::{AdvantageRecord, Group};
+use tandem_schemas::{AdvantageRecord, Facet, Facets, Group};
+
+use crate::Result;
+use crate::contract::{GroupStage, StepContext};
 
 /// The rewards of `group`'s samples, in sample order, or `None` after an error row on the group.
 ///
@@ -91,6 +94,30 @@ pub(super) fn write_advantages(group: &mut Group, estimator: &str, advantages: &
         .collect();
 }
 
+/// The stage of an estimator that needs nothing but each group's own rewards (`gapg`, `rloo`,
+/// `dr_grpo`): only the estimator's name and formula differ between them.
+pub(super) struct PerGroupAdvantage {
+    /// The name written into `estimator`.
+    pub(super) estimator: &'static str,
+    /// One group's advantages from its rewards (at least two).
+    pub(super) advantages: fn(&[f64]) -> Vec<f64>,
+}
+
+impl GroupStage for PerGroupAdvantage {
+    fn needs(&self) -> Facets {
+        Facets::of(&[Facet::Samples, Facet::Rewards])
+    }
+
+    fn provides(&self) -> Facets {
+        Facets::of(&[Facet::Advantages])
+    }
+
+    fn process(&mut self, groups: &mut [Group], ctx: &StepContext) -> Result<()> {
+        each_group(groups, &ctx.stage_id, self.estimator, self.advantages);
+        Ok(())
+    }
+}
+
 /// Runs a per-group estimator over `groups`: checked rewards in, advantages out; a group whose
 /// rewards are refused keeps no advantages (not even an earlier stage's).
 pub(super) fn each_group(
@@ -127,6 +154,20 @@ pub(super) mod tests {
     use tandem_schemas::{PromptRecord, RewardRecord, SampleRecord};
 
     use super::*;
+    use crate::contract::{BuildContext, Built};
+    use crate::registry::StageConfig;
+
+    /// Builds the stage of config `C` from `params` and runs it on `groups` (step 2).
+    pub fn run<C: StageConfig>(params: serde_json::Value, mut groups: Vec<Group>) -> Vec<Group> {
+        let ctx = BuildContext::new("adv", crate::RunSettings::default());
+        let Ok(Built::Group(mut stage)) = crate::registry::build_with::<C>(&params, &ctx) else {
+            panic!("an advantage kind builds a group stage");
+        };
+        stage
+            .process(&mut groups, &StepContext::single_worker("r", "adv", 2))
+            .expect("process");
+        groups
+    }
 
     /// A group `p` whose sample `i` has reward `rewards[i]` (`None`: no reward row) and
     /// policy version `10 + i`.

@@ -14,11 +14,10 @@
 //! That is the same gradient as GAPG's: `1/G Σ_i A_i ∇ log π = 1/(G − 1) Σ_i (r_i − r̄) ∇ log π`.
 
 use serde::Deserialize;
-use tandem_schemas::{Facet, Facets, Group};
 
-use super::rewards::{each_group, mean};
+use super::rewards::{PerGroupAdvantage, mean};
 use crate::Result;
-use crate::contract::{BuildContext, Built, GroupStage, StepContext};
+use crate::contract::{BuildContext, Built};
 use crate::registry::StageConfig;
 
 /// Parameters of `advantage.rloo` (none).
@@ -28,11 +27,14 @@ pub struct RlooConfig {}
 
 impl StageConfig for RlooConfig {
     fn build(self, _ctx: &BuildContext) -> Result<Built> {
-        Ok(Built::Group(Box::new(RlooAdvantage)))
+        Ok(Built::Group(Box::new(PerGroupAdvantage {
+            estimator: RlooAdvantage::ESTIMATOR,
+            advantages: RlooAdvantage::advantages,
+        })))
     }
 }
 
-/// Computes leave-one-out advantages, group by group.
+/// The leave-one-out estimator (its stage is the shared per-group one).
 pub struct RlooAdvantage;
 
 impl RlooAdvantage {
@@ -53,43 +55,15 @@ impl RlooAdvantage {
     }
 }
 
-impl GroupStage for RlooAdvantage {
-    fn needs(&self) -> Facets {
-        Facets::of(&[Facet::Samples, Facet::Rewards])
-    }
-
-    fn provides(&self) -> Facets {
-        Facets::of(&[Facet::Advantages])
-    }
-
-    fn process(&mut self, groups: &mut [Group], ctx: &StepContext) -> Result<()> {
-        each_group(
-            groups,
-            &ctx.stage_id,
-            Self::ESTIMATOR,
-            RlooAdvantage::advantages,
-        );
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use tandem_schemas::Group;
+
     use super::super::rewards::tests::{advantages, error_kinds, group, rewarded};
     use super::*;
 
-    fn run(mut groups: Vec<Group>) -> Vec<Group> {
-        let mut stage = match crate::registry::build_with::<RlooConfig>(
-            &serde_json::Value::Null,
-            &BuildContext::new("adv", crate::RunSettings::default()),
-        ) {
-            Ok(Built::Group(stage)) => stage,
-            _ => panic!("advantage.rloo builds a group stage"),
-        };
-        stage
-            .process(&mut groups, &StepContext::single_worker("r", "adv", 2))
-            .expect("process");
-        groups
+    fn run(groups: Vec<Group>) -> Vec<Group> {
+        super::super::rewards::tests::run::<RlooConfig>(serde_json::Value::Null, groups)
     }
 
     #[test]
