@@ -120,6 +120,15 @@ fn chat(question: &str) -> Value {
     })
 }
 
+/// Sends one arithmetic question with a client of `timeout`, for the fault tests.
+async fn send_one(sim: &CloudSim, timeout: Duration) -> reqwest::Result<reqwest::Response> {
+    client(timeout)
+        .post(sim.url("/chat/completions"))
+        .json(&chat("What is 1 + 1?"))
+        .send()
+        .await
+}
+
 /// Sends a chat request and reads the reply as JSON (status 200 expected).
 async fn ask(client: &reqwest::Client, sim: &CloudSim, body: &Value) -> Value {
     let response = client
@@ -420,12 +429,7 @@ fn malformed_requests_get_400() {
 fn fault_429_rate_1_is_rate_limited_with_retry_after_3() {
     let sim = CloudSim::start(&["--fault-429", "1", "--retry-after-s", "3"]);
     runtime().block_on(async {
-        let response = client(Duration::from_secs(10))
-            .post(sim.url("/chat/completions"))
-            .json(&chat("What is 1 + 1?"))
-            .send()
-            .await
-            .unwrap();
+        let response = send_one(&sim, Duration::from_secs(10)).await.unwrap();
         assert_eq!(response.status(), 429);
         assert_eq!(response.headers()["retry-after"], "3");
         let error: Value = response.json().await.unwrap();
@@ -438,12 +442,7 @@ fn fault_429_rate_1_is_rate_limited_with_retry_after_3() {
 fn fault_500_rate_1_is_a_server_error() {
     let sim = CloudSim::start(&["--fault-500", "1"]);
     runtime().block_on(async {
-        let response = client(Duration::from_secs(10))
-            .post(sim.url("/chat/completions"))
-            .json(&chat("What is 1 + 1?"))
-            .send()
-            .await
-            .unwrap();
+        let response = send_one(&sim, Duration::from_secs(10)).await.unwrap();
         assert_eq!(response.status(), 500);
         let error: Value = response.json().await.unwrap();
         assert_eq!(error["error"]["type"], "server_error");
@@ -456,10 +455,7 @@ fn fault_hang_rate_1_times_out_a_300ms_client() {
     let sim = CloudSim::start(&["--fault-hang", "1"]);
     runtime().block_on(async {
         let started = Instant::now();
-        let error = client(Duration::from_millis(300))
-            .post(sim.url("/chat/completions"))
-            .json(&chat("What is 1 + 1?"))
-            .send()
+        let error = send_one(&sim, Duration::from_millis(300))
             .await
             .unwrap_err();
         assert!(error.is_timeout(), "{error:?}");
@@ -473,12 +469,7 @@ fn fault_hang_rate_1_times_out_a_300ms_client() {
 fn fault_malformed_rate_1_is_not_json() {
     let sim = CloudSim::start(&["--fault-malformed", "1"]);
     runtime().block_on(async {
-        let response = client(Duration::from_secs(10))
-            .post(sim.url("/chat/completions"))
-            .json(&chat("What is 1 + 1?"))
-            .send()
-            .await
-            .unwrap();
+        let response = send_one(&sim, Duration::from_secs(10)).await.unwrap();
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()["content-type"], "application/json");
         let error = response.json::<Value>().await.unwrap_err();
@@ -491,12 +482,7 @@ fn fault_malformed_rate_1_is_not_json() {
 fn fault_truncated_rate_1_breaks_the_body() {
     let sim = CloudSim::start(&["--fault-truncated", "1"]);
     runtime().block_on(async {
-        let response = client(Duration::from_secs(10))
-            .post(sim.url("/chat/completions"))
-            .json(&chat("What is 1 + 1?"))
-            .send()
-            .await
-            .unwrap();
+        let response = send_one(&sim, Duration::from_secs(10)).await.unwrap();
         assert_eq!(response.status(), 200);
         assert!(response.content_length().expect("a Content-Length") > 0);
         // reqwest files a body that ends early under Decode, with the cause below it.
@@ -514,12 +500,7 @@ fn fault_truncated_rate_1_breaks_the_body() {
 fn fault_reset_rate_1_resets_the_connection() {
     let sim = CloudSim::start(&["--fault-reset", "1"]);
     runtime().block_on(async {
-        let error = client(Duration::from_secs(10))
-            .post(sim.url("/chat/completions"))
-            .json(&chat("What is 1 + 1?"))
-            .send()
-            .await
-            .unwrap_err();
+        let error = send_one(&sim, Duration::from_secs(10)).await.unwrap_err();
         assert!(!error.is_timeout() && error.status().is_none(), "{error:?}");
         assert_eq!(
             io_error_kind(&error),
