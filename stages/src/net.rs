@@ -254,14 +254,21 @@ pub async fn post_json(
     if status.is_success() {
         return text;
     }
-    let body = text
-        .map(|t| crate::reward::plugin::excerpt(t.trim()))
-        .unwrap_or_default();
+    let body = text.map(|t| excerpt(t.trim())).unwrap_or_default();
     Err(Failure::Status {
         status: status.as_u16(),
         retry_after,
         body,
     })
+}
+
+/// The first 200 characters of `text` (a response body, a plug-in's line), for messages.
+pub fn excerpt(text: &str) -> String {
+    const MAX: usize = 200;
+    match text.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
 }
 
 /// A `Retry-After` value: delay-seconds or an HTTP date (RFC 9110 §10.2.3), relative to `now`.

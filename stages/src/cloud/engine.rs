@@ -304,7 +304,7 @@ pub fn parse_response(text: &str) -> std::result::Result<Reply, Failure> {
     let body: Body = serde_json::from_str(text).map_err(|e| {
         Failure::malformed(format!(
             "not a chat completion ({e}): {}",
-            crate::reward::plugin::excerpt(text)
+            net::excerpt(text)
         ))
     })?;
     let Some(choice) = body.choices.into_iter().next() else {

@@ -238,7 +238,7 @@ fn results(text: &str, groups: usize) -> std::result::Result<Vec<serde_json::Val
             "bad_response",
             format!(
                 "expected {{\"results\": [...]}}, got {}",
-                plugin::excerpt(text)
+                net::excerpt(text)
             ),
         ));
     };

@@ -20,6 +20,7 @@ use serde_json::Value;
 use tandem_schemas::{FinishReason, Group, Target};
 
 use super::add_reward;
+use crate::net::excerpt;
 
 /// The JSON form of a group that plug-in rewards receive.
 #[derive(Debug, Serialize)]
@@ -282,15 +283,6 @@ fn describe(value: &Value) -> String {
         Value::String(s) => format!("a string ({})", excerpt(&format!("{s:?}"))),
         Value::Array(_) => "a list".into(),
         Value::Object(_) => "an object".into(),
-    }
-}
-
-/// The first 200 characters of `text`, for messages.
-pub fn excerpt(text: &str) -> String {
-    const MAX: usize = 200;
-    match text.char_indices().nth(MAX) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_owned(),
     }
 }
 
