@@ -133,11 +133,12 @@ fn a_non_finite_loss_refuses_the_step_and_keeps_the_weights() {
 
 /// A training pipeline over generated arithmetic: the tiny model samples, the simulated cloud
 /// answers the prompts that asked, rewards, GAPG advantages, the learner.
-fn training_pipeline(dir: &Path, cloud_base: &str) -> PathBuf {
+/// `steps` steps with a checkpoint every `every`.
+fn training_pipeline(dir: &Path, cloud_base: &str, steps: u64, every: u64) -> PathBuf {
     let data = dir.join("data.jsonl");
     crate::common::write_dataset(&data, 16, 0, 9);
     let yaml = format!(
-        r#"run: {{ name: train, seed: 5, prompts_per_step: 4, group_size: 4, steps: 3, max_staleness: 0 }}
+        r#"run: {{ name: train, seed: 5, prompts_per_step: 4, group_size: 4, steps: {steps}, max_staleness: 0 }}
 stages:
   - id: prompts
     kind: source.jsonl
@@ -160,7 +161,7 @@ stages:
   - {{ id: advantage, kind: advantage.gapg }}
   - id: learn
     kind: learn.pg
-    params: {{ optimizer: {{ lr: 0.01 }}, checkpoint_every: 2 }}
+    params: {{ optimizer: {{ lr: 0.01 }}, checkpoint_every: {every} }}
 "#,
         data = data.display(),
         model = model_dir().display(),
@@ -184,7 +185,7 @@ fn a_pipeline_trains_the_policy_on_policy_and_twice_the_same() {
     use tandem_schemas::io::Rows;
     let dir = tempfile::tempdir().expect("tempdir");
     let sim = crate::cloud_sim::CloudSim::start(&[]);
-    let pipeline = training_pipeline(dir.path(), &sim.base);
+    let pipeline = training_pipeline(dir.path(), &sim.base, 3, 2);
     let mut runs = Vec::new();
     for attempt in 0..2 {
         let out = dir.path().join(format!("runs-{attempt}"));
@@ -293,4 +294,207 @@ fn a_pipeline_trains_the_policy_on_policy_and_twice_the_same() {
         std::fs::read(other_dir.join("checkpoints/step-2/model.safetensors")).expect("b"),
         "checkpoints differ between two runs"
     );
+}
+
+/// The cloud ledger without the latencies (the clock's, different in any two runs).
+fn without_latency(rows: &tandem_schemas::io::Rows) -> Vec<tandem_schemas::CloudRecord> {
+    let tandem_schemas::io::Rows::Cloud(rows) = rows else {
+        panic!("cloud holds {:?}", rows.kind())
+    };
+    rows.iter()
+        .map(|r| tandem_schemas::CloudRecord {
+            latency_ms: 0.0,
+            ..r.clone()
+        })
+        .collect()
+}
+
+#[test]
+fn a_run_killed_at_a_random_point_resumes_to_what_an_uninterrupted_run_stores() {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    use tandem_schemas::layout::{Manifest, RunLayout, RunStatus};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = crate::cloud_sim::CloudSim::start(&[]);
+    let steps = 5;
+    let pipeline = training_pipeline(dir.path(), &sim.base, steps, 2);
+    // Where to kill: once `wait_for` steps are stored, plus up to 60 ms (a step takes about
+    // 100 ms here), so the kill lands anywhere from loading the model to step 3's checkpoint.
+    // The seed is in every message.
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .subsec_nanos() as u64;
+    let wait_for = seed % (steps - 1);
+    let extra = Duration::from_millis(seed / 7 % 60);
+    let why = format!("kill seed {seed}: after {wait_for} stored steps + {extra:?}");
+
+    let out = dir.path().join("killed");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["run", &pipeline.display().to_string(), "--out"])
+        .arg(&out)
+        .env("TANDEM_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let started = Instant::now();
+    let run = loop {
+        let stored = std::fs::read_dir(&out)
+            .ok()
+            .and_then(|mut runs| runs.next())
+            .and_then(|run| {
+                let run = run.ok()?.path();
+                let manifest = Manifest::read(&RunLayout::new(&run)).ok()?;
+                (manifest.steps_completed >= wait_for).then_some(run)
+            });
+        if let Some(run) = stored {
+            break run;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "{why}: no progress"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    std::thread::sleep(extra);
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    let layout = RunLayout::new(&run);
+    let killed = Manifest::read(&layout).expect("manifest");
+    assert_eq!(killed.status, RunStatus::Running, "{why}: killed mid-run");
+    assert!(
+        killed.checkpointed,
+        "{why}: the learner's run keeps checkpoints"
+    );
+
+    let resumed = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["run", "--resume"])
+        .arg(&run)
+        .env("TANDEM_LOG", "warn")
+        .output()
+        .expect("resume");
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed.status.success(), "{why}: {stderr}");
+    assert!(stderr.contains("resuming run"), "{why}: {stderr}");
+    let manifest = Manifest::read(&layout).expect("manifest");
+    assert_eq!(
+        (manifest.status, manifest.steps_completed),
+        (RunStatus::Complete, steps),
+        "{why}"
+    );
+    assert_eq!(manifest.resumed_at.len(), 1, "{why}");
+    eprintln!(
+        "{why}: {} steps were stored, resumed at step {}",
+        killed.steps_completed, manifest.resumed_at[0]
+    );
+    assert!(manifest.resumed_at[0] <= killed.steps_completed, "{why}");
+
+    let whole = crate::common::run_in_process(&pipeline, 1, &dir.path().join("whole"));
+    sim.stop();
+    let (a, b) = (
+        crate::common::stored_streams(&run),
+        crate::common::stored_streams(&whole.run_dir),
+    );
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (name, rows) in &a {
+        match name.as_str() {
+            // The resumed run's memo starts with the answers stored before the resume point,
+            // so the same asks are calls and cache hits, with the same tokens, as without a kill.
+            "cloud" => assert_eq!(without_latency(rows), without_latency(&b[name]), "{why}"),
+            "metrics" => {
+                let figures = |m: &[tandem_schemas::MetricsRecord]| -> Vec<_> {
+                    m.iter()
+                        .map(|m| {
+                            let mut v = m.values.clone();
+                            v.retain(|k, _| !k.contains("seconds") && !k.contains("per_second"));
+                            (m.step, m.policy_version, v)
+                        })
+                        .collect()
+                };
+                assert_eq!(figures(&metrics(&a)), figures(&metrics(&b)), "{why}");
+            }
+            _ => assert_eq!(*rows, b[name], "{why}: stream {name}"),
+        }
+        let stored_steps = layout.steps(name).expect("steps");
+        assert!(
+            stored_steps.is_empty() || stored_steps == (0..steps).collect::<Vec<_>>(),
+            "{why}: {name} has steps {stored_steps:?}"
+        );
+    }
+    let whole_layout = RunLayout::new(&whole.run_dir);
+    for file in [
+        "model.safetensors",
+        "optimizer.safetensors",
+        "trainer_state.json",
+    ] {
+        assert_eq!(
+            std::fs::read(layout.checkpoint(steps - 1).join(file)).expect("resumed"),
+            std::fs::read(whole_layout.checkpoint(steps - 1).join(file)).expect("whole"),
+            "{why}: {file} of the final checkpoint"
+        );
+    }
+    crate::bad_input::assert_only_complete_parquet(&run.join("streams"));
+    let leftovers: Vec<_> = crate::common::files_under(&run)
+        .into_iter()
+        .filter(|p| tandem_schemas::io::is_temporary(p))
+        .collect();
+    assert!(leftovers.is_empty(), "{why}: {leftovers:?}");
+
+    // A finished run has nothing to resume: a clear refusal, and nothing is touched.
+    let before = crate::common::files_under(&run);
+    let again = crate::common::tandem(&["run", "--resume", &run.display().to_string()], dir.path());
+    assert_eq!(again.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        stderr.contains("is complete (5 steps); there is nothing to resume"),
+        "{stderr}"
+    );
+    assert_eq!(crate::common::files_under(&run), before);
+}
+
+#[test]
+fn with_staleness_1_step_t_samples_the_weights_after_step_t_minus_2_in_every_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = crate::cloud_sim::CloudSim::start(&[]);
+    let pipeline = training_pipeline(dir.path(), &sim.base, 4, 0);
+    let yaml = std::fs::read_to_string(&pipeline).expect("read");
+    let yaml = yaml
+        .replace("max_staleness: 0", "max_staleness: 1")
+        .replace("lr: 0.01 }", "lr: 0.01 }, clip_eps: 0.2");
+    std::fs::write(&pipeline, yaml).expect("write");
+    let runs: Vec<_> = (0..2)
+        .map(|i| {
+            let out = dir.path().join(format!("runs-{i}"));
+            let summary = crate::common::run_in_process(&pipeline, 1, &out);
+            crate::common::stored_streams(&summary.run_dir)
+        })
+        .collect();
+    sim.stop();
+    let tandem_schemas::io::Rows::Samples(samples) = &runs[0]["rollouts"] else {
+        panic!("samples")
+    };
+    let metrics = metrics(&runs[0]);
+    assert_eq!(
+        metrics.iter().map(|m| m.policy_version).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
+    for s in samples {
+        let expected = match s.step {
+            0 | 1 => 0,
+            t => metrics[t as usize - 2].policy_version,
+        };
+        assert_eq!(s.policy_version, expected, "step {} sample", s.step);
+    }
+    for name in ["rollouts", "verdicts", "reward", "length", "advantage"] {
+        assert_eq!(
+            runs[0][name], runs[1][name],
+            "{name} differs between two runs"
+        );
+    }
+    let losses = |m: &[tandem_schemas::MetricsRecord]| -> Vec<f64> {
+        m.iter().map(|m| m.values["loss"]).collect()
+    };
+    assert_eq!(losses(&metrics), losses(&self::metrics(&runs[1])));
 }

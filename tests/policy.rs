@@ -543,7 +543,18 @@ fn learns_a_target_completion_and_reloads_bit_identically() {
         policy_version: 61,
         seed: 1,
     };
-    policy::save_trainer_state(&ckpt, &learner, &state).expect("state");
+    policy::save_trainer_state(
+        &ckpt,
+        &policy.model,
+        policy::WeightDtype::F32,
+        &learner,
+        &state,
+    )
+    .expect("state");
+    assert!(
+        !ckpt.join("master.safetensors").exists(),
+        "f32 needs no master copy"
+    );
     let reloaded = Policy::load(&ckpt, &DeviceSpec::Cpu, None).expect("reload");
     for ((name, a), (name_b, b)) in policy
         .model
@@ -567,6 +578,34 @@ fn learns_a_target_completion_and_reloads_bit_identically() {
     {
         assert!(a.equal(&b), "{name} changed through save/load");
     }
+
+    // Saved in bf16, a checkpoint keeps f32 master weights, and a resume gets those back.
+    let bf16 = tmp.path().join("step-61-bf16");
+    policy::save_pretrained(&policy.model, &src, &bf16, policy::WeightDtype::BF16).expect("save");
+    policy::save_trainer_state(
+        &bf16,
+        &policy.model,
+        policy::WeightDtype::BF16,
+        &learner,
+        &state,
+    )
+    .expect("state");
+    let rounded =
+        Policy::load(&bf16, &DeviceSpec::Cpu, Some(policy::WeightDtype::F32)).expect("reload bf16");
+    let differs = |m: &policy::Transformer| {
+        policy
+            .model
+            .named_parameters()
+            .iter()
+            .zip(m.named_parameters())
+            .any(|((_, a), (_, b))| !a.detach().equal(b))
+    };
+    assert!(differs(&rounded.model), "bf16 rounding changes the weights");
+    policy::load_master_weights(&bf16, &rounded.model).expect("master");
+    assert!(
+        !differs(&rounded.model),
+        "the master copy restores them exactly"
+    );
 }
 
 /// Replaces `from` by `to` in `dir/config.json`.

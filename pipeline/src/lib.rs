@@ -6,6 +6,7 @@
 //!   anything runs;
 //! - [`runtime`]: the dataflow (the only module that knows timely);
 //! - [`rundir`]: run directories and manifests;
+//! - [`resume`]: continuing a stored run from its newest checkpoint;
 //! - [`reference`]: a sequential executor, the oracle for the dataflow.
 #![forbid(missing_docs)]
 // Plan errors carry their location and are built once per run, on the cold path: boxing them
@@ -14,10 +15,12 @@
 
 pub mod plan;
 pub mod reference;
+pub mod resume;
 pub mod rundir;
 pub mod runtime;
 pub mod spec;
 pub mod yaml;
 
 pub use plan::{Plan, PlanError, PlanOptions};
-pub use runtime::{OnStep, RunError, RunOptions, RunSummary, StepReport, run};
+pub use resume::{ResumeError, Resumed, resume};
+pub use runtime::{OnStep, RunError, RunOptions, RunSummary, StepReport, run, run_resumed};

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tandem_schemas::{Facet, Facets};
 use tandem_stages::{
-    BuildContext, Built, Registry, Role, RunSettings, Scope, SharedState, StageError,
+    BuildContext, Built, Registry, ResumePoint, Role, RunSettings, Scope, SharedState, StageError,
 };
 
 use crate::spec::PipelineSpec;
@@ -130,12 +130,23 @@ impl Plan {
 
     /// Validates an already resolved document.
     pub fn from_document(document: Document, registry: Registry) -> Result<Plan, PlanError> {
+        Plan::from_document_with(document, registry, None)
+    }
+
+    /// Validates an already resolved document for a run that starts at `resume` (stages that
+    /// keep state across steps load it from there while they are built).
+    pub fn from_document_with(
+        document: Document,
+        registry: Registry,
+        resume: Option<ResumePoint>,
+    ) -> Result<Plan, PlanError> {
         let spec: PipelineSpec = document.deserialize_at(&[])?;
         let file = document.file().to_owned();
         let at = |path: &[Seg]| document.locate(path);
         let key = |k: &str| Seg::Key(k.to_owned());
 
-        let settings = settings(&spec, &document)?;
+        let mut settings = settings(&spec, &document)?;
+        settings.resume = resume;
         if spec.stages.is_empty() {
             return Err(PlanError::Pipeline {
                 location: at(&[key("stages")]),
@@ -381,5 +392,6 @@ fn settings(spec: &PipelineSpec, document: &Document) -> Result<RunSettings, Pla
         steps: run.steps,
         seed: run.seed,
         max_staleness: run.max_staleness,
+        resume: None,
     })
 }

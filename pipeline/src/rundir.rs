@@ -88,6 +88,8 @@ pub fn initial_manifest(
         steps_completed: 0,
         parent,
         error: None,
+        checkpointed: plan.stages.iter().any(|s| s.updates_policy),
+        resumed_at: Vec::new(),
     }
 }
 

@@ -23,11 +23,12 @@ use timely::dataflow::{InputHandle, ProbeHandle, Stream};
 use timely::scheduling::SyncActivator;
 
 use tandem_schemas::io::Rows;
-use tandem_schemas::layout::{RunLayout, RunStatus};
+use tandem_schemas::layout::{Manifest, RunLayout, RunStatus};
 use tandem_schemas::{Group, StreamKind};
 use tandem_stages::{Built, Role, Scope, StepContext};
 
 use crate::plan::Plan;
+use crate::resume::Resumed;
 use crate::rundir;
 
 /// Steps that may be in flight at once (fed but not yet stored) when nothing learns; bounds
@@ -131,6 +132,8 @@ struct Shared {
     counts: Mutex<BTreeMap<u64, StepReport>>,
     /// Steps fed but not yet through every stage, at most.
     inflight: u64,
+    /// The first step this process feeds (after a resume, the steps before it are stored).
+    first_step: u64,
 }
 
 impl Shared {
@@ -171,7 +174,7 @@ struct StageWiring {
 }
 
 /// Runs the plan in a new run directory under `options.out_dir`.
-pub fn run(mut plan: Plan, options: RunOptions) -> Result<RunSummary, RunError> {
+pub fn run(plan: Plan, options: RunOptions) -> Result<RunSummary, RunError> {
     let name = plan.spec.run.name.clone().unwrap_or_else(|| {
         plan.file
             .file_stem()
@@ -184,13 +187,39 @@ pub fn run(mut plan: Plan, options: RunOptions) -> Result<RunSummary, RunError> 
             options.out_dir.display()
         ))
     })?;
-    let layout = RunLayout::new(&run_dir);
     let workers = options.workers.max(1);
     let mut manifest = rundir::initial_manifest(&plan, &run_id, workers, None);
     if !options.materialize {
         manifest.streams.retain(|s| s.kind == StreamKind::Errors);
     }
+    execute(plan, &options, run_dir, manifest)
+}
+
+/// Continues a stored run where [`crate::resume::resume`] found it can (`options.out_dir` is
+/// not used: the run stays in its directory).
+pub fn run_resumed(resumed: Resumed, options: RunOptions) -> Result<RunSummary, RunError> {
+    let Resumed {
+        plan,
+        mut manifest,
+        point,
+    } = resumed;
+    manifest.workers = options.workers.max(1);
+    execute(plan, &options, point.run_dir, manifest)
+}
+
+/// Runs `plan` in `run_dir` from its resume point (step 0 for a new run), keeping `manifest`
+/// current.
+fn execute(
+    mut plan: Plan,
+    options: &RunOptions,
+    run_dir: PathBuf,
+    manifest: Manifest,
+) -> Result<RunSummary, RunError> {
+    let run_id = manifest.run_id.clone();
+    let workers = manifest.workers;
+    let layout = RunLayout::new(&run_dir);
     rundir::write_manifest(&layout, &manifest).map_err(RunError::Setup)?;
+    let first_step = plan.settings.resume.as_ref().map_or(0, |r| r.step);
 
     let steps = plan.steps;
     let inflight = if plan.stages.iter().any(|s| s.updates_policy) {
@@ -210,6 +239,7 @@ pub fn run(mut plan: Plan, options: RunOptions) -> Result<RunSummary, RunError> 
         failure: Mutex::new(None),
         counts: Mutex::new(BTreeMap::new()),
         inflight,
+        first_step,
     });
 
     let worker_shared = shared.clone();
@@ -439,7 +469,7 @@ fn run_worker(
         stream.probe_with(&probe);
     });
 
-    let mut reported = 0u64;
+    let mut reported = shared.first_step;
     let mut report = |probe: &ProbeHandle<u64>, upto: u64| {
         while reported < upto && !probe.less_equal(&reported) {
             let step = reported;
@@ -469,10 +499,12 @@ fn run_worker(
         }
     };
 
-    let mut fed = 0u64;
+    let mut fed = shared.first_step;
+    // A resumed run starts its clock at the first step it feeds: the steps before it are stored.
+    input.advance_to(fed);
     if let Some(source) = source.as_mut() {
         let source_id = wiring[0].id.clone();
-        for step in 0..shared.steps {
+        for step in shared.first_step..shared.steps {
             let inflight = shared.inflight;
             while step >= inflight && probe.less_equal(&(step - inflight)) {
                 worker.step_or_park(Some(PARK));

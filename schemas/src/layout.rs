@@ -36,6 +36,16 @@ impl RunLayout {
         self.root.join("manifest.json")
     }
 
+    /// `checkpoints/`, where a learner saves `step-<n>` directories.
+    pub fn checkpoints(&self) -> PathBuf {
+        self.root.join("checkpoints")
+    }
+
+    /// The checkpoint saved after step `step`.
+    pub fn checkpoint(&self, step: u64) -> PathBuf {
+        self.checkpoints().join(format!("step-{step}"))
+    }
+
     /// The directory of one stream.
     pub fn stream_dir(&self, stream: &str) -> PathBuf {
         self.root.join("streams").join(stream)
@@ -117,6 +127,13 @@ pub struct Manifest {
     pub parent: Option<String>,
     /// Why the run failed, when it did.
     pub error: Option<String>,
+    /// Whether the run saves checkpoints (it has a learner): a resume then restarts from the
+    /// newest complete one rather than from `steps_completed`.
+    #[serde(default)]
+    pub checkpointed: bool,
+    /// The step each `tandem run --resume` of this run started from, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resumed_at: Vec<u64>,
 }
 
 /// The state of a run.

@@ -22,6 +22,22 @@ pub struct RunSettings {
     pub seed: u64,
     /// Steps generation may run ahead of the learner (0 = on-policy).
     pub max_staleness: u64,
+    /// Set when the run continues a stored one (`tandem run --resume`).
+    pub resume: Option<ResumePoint>,
+}
+
+/// Where a resumed run picks up: the first step it runs, and the checkpoint whose weights,
+/// optimiser moments and counters stages that keep state across steps load (a learner and the
+/// generator it feeds). Stages without such state need nothing: every step's randomness is
+/// derived from the seed and the step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResumePoint {
+    /// The first step the resumed run computes; steps before it are stored.
+    pub step: u64,
+    /// The run directory being continued.
+    pub run_dir: PathBuf,
+    /// The newest complete checkpoint (`checkpoints/step-<step - 1>`), if the run keeps them.
+    pub checkpoint: Option<PathBuf>,
 }
 
 /// What a stage kind is built with, besides its own parameters.
@@ -96,6 +112,7 @@ impl Default for RunSettings {
             steps: None,
             seed: 0,
             max_staleness: 0,
+            resume: None,
         }
     }
 }

@@ -33,8 +33,8 @@ pub mod source;
 pub mod verify;
 
 pub use contract::{
-    BuildContext, Built, Generator, GroupStage, Pipelined, RunSettings, Scope, SharedState, Sink,
-    Source, StepContext, Wake,
+    BuildContext, Built, Generator, GroupStage, Pipelined, ResumePoint, RunSettings, Scope,
+    SharedState, Sink, Source, StepContext, Wake,
 };
 pub use registry::{KindSpec, Registry, Role};
 

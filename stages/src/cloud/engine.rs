@@ -91,7 +91,7 @@ impl Engine {
             .build()
             .map_err(|e| StageError::Run(format!("starting the I/O runtime: {e}")))?;
         let per_minute = |n: u32| NonZeroU32::new(n).map(|n| (Quota::per_minute(n), n));
-        Ok(Engine {
+        let engine = Engine {
             in_flight: Semaphore::new(config.max_in_flight),
             requests: config
                 .requests_per_minute
@@ -112,7 +112,42 @@ impl Engine {
             client,
             headers,
             config,
-        })
+        };
+        if let Some(resume) = &base.run.resume {
+            engine.restore(&stored_ledger(
+                &resume.run_dir,
+                &base.stage_id,
+                resume.step,
+            )?);
+        }
+        Ok(engine)
+    }
+
+    /// Takes back what a resumed run's earlier steps did: their answers go into the memo (a
+    /// prompt answered before the resume point is not sent again, as in an uninterrupted run)
+    /// and their calls and tokens count against the run's budget.
+    fn restore(&self, ledger: &[tandem_schemas::CloudRecord]) {
+        let mut memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());
+        let mut spent = self.budget.spent.lock().unwrap_or_else(|e| e.into_inner());
+        for row in ledger {
+            let Some(text) = row.answer.clone().filter(|_| row.error_kind.is_none()) else {
+                continue;
+            };
+            if !row.cache_hit {
+                spent.run_calls += 1;
+                spent.run_tokens += row.tokens_in + row.tokens_out;
+            }
+            let answer = CachedAnswer {
+                request_hash: row.request_hash.clone(),
+                model: row.model.clone(),
+                answer: text,
+                reasoning: row.reasoning.clone(),
+                tokens_in: row.tokens_in,
+                tokens_out: row.tokens_out,
+            };
+            memo.entry(row.request_hash.clone())
+                .or_insert_with(|| Arc::new(OnceCell::new_with(Some(answer))));
+        }
     }
 
     /// Runs `future` on the engine's I/O thread.
@@ -326,6 +361,31 @@ pub fn parse_response(text: &str) -> std::result::Result<Reply, Failure> {
         tokens_in: usage.0,
         tokens_out: usage.1,
     })
+}
+
+/// The ledger rows stage `stage_id` stored in `run_dir` for the steps before `first_step`.
+fn stored_ledger(
+    run_dir: &std::path::Path,
+    stage_id: &str,
+    first_step: u64,
+) -> Result<Vec<tandem_schemas::CloudRecord>> {
+    use tandem_schemas::io::Rows;
+    let layout = tandem_schemas::layout::RunLayout::new(run_dir);
+    let mut rows = Vec::new();
+    // The stream is named after the stage, or `<id>.cloud` when the stage provides more.
+    for stream in [stage_id.to_owned(), format!("{stage_id}.cloud")] {
+        let stored = layout.steps(&stream).unwrap_or_default();
+        for step in stored.into_iter().filter(|s| *s < first_step) {
+            for part in layout.parts(&stream, step).unwrap_or_default() {
+                let read = Rows::read_parquet(tandem_schemas::StreamKind::Cloud, &part)
+                    .map_err(|e| StageError::Run(format!("resuming: {}: {e}", part.display())))?;
+                if let Rows::Cloud(part_rows) = read {
+                    rows.extend(part_rows);
+                }
+            }
+        }
+    }
+    Ok(rows)
 }
 
 /// Calls and tokens spent, per step and per run, against the caps.

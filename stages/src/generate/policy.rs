@@ -111,8 +111,18 @@ impl StageConfig for PolicyConfig {
         }
         policy::set_threads(self.threads);
         let dir = ctx.resolve(&self.model);
-        let policy =
-            Policy::load(&dir, &device, dtype).map_err(|e| params(format!("model: {e}")))?;
+        // A resumed run starts from its checkpoint's weights and version.
+        let start = match ctx.run.resume.as_ref().and_then(|r| r.checkpoint.clone()) {
+            Some(checkpoint) => {
+                let state = policy::read_trainer_state(&checkpoint)
+                    .map_err(|e| StageError::Run(format!("resuming: {e}")))?;
+                (checkpoint, state.policy_version)
+            }
+            None => (dir.clone(), 0),
+        };
+        let policy = Policy::load(&start.0, &device, dtype)
+            .and_then(|p| policy::load_master_weights(&start.0, &p.model).map(|()| p))
+            .map_err(|e| params(format!("model: {e}")))?;
         if self.chat && !policy.tokenizer.has_chat_template() {
             return Err(params(format!(
                 "chat: {} has no chat template; set `chat: false`",
@@ -141,14 +151,15 @@ impl StageConfig for PolicyConfig {
                     Tokenizer::from_dir(&dir).map_err(|e| params(format!("model: {e}")))?;
                 Ok(PolicyHub::new(
                     dir.clone(),
+                    start.clone(),
                     dtype.unwrap_or(policy.model.config.dtype),
                     self.temperature,
                     format.clone(),
                     tokenizer,
-                    0,
+                    ctx.run.max_staleness,
                 ))
             })?;
-        let version = hub.refresh(&policy.model, 0);
+        let version = start.1;
         Ok(Built::Generator(Box::new(PolicyGenerator {
             policy,
             sampling,
@@ -193,7 +204,7 @@ impl PolicyGenerator {
 impl Generator for PolicyGenerator {
     fn generate(&mut self, groups: &mut [Group], ctx: &StepContext) -> Result<()> {
         // The learner may have published newer weights since the last batch.
-        self.version = self.hub.refresh(&self.policy.model, self.version);
+        self.version = self.hub.refresh(&self.policy.model, self.version, ctx.step);
         let mut pending: Vec<(usize, GenerationRequest)> = Vec::new();
         for (g, group) in groups.iter_mut().enumerate() {
             match self.prompt_ids(&group.prompt.question) {

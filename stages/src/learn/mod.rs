@@ -145,21 +145,25 @@ impl StageConfig for LearnConfig {
                 "learn.pg learns the policy of a generate.policy stage; put one before it".into(),
             ));
         };
-        let load = |what: &str| {
-            Transformer::load(&hub.model_dir, &device, Some(WeightDtype::F32)).map_err(|e| {
-                params(
-                    "",
-                    format!("loading the {what} from {}: {e}", hub.model_dir.display()),
-                )
-            })
+        let load = |what: &str, dir: &std::path::Path| {
+            Transformer::load(dir, &device, Some(WeightDtype::F32))
+                .and_then(|m| policy::load_master_weights(dir, &m).map(|()| m))
+                .map_err(|e| {
+                    params(
+                        "",
+                        format!("loading the {what} from {}: {e}", dir.display()),
+                    )
+                })
         };
-        let model = load("model")?;
+        // The policy continues from the hub's starting weights (a resumed run's checkpoint);
+        // the KL reference is always the model the training began from.
+        let model = load("model", &hub.start_dir)?;
         let reference = if self.kl_coef > 0.0 {
-            Some(load("reference")?)
+            Some(load("reference", &hub.model_dir)?)
         } else {
             None
         };
-        let learner = Learner::new(
+        let mut learner = Learner::new(
             &model,
             LearnerConfig {
                 optimizer: self.optimizer.clone(),
@@ -169,8 +173,13 @@ impl StageConfig for LearnConfig {
                 temperature: hub.temperature,
             },
         );
+        if let Some(checkpoint) = ctx.run.resume.as_ref().and_then(|r| r.checkpoint.as_ref()) {
+            policy::load_trainer_state(checkpoint, &mut learner).map_err(|e| {
+                StageError::Run(format!("resuming from {}: {e}", checkpoint.display()))
+            })?;
+        }
         Ok(Built::Sink(Box::new(PolicyLearner {
-            version: hub.version(),
+            version: hub.start_version,
             seed: ctx.run.seed,
             last_step: None,
             run_dir: None,
@@ -256,7 +265,7 @@ impl PolicyLearner {
         let Some(run_dir) = &self.run_dir else {
             return Ok(());
         };
-        let dir = run_dir.join("checkpoints").join(format!("step-{step}"));
+        let dir = RunLayout::new(run_dir.clone()).checkpoint(step);
         let fail = |e: policy::PolicyError| {
             StageError::Run(format!("writing checkpoint {}: {e}", dir.display()))
         };
@@ -268,7 +277,14 @@ impl PolicyLearner {
             policy_version: self.version,
             seed: self.seed,
         };
-        policy::save_trainer_state(&dir, &self.learner, &state).map_err(fail)
+        policy::save_trainer_state(
+            &dir,
+            &self.model,
+            self.hub.save_dtype,
+            &self.learner,
+            &state,
+        )
+        .map_err(fail)
     }
 }
 
@@ -319,7 +335,7 @@ impl Sink for PolicyLearner {
                 .map_err(|e| StageError::Run(format!("step {}: {e}", ctx.step)))?;
             self.version += 1;
             self.hub
-                .publish(self.version, self.model.named_parameters());
+                .publish(ctx.step, self.version, self.model.named_parameters());
             let seconds = started.elapsed().as_secs_f64();
             values.extend([
                 ("updated".to_owned(), 1.0),

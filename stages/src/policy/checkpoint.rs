@@ -23,8 +23,12 @@ pub const TOKENIZER_FILES: [&str; 5] = [
 
 /// Optimiser moments, next to the model in a checkpoint.
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
-/// Step counters and seeds, next to the model in a checkpoint.
+/// Step counters and seeds, next to the model in a checkpoint; written last, so a checkpoint
+/// that has it is whole.
 pub const STATE_FILE: &str = "trainer_state.json";
+/// The f32 weights a checkpoint keeps besides a lower-precision `model.safetensors`, so a
+/// resumed run continues from exactly the weights the learner had.
+pub const MASTER_FILE: &str = "master.safetensors";
 
 /// Writes `model` as a HF directory at `out`: `config.json`, `model.safetensors` (HF tensor
 /// names; a tied output projection is stored once, as the embedding) in `dtype`, and the
@@ -72,8 +76,22 @@ pub struct TrainerState {
 }
 
 /// Writes the learner's AdamW moments and `state` into checkpoint directory `dir` (which
-/// [`save_pretrained`] created).
-pub fn save_trainer_state(dir: &Path, learner: &Learner, state: &TrainerState) -> Result<()> {
+/// [`save_pretrained`] created). When the model was saved below f32 (`saved`), the f32 weights
+/// of `model` are kept too, as [`MASTER_FILE`].
+pub fn save_trainer_state(
+    dir: &Path,
+    model: &Transformer,
+    saved: WeightDtype,
+    learner: &Learner,
+    state: &TrainerState,
+) -> Result<()> {
+    if saved != WeightDtype::F32 {
+        weights::write(
+            &dir.join(MASTER_FILE),
+            model.named_parameters(),
+            tch::Kind::Float,
+        )?;
+    }
     weights::write(
         &dir.join(OPTIMIZER_FILE),
         &learner.optimizer.state_tensors(),
@@ -86,14 +104,42 @@ pub fn save_trainer_state(dir: &Path, learner: &Learner, state: &TrainerState) -
     std::fs::rename(&tmp, &path).map_err(|e| PolicyError::io(&path, e))
 }
 
-/// Restores the learner's moments from checkpoint `dir` and returns its [`TrainerState`].
-pub fn load_trainer_state(dir: &Path, learner: &mut Learner) -> Result<TrainerState> {
+/// The [`TrainerState`] of checkpoint `dir`.
+pub fn read_trainer_state(dir: &Path) -> Result<TrainerState> {
     let path = dir.join(STATE_FILE);
     let text = std::fs::read_to_string(&path).map_err(|e| PolicyError::missing(&path, e))?;
-    let state: TrainerState = serde_json::from_str(&text).map_err(|e| PolicyError::Config {
+    serde_json::from_str(&text).map_err(|e| PolicyError::Config {
         path: path.clone(),
         message: format!("line {}, column {}: {e}", e.line(), e.column()),
-    })?;
+    })
+}
+
+/// Copies the f32 master weights of checkpoint `dir` into `model` when the checkpoint has them
+/// (it was saved below f32); `model.safetensors` already holds the exact weights otherwise.
+pub fn load_master_weights(dir: &Path, model: &Transformer) -> Result<()> {
+    let path = dir.join(MASTER_FILE);
+    if !path.is_file() {
+        return Ok(());
+    }
+    let master = weights::read_file(&path)?;
+    tch::no_grad(|| {
+        for (name, param) in model.named_parameters() {
+            let Some(value) = master.get(name) else {
+                return Err(PolicyError::Config {
+                    path: path.clone(),
+                    message: format!("no tensor `{name}`"),
+                });
+            };
+            let mut param = param.shallow_clone();
+            param.copy_(&value.to_kind(param.kind()).to_device(param.device()));
+        }
+        Ok(())
+    })
+}
+
+/// Restores the learner's moments from checkpoint `dir` and returns its [`TrainerState`].
+pub fn load_trainer_state(dir: &Path, learner: &mut Learner) -> Result<TrainerState> {
+    let state = read_trainer_state(dir)?;
     let moments = weights::read_file(&dir.join(OPTIMIZER_FILE))?;
     learner
         .optimizer

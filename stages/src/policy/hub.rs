@@ -7,6 +7,7 @@
 //! version; each generator instance copies them into its own model before it samples, and stamps
 //! its samples with the version it used.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -44,48 +45,61 @@ impl PromptFormat {
     }
 }
 
-/// Weights published by the learner.
+/// Weights the learner published after one step.
 struct Published {
+    step: u64,
     version: u64,
     params: Vec<(String, Tensor)>,
 }
 
 /// Shared by the generator and the learner of a pipeline.
 pub struct PolicyHub {
-    /// The model directory the policy started from (tokenizer files for checkpoints).
+    /// The model directory the policy started from (tokenizer files for checkpoints, and the
+    /// frozen reference of a KL term).
     pub model_dir: PathBuf,
+    /// Where this run's starting weights are: `model_dir`, or the checkpoint a resumed run
+    /// continues from.
+    pub start_dir: PathBuf,
+    /// The version of the starting weights (0, or the resumed checkpoint's).
+    pub start_version: u64,
     /// The dtype checkpoints are written in.
     pub save_dtype: WeightDtype,
     /// The sampling temperature (the learner scores log-probs at it).
     pub temperature: f64,
     format: PromptFormat,
     tokenizer: Mutex<Tokenizer>,
-    published: Mutex<Published>,
+    /// The newest publications, oldest first: `max_staleness + 1` of them, enough for the
+    /// generator of every step that may still be running.
+    published: Mutex<VecDeque<Published>>,
+    max_staleness: u64,
 }
 
 impl PolicyHub {
     /// The key of the hub in the run's shared state.
     pub const KEY: &'static str = "policy";
 
-    /// A hub at version `version` (0 for a fresh run).
+    /// A hub whose weights start as those in `start_dir` at version `version` (`model_dir` and
+    /// 0 for a fresh run), for a run whose generation may be `max_staleness` steps ahead of
+    /// the learner.
     pub fn new(
         model_dir: PathBuf,
+        (start_dir, version): (PathBuf, u64),
         save_dtype: WeightDtype,
         temperature: f64,
         format: PromptFormat,
         tokenizer: Tokenizer,
-        version: u64,
+        max_staleness: u64,
     ) -> PolicyHub {
         PolicyHub {
             model_dir,
+            start_dir,
+            start_version: version,
             save_dtype,
             temperature,
             format,
             tokenizer: Mutex::new(tokenizer),
-            published: Mutex::new(Published {
-                version,
-                params: Vec::new(),
-            }),
+            published: Mutex::new(VecDeque::new()),
+            max_staleness,
         }
     }
 
@@ -97,14 +111,12 @@ impl PolicyHub {
 
     /// The newest version.
     pub fn version(&self) -> u64 {
-        self.published
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .version
+        let published = self.published.lock().unwrap_or_else(|e| e.into_inner());
+        published.back().map_or(self.start_version, |p| p.version)
     }
 
-    /// Publishes a copy of `params` as `version`.
-    pub fn publish(&self, version: u64, params: &[(String, Tensor)]) {
+    /// Publishes a copy of `params`, the weights after the learner's step `step`, as `version`.
+    pub fn publish(&self, step: u64, version: u64, params: &[(String, Tensor)]) {
         let copies = tch::no_grad(|| {
             params
                 .iter()
@@ -112,28 +124,43 @@ impl PolicyHub {
                 .collect()
         });
         let mut published = self.published.lock().unwrap_or_else(|e| e.into_inner());
-        *published = Published {
+        published.push_back(Published {
+            step,
             version,
             params: copies,
-        };
+        });
+        while published.len() as u64 > self.max_staleness + 1 {
+            published.pop_front();
+        }
     }
 
-    /// Copies the newest weights into `model` when they are newer than `have`; returns the
-    /// version `model` holds afterwards.
-    pub fn refresh(&self, model: &Transformer, have: u64) -> u64 {
+    /// Loads into `model` (which holds version `have`) the weights that generation of step
+    /// `step` uses: the newest published after a step `<= step - 1 - max_staleness`. The
+    /// pipeline feeds step `step` only once the learner has finished that step, so the choice
+    /// never depends on timing: a run is reproducible with any staleness. Returns the version
+    /// `model` holds afterwards.
+    pub fn refresh(&self, model: &Transformer, have: u64, step: u64) -> u64 {
         let published = self.published.lock().unwrap_or_else(|e| e.into_inner());
-        if published.version <= have || published.params.is_empty() {
+        let newest_allowed = step.checked_sub(1 + self.max_staleness);
+        let Some(chosen) = published
+            .iter()
+            .rev()
+            .find(|p| newest_allowed.is_some_and(|limit| p.step <= limit))
+        else {
+            return have;
+        };
+        if chosen.version == have {
             return have;
         }
         tch::no_grad(|| {
             for ((name, dst), (src_name, src)) in
-                model.named_parameters().iter().zip(&published.params)
+                model.named_parameters().iter().zip(&chosen.params)
             {
                 debug_assert_eq!(name, src_name, "the same architecture, the same order");
                 let mut dst = dst.shallow_clone();
                 dst.copy_(src);
             }
         });
-        published.version
+        chosen.version
     }
 }

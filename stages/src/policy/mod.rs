@@ -27,7 +27,10 @@ mod weights;
 
 use std::path::{Path, PathBuf};
 
-pub use checkpoint::{TrainerState, load_trainer_state, save_pretrained, save_trainer_state};
+pub use checkpoint::{
+    TrainerState, load_master_weights, load_trainer_state, read_trainer_state, save_pretrained,
+    save_trainer_state,
+};
 pub use config::{Arch, ModelConfig, RopeScaling, Shape, WeightDtype};
 pub use device::{DeviceSpec, describe_device, set_threads};
 pub use generate::{Completion, GenerationRequest, SamplingParams, generate};

@@ -162,7 +162,7 @@ mod tests {
                 group_size: 4,
                 steps: None,
                 seed: 0,
-                max_staleness: 0,
+                ..Default::default()
             },
             shared: Default::default(),
         }
