@@ -249,6 +249,30 @@ fn a_pipeline_trains_the_policy_on_policy_and_twice_the_same() {
         assert!((m.values["help_rate"] - asked / step_samples.len() as f64).abs() < 1e-12);
         assert_eq!(m.values["kept_prompts"], 4.0);
         assert!(m.values["loss"].is_finite() && m.values["grad_norm"] > 0.0);
+        // Time per stage: every stage before the learner, and the step; on one worker the
+        // stages run one after another inside the step (the cloud's time is wall time).
+        let busy: f64 = [
+            "prompts",
+            "rollouts",
+            "verdicts",
+            "reward",
+            "length",
+            "advantage",
+        ]
+        .iter()
+        .map(|stage| {
+            let s = m.values[&format!("seconds.{stage}")];
+            assert!(s >= 0.0, "seconds.{stage}");
+            s
+        })
+        .sum::<f64>()
+            + m.values["learn_seconds"];
+        assert!(m.values.contains_key("seconds.cloud"), "{:?}", m.values);
+        assert!(
+            m.values["seconds.rollouts"] > 0.0 && m.values["seconds.step"] >= busy,
+            "{:?}",
+            m.values
+        );
     }
     // Checkpoints after step 1 (every 2) and at the end; the weights moved.
     let ckpt = |step: u64| run_dir.join(format!("checkpoints/step-{step}"));
@@ -497,4 +521,85 @@ fn with_staleness_1_step_t_samples_the_weights_after_step_t_minus_2_in_every_run
         m.iter().map(|m| m.values["loss"]).collect()
     };
     assert_eq!(losses(&metrics), losses(&self::metrics(&runs[1])));
+}
+
+/// The weights `learn.pg` saves after one update on `groups` (step 0), written under `run_dir`.
+fn weights_after_one_update(groups: &[tandem_schemas::Group], run_dir: &Path) -> Vec<u8> {
+    use tandem_stages::{BuildContext, Built, Registry, RunSettings, SharedState, StepContext};
+    let registry = Registry::builtin();
+    let shared = SharedState::default();
+    let ctx = |id: &str| BuildContext {
+        stage_id: id.into(),
+        base_dir: PathBuf::from("."),
+        run: RunSettings {
+            group_size: 2,
+            ..Default::default()
+        },
+        shared: shared.clone(),
+    };
+    let generator = serde_json::json!({ "model": model_dir(), "chat": false, "threads": 1 });
+    registry
+        .build("generate.policy", &generator, &ctx("rollouts"))
+        .expect("generator");
+    let learn = serde_json::json!({ "optimizer": { "lr": 0.01 } });
+    let Ok(Built::Sink(mut learner)) = registry.build("learn.pg", &learn, &ctx("learn")) else {
+        panic!("learn.pg builds a sink")
+    };
+    let step = StepContext {
+        run_dir: Some(run_dir.into()),
+        ..StepContext::single_worker("r", "learn", 0)
+    };
+    learner.consume(groups, &step).expect("update");
+    learner.finish().expect("checkpoint");
+    std::fs::read(run_dir.join("checkpoints/step-0/model.safetensors")).expect("weights")
+}
+
+#[test]
+fn the_cloud_answer_gets_no_gradient_only_the_device_tokens_do() {
+    use tandem_schemas::{AdvantageRecord, CloudRecord, Group, PromptRecord, SampleRecord};
+    let tokenizer = policy::Tokenizer::from_dir(&model_dir()).expect("tokenizer");
+    let sample = |i: u32, text: &str| SampleRecord {
+        prompt_id: "p".into(),
+        sample_idx: i,
+        text: text.into(),
+        token_ids: tokenizer.encode(text, false).expect("encode"),
+        asked_help: text.contains("unknown"),
+        ..Default::default()
+    };
+    let mut group = Group::new(PromptRecord {
+        prompt_id: "p".into(),
+        question: "What is 2 + 3?".into(),
+        answer: Some("5".into()),
+        ..Default::default()
+    });
+    group.samples = vec![
+        sample(0, "<answer>5</answer>"),
+        sample(1, "<unknown>I need external assistance</unknown>"),
+    ];
+    group.advantages = [1.0, -1.0]
+        .into_iter()
+        .enumerate()
+        .map(|(i, advantage)| AdvantageRecord {
+            prompt_id: "p".into(),
+            sample_idx: i as u32,
+            advantage,
+            ..Default::default()
+        })
+        .collect();
+    let mut helped = group.clone();
+    helped.cloud = Some(CloudRecord {
+        prompt_id: "p".into(),
+        answer: Some("Add them: 2 + 3 = 5, so <answer>5</answer>. ".repeat(20)),
+        tokens_out: 400,
+        ..Default::default()
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let alone = weights_after_one_update(&[group], &dir.path().join("a"));
+    let with_cloud = weights_after_one_update(&[helped], &dir.path().join("b"));
+    let start = std::fs::read(model_dir().join("model.safetensors")).expect("start");
+    assert_ne!(alone, start, "the update moved the weights");
+    assert_eq!(
+        alone, with_cloud,
+        "a long cloud answer in the group changed the update"
+    );
 }

@@ -20,6 +20,7 @@ pub fn run_reference(mut plan: Plan, run_id: &str) -> Result<Vec<Vec<Group>>, St
             worker: 0,
             workers: 1,
             run_dir: None,
+            stage_seconds: Vec::new(),
         };
         let mut groups = Vec::new();
         for (i, stage) in plan.built.iter_mut().enumerate() {

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex, mpsc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use timely::dataflow::channels::pact::{Exchange, ParallelizationContract, Pipeline};
 use timely::dataflow::operators::generic::Operator;
@@ -68,7 +68,7 @@ impl Default for RunOptions {
 }
 
 /// Counts of one completed step.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct StepReport {
     /// The step.
     pub step: u64,
@@ -80,6 +80,9 @@ pub struct StepReport {
     pub samples: u64,
     /// Error rows the step produced.
     pub errors: u64,
+    /// Where the step's time went: seconds per stage in pipeline order, then `step` (the wall
+    /// time from feeding it to storing it). See [`tandem_stages::StepContext::stage_seconds`].
+    pub seconds: Vec<(String, f64)>,
 }
 
 /// What a finished run did.
@@ -134,6 +137,16 @@ struct Shared {
     inflight: u64,
     /// The first step this process feeds (after a resume, the steps before it are stored).
     first_step: u64,
+    /// Where each step's time went, until the step is stored.
+    timings: Mutex<BTreeMap<u64, StepTimes>>,
+    /// Stage ids in pipeline order (the order timings are reported in).
+    stage_ids: Vec<Arc<str>>,
+}
+
+/// When a step was fed and the seconds each stage has spent on it so far.
+struct StepTimes {
+    fed: Instant,
+    seconds: BTreeMap<Arc<str>, f64>,
 }
 
 impl Shared {
@@ -160,7 +173,51 @@ impl Shared {
             worker,
             workers: self.workers,
             run_dir: Some(self.layout.root().into()),
+            stage_seconds: Vec::new(),
         }
+    }
+
+    fn timings(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, StepTimes>> {
+        self.timings.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Notes that `step` was fed now.
+    fn fed(&self, step: u64) {
+        self.timings().insert(
+            step,
+            StepTimes {
+                fed: Instant::now(),
+                seconds: BTreeMap::new(),
+            },
+        );
+    }
+
+    /// Adds busy time of stage `id` on `step`.
+    fn add_seconds(&self, step: u64, id: &Arc<str>, seconds: f64) {
+        if let Some(times) = self.timings().get_mut(&step) {
+            *times.seconds.entry(id.clone()).or_default() += seconds;
+        }
+    }
+
+    /// Notes a wall time of stage `id` on `step`, keeping the longest (one per worker).
+    fn note_wall(&self, step: u64, id: &Arc<str>, seconds: f64) {
+        if let Some(times) = self.timings().get_mut(&step) {
+            let entry = times.seconds.entry(id.clone()).or_default();
+            *entry = entry.max(seconds);
+        }
+    }
+
+    /// The seconds of `step` so far, in pipeline order, then `step` (the wall time since fed).
+    fn step_seconds(&self, step: u64) -> Vec<(String, f64)> {
+        let timings = self.timings();
+        let Some(times) = timings.get(&step) else {
+            return Vec::new();
+        };
+        self.stage_ids
+            .iter()
+            .filter_map(|id| times.seconds.get(id).map(|s| (id.to_string(), *s)))
+            .chain([("step".to_owned(), times.fed.elapsed().as_secs_f64())])
+            .collect()
     }
 }
 
@@ -228,6 +285,7 @@ fn execute(
         MAX_INFLIGHT_STEPS
     };
     let first = std::mem::take(&mut plan.built);
+    let stage_ids = plan.stages.iter().map(|s| s.id.clone()).collect();
     let shared = Arc::new(Shared {
         run_id: run_id.as_str().into(),
         layout: layout.clone(),
@@ -240,6 +298,8 @@ fn execute(
         counts: Mutex::new(BTreeMap::new()),
         inflight,
         first_step,
+        timings: Mutex::new(BTreeMap::new()),
+        stage_ids,
     });
 
     let worker_shared = shared.clone();
@@ -474,6 +534,8 @@ fn run_worker(
         while reported < upto && !probe.less_equal(&reported) {
             let step = reported;
             reported += 1;
+            let seconds = shared.step_seconds(step);
+            shared.timings().remove(&step);
             if index != 0 || shared.failed() {
                 continue;
             }
@@ -493,6 +555,7 @@ fn run_worker(
                 on_step(&StepReport {
                     step,
                     steps: shared.steps,
+                    seconds,
                     ..counts
                 });
             }
@@ -513,7 +576,11 @@ fn run_worker(
             if shared.failed() {
                 break;
             }
-            match source.step(&shared.context(&source_id, step, index)) {
+            shared.fed(step);
+            let started = Instant::now();
+            let groups = source.step(&shared.context(&source_id, step, index));
+            shared.add_seconds(step, &source_id, started.elapsed().as_secs_f64());
+            match groups {
                 Ok(mut groups) => input.send_batch(&mut groups),
                 Err(e) => {
                     shared.fail(format!(
@@ -567,11 +634,13 @@ where
             input.for_each_time(|time, data| {
                 let mut batch: Vec<Group> = data.flat_map(std::mem::take).collect();
                 let step = *time.time();
+                let started = Instant::now();
                 if !shared.failed()
                     && let Err(e) = apply(&mut batch, &shared.context(&id, step, worker))
                 {
                     shared.fail(format!("stage `{id}` ({kind}) at step {step}: {e}"));
                 }
+                shared.add_seconds(step, &id, started.elapsed().as_secs_f64());
                 output.session(&time).give_container(&mut batch);
             });
         }
@@ -598,8 +667,8 @@ fn pipelined_operator<'s>(
             // Fails only once the dataflow is gone, when nobody waits for the answer.
             let _ = activator.activate();
         });
-        // Per step: its capability and the number of batches still out.
-        let mut held: BTreeMap<u64, (Capability<u64>, usize)> = BTreeMap::new();
+        // Per step: its capability, the number of batches still out, and the first submit.
+        let mut held: BTreeMap<u64, (Capability<u64>, usize, Instant)> = BTreeMap::new();
         move |(input, frontier), output| {
             let Some(stage) = stage.pipelined() else {
                 unreachable!("wired only for stages that are pipelined");
@@ -611,7 +680,9 @@ fn pipelined_operator<'s>(
                     output.session(&time).give_container(&mut batch);
                     return;
                 }
-                let entry = held.entry(step).or_insert_with(|| (time.retain(0), 0));
+                let entry = held
+                    .entry(step)
+                    .or_insert_with(|| (time.retain(0), 0, Instant::now()));
                 match stage.submit(batch, &shared.context(&id, step, worker), wake.clone()) {
                     Ok(()) => entry.1 += 1,
                     Err(e) => shared.fail(format!("stage `{id}` ({kind}) at step {step}: {e}")),
@@ -626,13 +697,14 @@ fn pipelined_operator<'s>(
                         };
                         output.session(&entry.0).give_container(&mut groups);
                         entry.1 = entry.1.saturating_sub(1);
+                        shared.note_wall(step, &id, entry.2.elapsed().as_secs_f64());
                     }
                 }
                 Err(e) => shared.fail(format!("stage `{id}` ({kind}): {e}")),
             }
             // A failed run does not wait for answers still out.
             let failed = shared.failed();
-            held.retain(|step, (_, out)| (*out > 0 && !failed) || frontier.less_equal(step));
+            held.retain(|step, (_, out, _)| (*out > 0 && !failed) || frontier.less_equal(step));
         }
     })
 }
@@ -814,11 +886,17 @@ fn whole_step_operator<'s>(
                 }
                 let (capability, mut groups) = pending.remove(&step).expect("first key exists");
                 groups.sort_by(|a, b| a.prompt_id().cmp(b.prompt_id()));
+                let mut ctx = shared.context(&id, step, worker);
+                if let Gather::ToFirstWorker = gather {
+                    ctx.stage_seconds = shared.step_seconds(step);
+                }
+                let started = Instant::now();
                 if !shared.failed()
-                    && let Err(e) = apply(&mut groups, &shared.context(&id, step, worker))
+                    && let Err(e) = apply(&mut groups, &ctx)
                 {
                     shared.fail(format!("stage `{id}` ({kind}) at step {step}: {e}"));
                 }
+                shared.add_seconds(step, &id, started.elapsed().as_secs_f64());
                 output.session(&capability).give_container(&mut groups);
             }
             if frontier.is_empty()

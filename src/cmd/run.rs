@@ -89,8 +89,11 @@ pub fn run(args: Args) -> Result<()> {
     let progress_bar = bar.clone();
     let on_step = Arc::new(move |report: &StepReport| {
         let line = format!(
-            "{} groups, {} samples, {} errors",
-            report.groups, report.samples, report.errors
+            "{} groups, {} samples, {} errors{}",
+            report.groups,
+            report.samples,
+            report.errors,
+            time_line(&report.seconds)
         );
         match &progress_bar {
             Some(bar) => {
@@ -127,4 +130,19 @@ pub fn run(args: Args) -> Result<()> {
         summary.run_dir.display()
     );
     Ok(())
+}
+
+/// `, 2.1 s (rollouts 1.5, learn 0.4)`: the step's wall time and its two slowest stages.
+fn time_line(seconds: &[(String, f64)]) -> String {
+    let Some((_, step)) = seconds.iter().find(|(name, _)| name == "step") else {
+        return String::new();
+    };
+    let mut stages: Vec<&(String, f64)> = seconds.iter().filter(|(n, _)| n != "step").collect();
+    stages.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let slowest: Vec<String> = stages
+        .iter()
+        .take(2)
+        .map(|(name, s)| format!("{name} {s:.1}"))
+        .collect();
+    format!(", {step:.1} s ({})", slowest.join(", "))
 }

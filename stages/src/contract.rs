@@ -155,6 +155,11 @@ pub struct StepContext {
     /// The run's directory, where a stage may keep files of its own (the learner's
     /// checkpoints); `None` when a stage is called outside a run.
     pub run_dir: Option<Arc<std::path::Path>>,
+    /// For sinks: the seconds each earlier stage spent on this step, in pipeline order (busy
+    /// time summed over workers; for a pipelined stage such as the cloud, the wall time from
+    /// the step's first request to its last answer), then `step`: the wall time since the step
+    /// was fed. Empty for other stages and outside a run.
+    pub stage_seconds: Vec<(String, f64)>,
 }
 
 impl StepContext {
@@ -172,6 +177,7 @@ impl StepContext {
             worker: 0,
             workers: 1,
             run_dir: None,
+            stage_seconds: Vec::new(),
         }
     }
 }

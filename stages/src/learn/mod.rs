@@ -355,6 +355,25 @@ impl Sink for PolicyLearner {
             }
         }
         values.extend(step_figures(groups, kept.len()));
+        // Where the step's time went: each earlier stage, the learner (`learn_seconds`), and
+        // the whole step from feeding it to the end of this update.
+        for (stage, seconds) in &ctx.stage_seconds {
+            if stage == "step" {
+                let wall = seconds + started.elapsed().as_secs_f64();
+                let sampled: usize = groups
+                    .iter()
+                    .flat_map(|g| &g.samples)
+                    .map(|s| s.token_ids.len())
+                    .sum();
+                values.insert("seconds.step".into(), wall);
+                values.insert(
+                    "sampled_tokens_per_second".into(),
+                    sampled as f64 / wall.max(1e-9),
+                );
+            } else {
+                values.insert(format!("seconds.{stage}"), *seconds);
+            }
+        }
         let record = MetricsRecord {
             run_id: ctx.run_id.to_string(),
             step: ctx.step,
