@@ -110,6 +110,7 @@ fn main() -> Result<()> {
             let mut learner = Learner::new(&policy.model, config);
             let objective = PolicyGradient {
                 clip_eps: None,
+                clip_eps_high: None,
                 kl_coef: 0.0,
             };
             let seconds = timed(args.warmup, args.repeat, || {

@@ -69,6 +69,7 @@ fn the_weighted_loss_has_the_gradient_finite_differences_give() {
         }
         let objective = PolicyGradient {
             clip_eps: None,
+            clip_eps_high: None,
             kl_coef: 0.0,
         };
         learner
@@ -119,6 +120,7 @@ fn a_non_finite_loss_refuses_the_step_and_keeps_the_weights() {
     seqs[1].advantage = f32::NAN;
     let objective = PolicyGradient {
         clip_eps: None,
+        clip_eps_high: None,
         kl_coef: 0.0,
     };
     let err = learner
@@ -602,4 +604,59 @@ fn the_cloud_answer_gets_no_gradient_only_the_device_tokens_do() {
         alone, with_cloud,
         "a long cloud answer in the group changed the update"
     );
+}
+
+#[test]
+fn the_papers_named_templates_reach_the_prompt_the_policy_and_the_learner_see() {
+    use tandem_stages::policy::PolicyHub;
+    use tandem_stages::{BuildContext, Registry, RunSettings, SharedState};
+    let prompt = |params: serde_json::Value| -> Result<String, String> {
+        let shared = SharedState::default();
+        let ctx = BuildContext {
+            stage_id: "rollouts".into(),
+            base_dir: PathBuf::from("."),
+            run: RunSettings::default(),
+            shared: shared.clone(),
+        };
+        let mut params = params;
+        params["model"] = serde_json::json!(model_dir());
+        Registry::builtin()
+            .build("generate.policy", &params, &ctx)
+            .map_err(|e| e.to_string())?;
+        let hub = shared
+            .get_or_try_init::<PolicyHub, ()>(PolicyHub::KEY, || Err(()))
+            .expect("the generator made the hub");
+        let ids = hub
+            .prompt_ids("Using the numbers [1, 2], create an equation that equals 3")
+            .expect("ids");
+        let tokenizer = policy::Tokenizer::from_dir(&model_dir()).expect("tokenizer");
+        Ok(tokenizer.decode(&ids, false).expect("decode"))
+    };
+    let countdown = prompt(serde_json::json!({ "template": "countdown" })).expect("countdown");
+    assert!(
+        countdown.contains("Show all your reasoning in <think> </think> tags"),
+        "{countdown}"
+    );
+    assert!(
+        countdown.contains("<unknown> I need external assistance </unknown>."),
+        "{countdown}"
+    );
+    assert!(
+        countdown.contains("equals 3. Let me solve this step by step."),
+        "{countdown}"
+    );
+    let task = prompt(serde_json::json!({ "template": "countdown_task" })).expect("task");
+    assert!(
+        !task.contains("<unknown>") && task.contains("<answer> </answer> tags"),
+        "{task}"
+    );
+    let math = prompt(serde_json::json!({ "template": "math" })).expect("math");
+    assert!(math.contains("after 6 reasoning steps") && math.contains("Let's think step by step."));
+    // An explicit user turn wins over the template's; a system prompt needs the chat template.
+    let own = prompt(serde_json::json!({ "template": "math", "prompt_template": "Q: {question}" }))
+        .expect("own");
+    assert!(own.contains("Q: Using the numbers") && own.contains("after 6 reasoning steps"));
+    let plain =
+        prompt(serde_json::json!({ "template": "math", "chat": false })).expect_err("plain");
+    assert!(plain.contains("needs `chat: true`"), "{plain}");
 }

@@ -500,6 +500,7 @@ fn learns_a_target_completion_and_reloads_bit_identically() {
     let mut learner = Learner::new(&policy.model, config);
     let objective = PolicyGradient {
         clip_eps: None,
+        clip_eps_high: None,
         kl_coef: 0.0,
     };
     // Two copies in two micro-batches: gradient accumulation must give the same mean loss.

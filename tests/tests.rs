@@ -11,6 +11,7 @@ mod kill;
 mod learn;
 mod plugin_rewards;
 mod policy;
+mod recipes;
 mod step_scope;
 mod torch_smoke;
 mod verify;

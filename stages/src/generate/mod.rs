@@ -2,6 +2,8 @@
 
 mod offline;
 mod policy;
+mod templates;
 
 pub use offline::{OfflineConfig, OfflineGenerator};
 pub use policy::{PolicyConfig, PolicyGenerator};
+pub use templates::NamedTemplate;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use tandem_schemas::{Group, SampleRecord};
 
+use super::NamedTemplate;
 use crate::contract::{BuildContext, Built, Generator, StepContext};
 use crate::help::HelpTags;
 use crate::policy::{
@@ -37,12 +38,18 @@ pub struct PolicyConfig {
     /// Render the prompt with the model's chat template (as a user message).
     #[serde(default = "yes")]
     pub chat: bool,
+    /// One of the paper's templates by name (`countdown`, `math`, and `countdown_task`,
+    /// `math_task` without the help option): its system prompt and user turn, unless
+    /// `system_prompt` or `prompt_template` is also given.
+    #[serde(default)]
+    pub template: Option<NamedTemplate>,
     /// A system message (with `chat`).
     #[serde(default)]
     pub system_prompt: Option<String>,
-    /// The user message; `{question}` is replaced by the prompt's question.
-    #[serde(default = "default_template")]
-    pub prompt_template: String,
+    /// The user message; `{question}` is replaced by the prompt's question (default
+    /// `{question}`, or the named template's user turn).
+    #[serde(default)]
+    pub prompt_template: Option<String>,
     /// Most tokens per sample.
     #[serde(default = "default_max_new_tokens")]
     pub max_new_tokens: usize,
@@ -71,9 +78,6 @@ fn default_device() -> String {
 }
 fn yes() -> bool {
     true
-}
-fn default_template() -> String {
-    "{question}".into()
 }
 fn default_max_new_tokens() -> usize {
     512
@@ -106,8 +110,22 @@ impl StageConfig for PolicyConfig {
                 )));
             }
         };
-        if !self.prompt_template.contains("{question}") {
+        let template = self.prompt_template.clone().unwrap_or_else(|| {
+            self.template
+                .map_or("{question}", NamedTemplate::user_turn)
+                .to_owned()
+        });
+        let system_prompt = self
+            .system_prompt
+            .clone()
+            .or_else(|| self.template.map(NamedTemplate::system_prompt));
+        if !template.contains("{question}") {
             return Err(params("prompt_template must contain `{question}`".into()));
+        }
+        if system_prompt.is_some() && !self.chat {
+            return Err(params(
+                "a system prompt (from `system_prompt` or `template`) needs `chat: true`".into(),
+            ));
         }
         policy::set_threads(self.threads);
         let dir = ctx.resolve(&self.model);
@@ -139,8 +157,8 @@ impl StageConfig for PolicyConfig {
         };
         let format = PromptFormat {
             chat: self.chat,
-            system_prompt: self.system_prompt.clone(),
-            template: self.prompt_template.clone(),
+            system_prompt,
+            template,
         };
         // One hub per run, made by the first build: the learner finds the prompt format, the
         // temperature and the newest weights there.

@@ -76,6 +76,10 @@ pub struct LearnConfig {
     /// the ratio is 1 when strictly on-policy).
     #[serde(default)]
     pub clip_eps: Option<f64>,
+    /// Upper clip range (DAPO's clip-higher, e.g. 0.28 with `clip_eps: 0.2`); needs
+    /// `clip_eps` (default: `clip_eps`).
+    #[serde(default)]
+    pub clip_eps_high: Option<f64>,
     /// Weight of a k3 KL penalty to the frozen starting model (default 0 = no reference).
     #[serde(default)]
     pub kl_coef: f64,
@@ -119,6 +123,21 @@ impl StageConfig for LearnConfig {
                 "clip_eps",
                 format!("must be a finite number > 0, got {eps}"),
             ));
+        }
+        match (self.clip_eps, self.clip_eps_high) {
+            (None, Some(_)) => {
+                return Err(params(
+                    "clip_eps_high",
+                    "needs clip_eps (the lower clip range) as well".into(),
+                ));
+            }
+            (Some(_), Some(high)) if !(high.is_finite() && high > 0.0) => {
+                return Err(params(
+                    "clip_eps_high",
+                    format!("must be a finite number > 0, got {high}"),
+                ));
+            }
+            _ => {}
         }
         if !(self.kl_coef.is_finite() && self.kl_coef >= 0.0) {
             return Err(params(
@@ -317,6 +336,7 @@ impl Sink for PolicyLearner {
             .unzip();
         let objective = PolicyGradient {
             clip_eps: self.config.clip_eps,
+            clip_eps_high: self.config.clip_eps_high,
             kl_coef: self.config.kl_coef,
         };
         let mut values = std::collections::BTreeMap::new();

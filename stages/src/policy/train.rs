@@ -117,7 +117,7 @@ pub trait Objective {
     fn token_loss(&self, logprobs: &Tensor, batch: &TokenBatch<'_>) -> (Tensor, Option<Tensor>);
 }
 
-/// The policy-gradient surrogate: `-min(ρA, clip(ρ, 1-ε, 1+ε)A)` with `ρ` the importance ratio
+/// The policy-gradient surrogate: `-min(ρA, clip(ρ, 1-ε, 1+ε_high)A)` with `ρ` the importance ratio
 /// against the sampling policy (1, with the gradient of the log-prob, when on-policy), plus
 /// `kl_coef` times the k3 estimate of KL to the reference model. With `A = 1`, no clip and no KL
 /// it is maximum likelihood of the completions.
@@ -125,6 +125,8 @@ pub trait Objective {
 pub struct PolicyGradient {
     /// Clip range ε of the ratio (`None` = no clipping).
     pub clip_eps: Option<f64>,
+    /// Upper clip range ε_high (DAPO's clip-higher; `None` = `clip_eps`).
+    pub clip_eps_high: Option<f64>,
     /// Weight of the KL penalty (needs a reference model when > 0).
     pub kl_coef: f64,
 }
@@ -140,7 +142,8 @@ impl Objective for PolicyGradient {
         let unclipped = &ratio * &batch.advantages;
         let surrogate = match self.clip_eps {
             Some(eps) => {
-                unclipped.minimum(&(ratio.clamp(1.0 - eps, 1.0 + eps) * &batch.advantages))
+                let high = self.clip_eps_high.unwrap_or(eps);
+                unclipped.minimum(&(ratio.clamp(1.0 - eps, 1.0 + high) * &batch.advantages))
             }
             None => unclipped,
         };
@@ -692,6 +695,7 @@ mod tests {
         };
         let pg = PolicyGradient {
             clip_eps: Some(0.2),
+            clip_eps_high: None,
             kl_coef: 0.0,
         };
         let (loss, kl) = pg.token_loss(&lp, &batch);
@@ -705,6 +709,25 @@ mod tests {
         assert!(
             kl[0].abs() < 1e-7 && (kl[1] - (1f32.exp() - 2.0)).abs() < 1e-5,
             "{kl:?}"
+        );
+        // Clip-higher: the ratio e^0.5 ≈ 1.65 is cut at 1 + 0.28 instead of 1.2; with A < 0
+        // the lower side is what binds: max(ρ, 1 - ε) for ρ = e^-0.5 ≈ 0.61 is 0.8.
+        let dapo = PolicyGradient {
+            clip_eps_high: Some(0.28),
+            ..pg
+        };
+        let (loss, _) = dapo.token_loss(&lp, &batch);
+        let loss = Vec::<f32>::try_from(loss.flatten(0, -1)).unwrap();
+        assert!((loss[0] + 1.28 * 2.0).abs() < 1e-5, "{loss:?}");
+        let negative = TokenBatch {
+            advantages: Tensor::from_slice(&[-1.0f32]).view([1, 1]),
+            ..batch
+        };
+        let (loss, _) = dapo.token_loss(&lp, &negative);
+        let loss = Vec::<f32>::try_from(loss.flatten(0, -1)).unwrap();
+        assert!(
+            (loss[0] - 0.5f32.exp()).abs() < 1e-5 && (loss[1] - 0.8).abs() < 1e-5,
+            "{loss:?}"
         );
     }
 }
