@@ -16,14 +16,10 @@
 //! is false and its last `target: local` verdict says `correct`. *The cloud's answer* is the
 //! group's last `target: cloud` verdict; no such verdict is no answer.
 
-use std::collections::BTreeSet;
-
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use serde::Deserialize;
 use tandem_schemas::{Facet, Facets, Group, Target};
 
-use super::decision::{Decision, earlier_errors, reward_range};
+use super::decision::{Decision, earlier_errors, reward_range, seeded_choice};
 use super::rho::Rho;
 use crate::contract::{BuildContext, Built, GroupStage, Scope, StepContext};
 use crate::registry::StageConfig;
@@ -82,17 +78,6 @@ enum Standing {
 const CANDIDATE: &str = "no correct local answer, and the cloud's answer is correct";
 
 impl AdaptiveFilter {
-    /// The draw's random stream for `step`: the run's seed and the step, hashed (FNV-1a) so that
-    /// nearby seeds and steps give unrelated streams.
-    fn rng(&self, step: u64) -> ChaCha8Rng {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        let (seed, step) = (self.seed.to_le_bytes(), step.to_le_bytes());
-        for b in b"filter.adaptive".iter().chain(&seed).chain(&step) {
-            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-        }
-        ChaCha8Rng::seed_from_u64(h)
-    }
-
     /// Everything about a group that does not depend on the rest of the step.
     fn standing(&self, group: &mut Group, stage_id: &str) -> Standing {
         if let Some(errors) = earlier_errors(group) {
@@ -176,18 +161,19 @@ impl GroupStage for AdaptiveFilter {
             .filter(|s| matches!(s, Standing::Settled(d) if d.bucket == "D1"))
             .count();
         let cap = self.config.rho.cap(d1);
-        // Candidates in prompt-id order (the order a step scope delivers, made sure of here),
-        // so the draw picks the same prompts whatever the worker count.
-        let mut candidates: Vec<usize> = (0..groups.len())
+        let candidates: Vec<usize> = (0..groups.len())
             .filter(|&i| matches!(standings[i], Standing::Candidate))
             .collect();
-        candidates.sort_by(|&a, &b| groups[a].prompt_id().cmp(groups[b].prompt_id()));
         let n = candidates.len();
         let k = cap.min(n);
-        let chosen: BTreeSet<usize> = rand::seq::index::sample(&mut self.rng(ctx.step), n, k)
-            .into_iter()
-            .map(|position| candidates[position])
-            .collect();
+        let chosen = seeded_choice(
+            "filter.adaptive",
+            self.seed,
+            ctx.step,
+            groups,
+            candidates,
+            k,
+        );
         let rho = self.config.rho;
         let under_cap = format!("⌊ρ · |D1|⌋ = ⌊{rho} × {d1}⌋ = {cap}");
         for (i, (group, standing)) in groups.iter_mut().zip(standings).enumerate() {

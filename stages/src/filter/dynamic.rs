@@ -2,15 +2,15 @@
 //! rewards are all equal (within `tolerance`) has zero advantage under any group-relative
 //! estimator and only dilutes the batch, so it is dropped; the rest is kept.
 //!
-//! DAPO also keeps sampling until the batch is full of groups that survive. That needs the
-//! source and generator to over-sample a step, a `run:` setting tandem does not have yet; until
-//! then a step trains on fewer groups than `prompts_per_step`, and the filter stream says how
-//! many were dropped.
+//! DAPO also fills the batch with groups that survive. Here, as verl does it with one
+//! generation batch: the run samples more prompts a step than the learner should see
+//! (`prompts_per_step`), and `keep_at_most` keeps a seeded draw of that many of the survivors;
+//! the others are dropped as `surplus`.
 
 use serde::Deserialize;
 use tandem_schemas::{Facet, Facets, Group};
 
-use super::decision::{Decision, earlier_errors, reward_range};
+use super::decision::{Decision, earlier_errors, reward_range, seeded_choice};
 use crate::contract::{BuildContext, Built, GroupStage, Scope, StepContext};
 use crate::registry::StageConfig;
 use crate::{Result, StageError};
@@ -22,6 +22,10 @@ pub struct DynamicConfig {
     /// Rewards that differ by at most this count as equal (default 1e-6).
     #[serde(default = "default_tolerance")]
     pub tolerance: f64,
+    /// Keep at most this many groups a step (DAPO's train batch, with `prompts_per_step` the
+    /// larger generation batch); a seeded draw picks them among the survivors (default: all).
+    #[serde(default)]
+    pub keep_at_most: Option<usize>,
 }
 
 fn default_tolerance() -> f64 {
@@ -29,20 +33,30 @@ fn default_tolerance() -> f64 {
 }
 
 impl StageConfig for DynamicConfig {
-    fn build(self, _ctx: &BuildContext) -> Result<Built> {
+    fn build(self, ctx: &BuildContext) -> Result<Built> {
         if !(self.tolerance.is_finite() && self.tolerance >= 0.0) {
             return Err(StageError::Params {
                 path: "tolerance".into(),
                 message: format!("must be a finite number >= 0, got {}", self.tolerance),
             });
         }
-        Ok(Built::Group(Box::new(DynamicFilter { config: self })))
+        if self.keep_at_most == Some(0) {
+            return Err(StageError::Params {
+                path: "keep_at_most".into(),
+                message: "must be at least 1 (leave it out to keep every surviving group)".into(),
+            });
+        }
+        Ok(Built::Group(Box::new(DynamicFilter {
+            config: self,
+            seed: ctx.run.seed,
+        })))
     }
 }
 
-/// Drops groups whose rewards are all equal.
+/// Drops groups whose rewards are all equal, and survivors past `keep_at_most`.
 pub struct DynamicFilter {
     config: DynamicConfig,
+    seed: u64,
 }
 
 impl GroupStage for DynamicFilter {
@@ -54,16 +68,16 @@ impl GroupStage for DynamicFilter {
         Facets::of(&[Facet::Filter])
     }
 
-    /// Whole steps, as every filter: the decision is per group today, but refilling a step
-    /// (over-sampling) will need the step.
+    /// Whole steps: `keep_at_most` chooses among the step's survivors.
     fn scope(&self) -> Scope {
         Scope::Step
     }
 
     fn process(&mut self, groups: &mut [Group], ctx: &StepContext) -> Result<()> {
-        for group in groups {
-            let g = group.samples.len();
-            let decision =
+        let decisions: Vec<Decision> = groups
+            .iter_mut()
+            .map(|group| {
+                let g = group.samples.len();
                 earlier_errors(group).unwrap_or_else(|| match reward_range(group, &ctx.stage_id) {
                     Err(errors) => errors,
                     Ok((low, high)) if high - low <= self.config.tolerance => Decision::drop(
@@ -76,7 +90,36 @@ impl GroupStage for DynamicFilter {
                     Ok((low, high)) => {
                         Decision::keep("kept", format!("rewards range from {low} to {high}"))
                     }
-                });
+                })
+            })
+            .collect();
+        let survivors: Vec<usize> = (0..groups.len()).filter(|&i| decisions[i].kept).collect();
+        let n = survivors.len();
+        let cap = self.config.keep_at_most.unwrap_or(n);
+        let chosen = if n > cap {
+            seeded_choice(
+                "filter.dynamic",
+                self.seed,
+                ctx.step,
+                groups,
+                survivors,
+                cap,
+            )
+        } else {
+            survivors.into_iter().collect()
+        };
+        for (i, (group, decision)) in groups.iter_mut().zip(decisions).enumerate() {
+            let decision = if decision.kept && !chosen.contains(&i) {
+                Decision::drop(
+                    "surplus",
+                    format!(
+                        "{}; {n} groups survived and keep_at_most is {cap} (seeded draw)",
+                        decision.reason
+                    ),
+                )
+            } else {
+                decision
+            };
             decision.write(group);
         }
         Ok(())
@@ -193,5 +236,63 @@ mod tests {
         let err =
             run(serde_json::json!({"tolerance": f64::NAN}), vec![]).expect_err("bad tolerance");
         assert!(err.to_string().starts_with("tolerance: "), "{err}");
+    }
+
+    #[test]
+    fn keep_at_most_keeps_a_seeded_draw_of_the_survivors_and_drops_the_rest_as_surplus() {
+        // 10 survivors, 2 all-equal groups; keep 4.
+        let groups = || -> Vec<Group> {
+            (0..10)
+                .map(|i| group(&format!("p{i}"), &[1.0, 0.0]))
+                .chain([group("flat-a", &[1.0, 1.0]), group("flat-b", &[0.0, 0.0])])
+                .collect()
+        };
+        let kept = |groups: &[Group]| -> Vec<String> {
+            groups
+                .iter()
+                .filter(|g| g.kept())
+                .map(|g| g.prompt_id().to_owned())
+                .collect()
+        };
+        let params = serde_json::json!({ "keep_at_most": 4 });
+        let first = run(params.clone(), groups()).expect("run");
+        assert_eq!(kept(&first).len(), 4);
+        let buckets: Vec<&str> = decisions(&first).iter().map(|d| d.0).collect();
+        assert_eq!(buckets.iter().filter(|b| **b == "surplus").count(), 6);
+        assert_eq!(buckets[10..], ["dropped", "dropped"]);
+        let surplus = first
+            .iter()
+            .find(|g| g.filter.as_ref().is_some_and(|f| f.bucket == "surplus"))
+            .expect("a surplus group");
+        assert!(
+            surplus
+                .filter
+                .as_ref()
+                .unwrap()
+                .reason
+                .ends_with("10 groups survived and keep_at_most is 4 (seeded draw)"),
+            "{surplus:?}"
+        );
+        // The same step and seed choose the same prompts in any input order.
+        let mut reversed = groups();
+        reversed.reverse();
+        assert_eq!(kept(&run(params.clone(), reversed).expect("run")).len(), 4);
+        let mut again = kept(&run(params.clone(), groups()).expect("run"));
+        let mut reversed_kept = {
+            let mut g = groups();
+            g.reverse();
+            kept(&run(params, g).expect("run"))
+        };
+        again.sort();
+        reversed_kept.sort();
+        let mut first_kept = kept(&first);
+        first_kept.sort();
+        assert_eq!(first_kept, again);
+        assert_eq!(first_kept, reversed_kept);
+        // Fewer survivors than the cap: all kept.
+        let few = run(serde_json::json!({ "keep_at_most": 20 }), groups()).expect("run");
+        assert_eq!(kept(&few).len(), 10);
+        let zero = run(serde_json::json!({ "keep_at_most": 0 }), vec![]).expect_err("zero");
+        assert!(zero.to_string().starts_with("keep_at_most: "), "{zero}");
     }
 }
