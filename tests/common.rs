@@ -85,6 +85,18 @@ pub fn tandem(args: &[&str], cwd: &Path) -> Output {
         .expect("run tandem")
 }
 
+/// Starts the `tandem` binary in the background, its output discarded (to be killed).
+pub fn spawn_tandem(args: &[&str], cwd: &Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(args)
+        .current_dir(cwd)
+        .env("TANDEM_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn tandem")
+}
+
 /// Every stored row of every stream of a run, by stream name, with run ids blanked (two runs
 /// of the same pipeline differ only there) and rows in key order (so the part-file split and
 /// arrival order do not matter).

@@ -1,6 +1,5 @@
 //! A run killed with SIGKILL mid-step leaves only complete Parquet files.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tandem_schemas::layout::{Manifest, RunLayout};
@@ -13,14 +12,10 @@ fn sigkill_mid_run_leaves_only_complete_parquet() {
     let dir = tempfile::tempdir().expect("tempdir");
     // Enough work that the run is still writing when it is killed.
     generated_pipeline(dir.path(), 40_000, 8, 4_000, 8, 10);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args(["run", "pipeline.yaml", "--out", "runs", "--workers", "2"])
-        .current_dir(dir.path())
-        .env("TANDEM_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
+    let mut child = spawn_tandem(
+        &["run", "pipeline.yaml", "--out", "runs", "--workers", "2"],
+        dir.path(),
+    );
     let started = Instant::now();
     // Kill once the first step is stored and later ones are being written.
     let first_step = |_: ()| {

@@ -337,7 +337,7 @@ fn without_latency(rows: &tandem_schemas::io::Rows) -> Vec<tandem_schemas::Cloud
 
 #[test]
 fn a_run_killed_at_a_random_point_resumes_to_what_an_uninterrupted_run_stores() {
-    use std::process::{Command, Stdio};
+    use std::process::Command;
     use std::time::{Duration, Instant};
     use tandem_schemas::layout::{Manifest, RunLayout, RunStatus};
 
@@ -357,14 +357,15 @@ fn a_run_killed_at_a_random_point_resumes_to_what_an_uninterrupted_run_stores() 
     let why = format!("kill seed {seed}: after {wait_for} stored steps + {extra:?}");
 
     let out = dir.path().join("killed");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args(["run", &pipeline.display().to_string(), "--out"])
-        .arg(&out)
-        .env("TANDEM_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
+    let mut child = crate::common::spawn_tandem(
+        &[
+            "run",
+            &pipeline.display().to_string(),
+            "--out",
+            &out.display().to_string(),
+        ],
+        dir.path(),
+    );
     let started = Instant::now();
     let run = loop {
         let stored = std::fs::read_dir(&out)

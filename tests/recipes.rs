@@ -175,22 +175,20 @@ fn the_paper_recipes_and_baselines_run_as_shipped() {
         ),
     ];
     for (i, r) in recipes.iter().enumerate() {
-        let Recipe {
+        let (config, estimator) = (r.config, r.estimator);
+        let streams = run_recipe(
             config,
-            data,
-            cloud,
-            helps,
-            estimator,
-            buckets,
-        } = *r;
-        let streams = run_recipe(config, data, cloud, &dir.path().join(format!("runs-{i}")));
+            r.data,
+            r.cloud,
+            &dir.path().join(format!("runs-{i}")),
+        );
         let Rows::Samples(samples) = &streams["rollouts"] else {
             panic!("{config}: samples")
         };
         assert_eq!(samples.len(), 16, "{config}: 2 steps × 4 prompts × 2");
         assert_eq!(
             streams.contains_key("cloud"),
-            helps,
+            r.helps,
             "{config}: cloud stage"
         );
         let Rows::Advantages(advantages) = &streams["advantage"] else {
@@ -204,7 +202,9 @@ fn the_paper_recipes_and_baselines_run_as_shipped() {
             panic!("{config}: filter")
         };
         assert!(
-            filter.iter().all(|f| buckets.contains(&f.bucket.as_str())),
+            filter
+                .iter()
+                .all(|f| r.buckets.contains(&f.bucket.as_str())),
             "{config}: {filter:?}"
         );
         let Rows::Metrics(metrics) = &streams["metrics"] else {
