@@ -121,7 +121,7 @@ pub trait Objective {
 /// against the sampling policy (1, with the gradient of the log-prob, when on-policy), plus
 /// `kl_coef` times the k3 estimate of KL to the reference model. With `A = 1`, no clip and no KL
 /// it is maximum likelihood of the completions.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct PolicyGradient {
     /// Clip range ε of the ratio (`None` = no clipping).
     pub clip_eps: Option<f64>,
