@@ -661,3 +661,40 @@ fn the_papers_named_templates_reach_the_prompt_the_policy_and_the_learner_see() 
         prompt(serde_json::json!({ "template": "math", "chat": false })).expect_err("plain");
     assert!(plain.contains("needs `chat: true`"), "{plain}");
 }
+
+#[test]
+fn several_epochs_per_batch_take_as_many_clipped_optimizer_steps() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = crate::cloud_sim::CloudSim::start(&[]);
+    let pipeline = training_pipeline(dir.path(), &sim.base, 2, 0);
+    let yaml = std::fs::read_to_string(&pipeline).expect("read");
+    std::fs::write(
+        &pipeline,
+        yaml.replace("lr: 0.01 }", "lr: 0.01 }, clip_eps: 0.2, epochs: 3"),
+    )
+    .expect("write");
+    let run = crate::common::run_in_process(&pipeline, 1, &dir.path().join("runs"));
+    sim.stop();
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run.run_dir.join("checkpoints/step-1/trainer_state.json"))
+            .expect("state"),
+    )
+    .expect("json");
+    assert_eq!(
+        (
+            state["optimizer_steps"].as_u64(),
+            state["policy_version"].as_u64()
+        ),
+        (Some(6), Some(2)),
+        "3 optimizer steps per step, one new version per step"
+    );
+    let streams = crate::common::stored_streams(&run.run_dir);
+    for m in metrics(&streams) {
+        assert_eq!(m.values["epochs"], 3.0);
+        let (first, last) = (m.values["loss"], m.values["loss_last_epoch"]);
+        assert!(
+            first.is_finite() && last.is_finite() && first != last,
+            "{m:?}"
+        );
+    }
+}

@@ -83,6 +83,11 @@ pub struct LearnConfig {
     /// Weight of a k3 KL penalty to the frozen starting model (default 0 = no reference).
     #[serde(default)]
     pub kl_coef: f64,
+    /// Optimiser steps on each step's batch (default 1). Later epochs are off-policy: the
+    /// ratio is taken against the sampling log-probs, so set `clip_eps` with it (PPO's epochs,
+    /// TRL's `num_iterations`).
+    #[serde(default = "one_epoch")]
+    pub epochs: usize,
     /// Device of the learner's copy of the model (default `cpu`).
     #[serde(default = "cpu")]
     pub device: String,
@@ -97,6 +102,10 @@ fn one() -> f64 {
 
 fn eight() -> usize {
     8
+}
+
+fn one_epoch() -> usize {
+    1
 }
 
 fn cpu() -> String {
@@ -138,6 +147,9 @@ impl StageConfig for LearnConfig {
                 ));
             }
             _ => {}
+        }
+        if self.epochs == 0 {
+            return Err(params("epochs", "must be at least 1".into()));
         }
         if !(self.kl_coef.is_finite() && self.kl_coef >= 0.0) {
             return Err(params(
@@ -257,7 +269,7 @@ impl PolicyLearner {
                     prompt_ids: prompt_ids.clone(),
                     completion_ids: sample.token_ids.clone(),
                     advantage: adv.advantage as f32,
-                    old_logprobs: (self.config.clip_eps.is_some()
+                    old_logprobs: ((self.config.clip_eps.is_some() || self.config.epochs > 1)
                         && sample.logprobs.len() == sample.token_ids.len())
                     .then(|| sample.logprobs.clone()),
                 });
@@ -343,22 +355,35 @@ impl Sink for PolicyLearner {
         if sequences.is_empty() {
             values.insert("updated".into(), 0.0);
         } else {
-            let stats = self
-                .learner
-                .step_weighted(
-                    &self.model,
-                    self.reference.as_ref(),
-                    &sequences,
-                    &scales,
-                    &objective,
-                )
-                .map_err(|e| StageError::Run(format!("step {}: {e}", ctx.step)))?;
+            // The first epoch's figures are the step's (the on-policy loss); later epochs
+            // report their last loss.
+            let mut first = None;
+            for epoch in 0..self.config.epochs {
+                let stats = self
+                    .learner
+                    .step_weighted(
+                        &self.model,
+                        self.reference.as_ref(),
+                        &sequences,
+                        &scales,
+                        &objective,
+                    )
+                    .map_err(|e| {
+                        StageError::Run(format!("step {}, epoch {}: {e}", ctx.step, epoch + 1))
+                    })?;
+                if epoch > 0 {
+                    values.insert("loss_last_epoch".into(), stats.loss);
+                }
+                first.get_or_insert(stats);
+            }
+            let stats = first.expect("epochs >= 1");
             self.version += 1;
             self.hub
                 .publish(ctx.step, self.version, self.model.named_parameters());
             let seconds = started.elapsed().as_secs_f64();
             values.extend([
                 ("updated".to_owned(), 1.0),
+                ("epochs".to_owned(), self.config.epochs as f64),
                 ("loss".to_owned(), stats.loss),
                 ("grad_norm".to_owned(), stats.grad_norm),
                 ("lr".to_owned(), stats.lr),
@@ -367,7 +392,7 @@ impl Sink for PolicyLearner {
                 ("learn_seconds".to_owned(), seconds),
                 (
                     "learn_tokens_per_second".to_owned(),
-                    stats.tokens as f64 / seconds.max(1e-9),
+                    (stats.tokens * self.config.epochs) as f64 / seconds.max(1e-9),
                 ),
             ]);
             if let Some(kl) = stats.kl {
