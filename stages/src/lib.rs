@@ -19,6 +19,7 @@
 pub mod advantage;
 pub mod cloud;
 pub mod contract;
+pub mod eval;
 pub mod filter;
 pub mod generate;
 pub mod help;
