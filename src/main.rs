@@ -33,6 +33,8 @@ enum Command {
     Verify(cmd::verify::Args),
     /// Serve a simulated OpenAI-compatible cloud (oracle answers, seeded latency and faults).
     CloudSim(cmd::cloud_sim::Args),
+    /// Evaluate a model's routing against a cloud budget, with the paper's baselines.
+    Eval(cmd::eval::Args),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +53,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cmd::run::run(args),
         Command::Validate(args) => cmd::validate::run(args),
         Command::Inspect(args) => cmd::inspect::run(args),
+        Command::Eval(args) => cmd::eval::run(args),
         Command::Model(args) => cmd::model::run(args),
         Command::Verify(args) => cmd::verify::run(args),
         Command::CloudSim(args) => cmd::cloud_sim::run(args),

@@ -6,6 +6,7 @@ mod cloud;
 mod cloud_sim;
 mod common;
 mod dataflow;
+mod eval;
 mod interop;
 mod kill;
 mod learn;

@@ -70,6 +70,22 @@ pub struct CloudConfig {
     /// Prices for the cost ledger (default 0).
     #[serde(default)]
     pub prices: Prices,
+    /// Which prompts go to the cloud: `help` (default), those a sample asked help for; `all`,
+    /// every prompt (the cloud-only baseline, and what an evaluation needs to know the cloud's
+    /// answer to every question).
+    #[serde(default)]
+    pub ask: Ask,
+}
+
+/// Which prompts the cloud stage sends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ask {
+    /// Prompts a sample asked help for.
+    #[default]
+    Help,
+    /// Every prompt.
+    All,
 }
 
 /// Caps on cloud use; a call past one is refused and recorded with `error_kind: budget`.

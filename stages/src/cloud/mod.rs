@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender};
 
 pub use cache::{CachedAnswer, DiskCache};
-pub use config::{BudgetConfig, CloudConfig, Prices};
+pub use config::{Ask, BudgetConfig, CloudConfig, Prices};
 use engine::{Engine, Outcome};
 use tandem_schemas::{CloudRecord, Facet, Facets, Group};
 
@@ -157,9 +157,10 @@ impl CloudStage {
     }
 }
 
-/// Whether a group needs the cloud: a sample asked, and no answer is there yet.
-fn needs_call(group: &Group) -> bool {
-    group.cloud.is_none() && group.samples.iter().any(|s| s.asked_help)
+/// Whether a group needs the cloud: no answer is there yet, and a sample asked (or the stage
+/// asks for every prompt).
+fn needs_call(group: &Group, ask: Ask) -> bool {
+    group.cloud.is_none() && (ask == Ask::All || group.samples.iter().any(|s| s.asked_help))
 }
 
 impl Pipelined for CloudStage {
@@ -168,7 +169,7 @@ impl Pipelined for CloudStage {
         self.next_batch += 1;
         let mut pending = 0;
         for (index, group) in groups.iter().enumerate() {
-            if !needs_call(group) {
+            if !needs_call(group, self.engine.config.ask) {
                 continue;
             }
             pending += 1;

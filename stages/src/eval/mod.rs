@@ -4,7 +4,9 @@
 //! one outcome per test question.
 
 mod routing;
+mod runs;
 
 pub use routing::{
     AtBudget, Outcome, RoutingCurve, ranking_by_scores, ranking_for_policy, ranking_random,
 };
+pub use runs::joined_outcomes;

@@ -1,0 +1,343 @@
+//! `tandem eval`: a routing policy against a cloud budget.
+//!
+//! Two ordinary pipelines run over the test set, each stored like any run:
+//! - `eval-help`: greedy answers with the help option (the task's template), the cloud's answer to
+//!   every question (`ask: all`; answers are cached on disk), verdicts on both;
+//! - `eval-local`: greedy answers without the help option (the `_task` template), verdicts.
+//!
+//! Joined on the prompt id they give one [`Outcome`] per question, and every figure follows
+//! from those (`tandem_stages::eval`): the policy's asks go to the cloud, in a seeded order,
+//! until `floor(budget × N)` are out; asks past the cap are answered by the re-generation
+//! without the help option (counted as `capped`). The baselines (device only, cloud only, naive
+//! offloading at the same call rate) and the routing curve use the same answers.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use tandem_pipeline::{Plan, PlanOptions, RunOptions};
+use tandem_stages::eval::{AtBudget, Outcome, RoutingCurve, joined_outcomes, ranking_for_policy};
+
+/// The task: which templates, stop strings and verifier an evaluation uses.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Task {
+    /// Template I, `verify.countdown` (answers in `<answer>` tags).
+    Countdown,
+    /// Template II, `verify.math` (answers in `\boxed{}`).
+    Math,
+}
+
+impl Task {
+    fn name(self) -> &'static str {
+        match self {
+            Task::Countdown => "countdown",
+            Task::Math => "math",
+        }
+    }
+
+    /// `(stop strings, verify stage, the cloud's user message)` as YAML values.
+    fn yaml_parts(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Task::Countdown => (
+                r#"["</answer>", "</unknown>"]"#,
+                "{ id: verdicts, kind: verify.countdown }",
+                r#""{question} Return the final equation in <answer> </answer> tags.""#,
+            ),
+            Task::Math => (
+                r#"["</unknown>"]"#,
+                r#"{ id: verdicts, kind: verify.math, params: { extract: [boxed, answer_tag, { prefix: "The answer is" }] } }"#,
+                r#""{question} Put your final answer within \\boxed{}.""#,
+            ),
+        }
+    }
+}
+
+/// Arguments of `tandem eval`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The model: a local HF directory (a checkpoint of a run, for instance).
+    model: PathBuf,
+    /// The test set: JSON Lines, a Parquet file, or a directory of Parquet shards.
+    #[arg(long)]
+    dataset: PathBuf,
+    /// Map a field: `--field question=problem --field answer=solution --field id=uid`
+    /// (`id`, `question`, `answer`, `difficulty`; defaults as in `source.jsonl`).
+    #[arg(long = "field", value_name = "NAME=COLUMN")]
+    fields: Vec<String>,
+    /// The task (templates and verifier).
+    #[arg(long, value_enum)]
+    task: Task,
+    /// The cloud's OpenAI-compatible base URL (up to `/v1`).
+    #[arg(long)]
+    cloud: String,
+    /// The cloud model.
+    #[arg(long, default_value = "sim-oracle")]
+    cloud_model: String,
+    /// The environment variable holding the cloud's API key (never the key itself).
+    #[arg(long)]
+    api_key_env: Option<String>,
+    /// The largest share of questions that may go to the cloud.
+    #[arg(long, default_value_t = 0.3)]
+    budget: f64,
+    /// Seeds the order capped asks are chosen in.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Most new tokens per answer.
+    #[arg(long, default_value_t = 1024)]
+    max_new_tokens: usize,
+    /// Use only the first N questions.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Directory the two runs are created in.
+    #[arg(long, default_value = "runs")]
+    out: PathBuf,
+    /// Print the results as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What `tandem eval` reports (also written to `eval.json` in the help run's directory).
+#[derive(Debug, Serialize)]
+struct Report {
+    model: String,
+    task: &'static str,
+    budget: f64,
+    seed: u64,
+    /// The run with the help option (and the cloud's answers).
+    help_run: String,
+    /// The run without it.
+    local_run: String,
+    /// The policy at the budget.
+    policy: Figures,
+    /// Questions whose cloud call failed (counted as a wrong cloud answer).
+    cloud_failures: usize,
+    /// Every question answered on the device, without the help option.
+    local_only: f64,
+    /// Every question answered by the cloud.
+    cloud_only: f64,
+    /// Random offloading at the policy's call rate (expected accuracy).
+    naive_offloading: f64,
+    /// RouteLLM's APGR of the policy's ranking (asks first), `None` without a gap.
+    apgr: Option<f64>,
+    /// The call rate at which the policy's ranking recovers half the device→cloud gap.
+    cpt50: Option<f64>,
+    /// `(call rate, accuracy)` of the policy's ranking.
+    curve: Vec<(f64, f64)>,
+}
+
+/// [`AtBudget`] as it is reported.
+#[derive(Debug, Serialize)]
+struct Figures {
+    questions: usize,
+    asked: usize,
+    sent: usize,
+    capped: usize,
+    help_ratio: f64,
+    call_rate: f64,
+    local_accuracy: f64,
+    conditional_accuracy: f64,
+    overall_accuracy: f64,
+}
+
+impl From<&AtBudget> for Figures {
+    fn from(a: &AtBudget) -> Figures {
+        Figures {
+            questions: a.questions,
+            asked: a.asked,
+            sent: a.sent,
+            capped: a.capped,
+            help_ratio: a.help_ratio,
+            call_rate: a.call_rate,
+            local_accuracy: a.local_accuracy,
+            conditional_accuracy: a.conditional_accuracy,
+            overall_accuracy: a.overall_accuracy,
+        }
+    }
+}
+
+pub fn run(args: Args) -> Result<()> {
+    if !(0.0..=1.0).contains(&args.budget) {
+        bail!("--budget {}: must be a share between 0 and 1", args.budget);
+    }
+    let fields = field_map(&args.fields)?;
+    let mapping: tandem_datasets::FieldMap =
+        serde_json::from_value(fields.clone()).with_context(|| format!("--field: {fields}"))?;
+    let questions = tandem_datasets::load(&args.dataset, &mapping, args.limit)
+        .map_err(anyhow::Error::msg)?
+        .len();
+    if questions == 0 {
+        bail!("{}: no questions", args.dataset.display());
+    }
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("{}: cannot create", args.out.display()))?;
+    let help = run_pipeline(&args, &fields, questions, true)?;
+    let local = run_pipeline(&args, &fields, questions, false)?;
+    let (outcomes, cloud_failures) = joined_outcomes(&help, &local).map_err(anyhow::Error::msg)?;
+    let report = report(&args, &help, &local, &outcomes, cloud_failures);
+    let json = serde_json::to_string_pretty(&report)?;
+    let dir = help.join("eval");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("eval.json"), format!("{json}\n"))?;
+    std::fs::write(dir.join("eval.md"), markdown(&report))?;
+    if args.json {
+        println!("{json}");
+    } else {
+        print!("{}", markdown(&report));
+        println!("\nwritten to {}", dir.display());
+    }
+    Ok(())
+}
+
+/// `--field name=column` pairs as `source.*`'s `fields` object.
+fn field_map(pairs: &[String]) -> Result<serde_json::Value> {
+    let mut map = serde_json::Map::new();
+    for pair in pairs {
+        let Some((name, column)) = pair.split_once('=') else {
+            bail!("--field {pair}: expected NAME=COLUMN, e.g. question=problem");
+        };
+        if !["id", "question", "answer", "difficulty"].contains(&name) {
+            bail!("--field {pair}: NAME is one of id, question, answer, difficulty");
+        }
+        map.insert(name.to_owned(), column.into());
+    }
+    Ok(serde_json::Value::Object(map))
+}
+
+/// Writes and runs one of the two pipelines; returns its run directory.
+fn run_pipeline(
+    args: &Args,
+    fields: &serde_json::Value,
+    questions: usize,
+    with_help: bool,
+) -> Result<PathBuf> {
+    let (stop, verify, cloud_prompt) = args.task.yaml_parts();
+    let quote = |p: &Path| serde_json::Value::from(p.display().to_string()).to_string();
+    let (name, template) = match with_help {
+        true => ("eval-help", args.task.name().to_owned()),
+        false => ("eval-local", format!("{}_task", args.task.name())),
+    };
+    let limit = args
+        .limit
+        .map(|l| format!(", limit: {l}"))
+        .unwrap_or_default();
+    let source = if args.dataset.extension().is_some_and(|e| e == "jsonl") {
+        "source.jsonl"
+    } else {
+        "source.parquet"
+    };
+    let mut yaml = format!(
+        r#"# Written by `tandem eval` ({name}); run it again with `tandem run` to reproduce.
+run: {{ name: {name}, seed: {seed}, prompts_per_step: {questions}, group_size: 1, steps: 1 }}
+stages:
+  - {{ id: prompts, kind: {source}, params: {{ path: {dataset}, shuffle: false, fields: {fields}{limit} }} }}
+  - id: rollouts
+    kind: generate.policy
+    params: {{ model: {model}, device: {device}, template: {template}, temperature: 0, max_new_tokens: {max_new}, stop: {stop} }}
+"#,
+        seed = args.seed,
+        dataset = quote(&args.dataset),
+        model = quote(&args.model),
+        device = serde_json::Value::from(args.device.clone()),
+        max_new = args.max_new_tokens,
+    );
+    if with_help {
+        let key = args
+            .api_key_env
+            .as_ref()
+            .map(|k| format!(", api_key_env: {}", serde_json::Value::from(k.clone())))
+            .unwrap_or_default();
+        yaml.push_str(&format!(
+            "  - {{ id: cloud, kind: cloud.openai, params: {{ base_url: {url}, model: {model}, ask: all, prompt_template: {cloud_prompt}{key} }} }}\n",
+            url = serde_json::Value::from(args.cloud.clone()),
+            model = serde_json::Value::from(args.cloud_model.clone()),
+        ));
+    }
+    yaml.push_str(&format!("  - {verify}\n"));
+    let file = args.out.join(format!(".{name}.yaml"));
+    std::fs::write(&file, &yaml).with_context(|| format!("{}: cannot write", file.display()))?;
+    let plan = Plan::from_file(&file, &PlanOptions::default())?;
+    let options = RunOptions {
+        out_dir: args.out.clone(),
+        ..Default::default()
+    };
+    let summary = tandem_pipeline::run(plan, options)?;
+    let kept = summary.run_dir.join("pipeline.yaml");
+    std::fs::rename(&file, &kept).with_context(|| format!("{}", kept.display()))?;
+    eprintln!("{name}: {}", summary.run_dir.display());
+    Ok(summary.run_dir)
+}
+
+fn report(
+    args: &Args,
+    help: &Path,
+    local: &Path,
+    joined: &[(Outcome, bool)],
+    cloud_failures: usize,
+) -> Report {
+    let outcomes: Vec<Outcome> = joined.iter().map(|(o, _)| *o).collect();
+    let n = outcomes.len().max(1) as f64;
+    let ranking = ranking_for_policy(&outcomes, args.seed);
+    let policy = AtBudget::new(&outcomes, &ranking, args.budget);
+    let local_only = joined.iter().filter(|(_, l)| *l).count() as f64 / n;
+    let cloud_only = outcomes.iter().filter(|o| o.cloud_correct).count() as f64 / n;
+    let curve = RoutingCurve::new(&outcomes, &ranking);
+    let name = |p: &Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    Report {
+        model: args.model.display().to_string(),
+        task: args.task.name(),
+        budget: args.budget,
+        seed: args.seed,
+        help_run: name(help),
+        local_run: name(local),
+        naive_offloading: local_only + policy.call_rate * (cloud_only - local_only),
+        policy: Figures::from(&policy),
+        cloud_failures,
+        local_only,
+        cloud_only,
+        apgr: curve.apgr(cloud_only),
+        cpt50: curve.call_rate_to_recover(cloud_only, 0.5),
+        curve: curve.points,
+    }
+}
+
+fn markdown(r: &Report) -> String {
+    let p = &r.policy;
+    let pct = |x: f64| format!("{:.1}", 100.0 * x);
+    let opt = |x: Option<f64>| x.map_or("–".to_owned(), |v| format!("{v:.3}"));
+    format!(
+        "# Evaluation of {model} ({task}, budget {budget}%)\n\n\
+         {n} questions; the policy asked for help on {asked} ({help}%), {sent} went to the cloud \
+         ({call}%), {capped} past the cap were answered on the device.\n\n\
+         | method | call rate % | conditional acc. % | overall acc. % |\n|---|---|---|---|\n\
+         | device only (no help option) | 0.0 | {lo} | {lo} |\n\
+         | naive offloading (same call rate) | {call} | – | {naive} |\n\
+         | **the policy** | {call} | {cond} | {overall} |\n\
+         | cloud only | 100.0 | – | {cloud} |\n\n\
+         Local accuracy {local}%. Routing: APGR {apgr}, CPT(50%) {cpt}. Cloud calls that failed: {fail}.\n",
+        model = r.model,
+        task = r.task,
+        budget = pct(r.budget),
+        n = p.questions,
+        asked = p.asked,
+        help = pct(p.help_ratio),
+        sent = p.sent,
+        call = pct(p.call_rate),
+        capped = p.capped,
+        lo = pct(r.local_only),
+        naive = pct(r.naive_offloading),
+        cond = pct(p.conditional_accuracy),
+        overall = pct(p.overall_accuracy),
+        cloud = pct(r.cloud_only),
+        local = pct(p.local_accuracy),
+        apgr = opt(r.apgr),
+        cpt = opt(r.cpt50),
+        fail = r.cloud_failures,
+    )
+}
