@@ -152,7 +152,7 @@ fn tandem_eval_reports_what_it_stored_and_asks_the_cloud_once_per_question() {
     let log = dir.path().join("requests.jsonl");
     let sim = CloudSim::start(&["--request-log", &log.display().to_string()]);
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/tandem-init");
-    let eval = |out: &str| {
+    let eval = |out: &str, extra: &[&str]| {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
             .args([
                 "eval",
@@ -177,6 +177,7 @@ fn tandem_eval_reports_what_it_stored_and_asks_the_cloud_once_per_question() {
                 "0.3",
             ])
             .args(["--max-new-tokens", "6", "--json", "--out", out])
+            .args(extra)
             .current_dir(dir.path())
             .env("TANDEM_LOG", "warn")
             .output()
@@ -188,9 +189,17 @@ fn tandem_eval_reports_what_it_stored_and_asks_the_cloud_once_per_question() {
         );
         serde_json::from_slice::<serde_json::Value>(&output.stdout).expect("JSON on stdout")
     };
-    let first = eval("runs-a");
+    let first = eval("runs-a", &[]);
     assert_eq!(read_log(&log).len(), 5, "every question, once");
-    let second = eval("runs-b");
+    // The second one also trains the learned router, on the first one's run without help.
+    let first_local = dir
+        .path()
+        .join("runs-a")
+        .join(first["local_run"].as_str().expect("local run"));
+    let second = eval(
+        "runs-b",
+        &["--router-from", &first_local.display().to_string()],
+    );
     assert_eq!(
         read_log(&log).len(),
         5,
@@ -237,4 +246,24 @@ fn tandem_eval_reports_what_it_stored_and_asks_the_cloud_once_per_question() {
     .expect("json");
     assert_eq!(stored, first);
     assert!(help.join("eval/eval.md").is_file() && help.join("pipeline.yaml").is_file());
+    assert!(first["router"].is_null());
+    let router = &second["router"];
+    assert_eq!(router["examples"].as_u64(), Some(5));
+    assert_eq!(router["solved"].as_u64(), Some(without_help as u64));
+    assert_eq!(
+        (router["sent"].as_u64(), router["call_rate"].as_f64()),
+        (Some(1), Some(0.2))
+    );
+    let bce = router["final_bce"].as_f64().expect("bce");
+    assert!(
+        bce.is_finite() && bce <= std::f64::consts::LN_2 + 1e-9,
+        "{bce}"
+    );
+    // One question offloaded: the device's right answers, give or take that one.
+    let overall = router["overall_accuracy"].as_f64().expect("accuracy") * 5.0;
+    assert!((overall - overall.round()).abs() < 1e-9, "{overall}");
+    assert!(
+        (overall.round() as i64 - without_help as i64).abs() <= 1,
+        "{overall}"
+    );
 }

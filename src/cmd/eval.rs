@@ -94,6 +94,11 @@ pub struct Args {
     /// Directory the two runs are created in.
     #[arg(long, default_value = "runs")]
     out: PathBuf,
+    /// Also evaluate the learned-router baseline, trained on this stored run's prompts and
+    /// local verdicts (e.g. an `eval-local` run over a training split): a classifier on the
+    /// model's representation of each prompt, thresholded to the budget.
+    #[arg(long, value_name = "RUN_DIR")]
+    router_from: Option<PathBuf>,
     /// Print the results as JSON.
     #[arg(long)]
     json: bool,
@@ -126,6 +131,24 @@ struct Report {
     cpt50: Option<f64>,
     /// `(call rate, accuracy)` of the policy's ranking.
     curve: Vec<(f64, f64)>,
+    /// The learned-router baseline, with `--router-from`.
+    router: Option<RouterFigures>,
+}
+
+/// The device without the help option, plus a learned router offloading up to the budget.
+#[derive(Debug, Serialize)]
+struct RouterFigures {
+    /// The run it was trained on, and how many of its questions the device solved.
+    trained_on: String,
+    examples: usize,
+    solved: usize,
+    /// Its training loss (mean BCE) at the end.
+    final_bce: f64,
+    sent: usize,
+    call_rate: f64,
+    conditional_accuracy: f64,
+    overall_accuracy: f64,
+    apgr: Option<f64>,
 }
 
 /// [`AtBudget`] as it is reported.
@@ -176,7 +199,10 @@ pub fn run(args: Args) -> Result<()> {
     let help = run_pipeline(&args, &fields, questions, true)?;
     let local = run_pipeline(&args, &fields, questions, false)?;
     let (outcomes, cloud_failures) = joined_outcomes(&help, &local).map_err(anyhow::Error::msg)?;
-    let report = report(&args, &help, &local, &outcomes, cloud_failures);
+    let mut report = report(&args, &help, &local, &outcomes, cloud_failures);
+    if let Some(train) = &args.router_from {
+        report.router = Some(router(&args, train, &help, &outcomes, report.cloud_only)?);
+    }
     let json = serde_json::to_string_pretty(&report)?;
     let dir = help.join("eval");
     std::fs::create_dir_all(&dir)?;
@@ -304,7 +330,79 @@ fn report(
         apgr: curve.apgr(cloud_only),
         cpt50: curve.call_rate_to_recover(cloud_only, 0.5),
         curve: curve.points,
+        router: None,
     }
+}
+
+/// Trains the router on `train`'s questions and applies it to the evaluation's questions.
+fn router(
+    args: &Args,
+    train: &Path,
+    help: &Path,
+    joined: &[(Outcome, bool)],
+    cloud_only: f64,
+) -> Result<RouterFigures> {
+    use tandem_stages::eval::{Router, RouterTraining, prompt_features, solved_questions};
+    use tandem_stages::generate::NamedTemplate;
+    use tandem_stages::policy::{DeviceSpec, Policy, PromptFormat};
+    let fail = |e: String| anyhow::anyhow!(e);
+    let device: DeviceSpec = args.device.parse()?;
+    let policy = Policy::load(&args.model, &device, None)?;
+    // The router serves the device answering without the help option: encode as it sees them.
+    let template = match args.task {
+        Task::Countdown => NamedTemplate::CountdownTask,
+        Task::Math => NamedTemplate::MathTask,
+    };
+    let format = PromptFormat {
+        chat: true,
+        system_prompt: Some(template.system_prompt()),
+        template: template.user_turn().to_owned(),
+    };
+    let encode = |questions: &mut dyn Iterator<Item = &String>| -> Result<Vec<Vec<u32>>> {
+        questions
+            .map(|q| Ok(format.encode(&policy.tokenizer, q)?))
+            .collect()
+    };
+    let examples = solved_questions(train).map_err(fail)?;
+    let labels: Vec<bool> = examples.values().map(|(_, solved)| *solved).collect();
+    let ids = encode(&mut examples.values().map(|(q, _)| q))?;
+    let router = Router::train(
+        &prompt_features(&policy.model, &ids, 16),
+        &labels,
+        &RouterTraining::default(),
+    );
+    // The evaluation's questions, in the prompt-id order of `joined`.
+    let questions = solved_questions(help).map_err(fail)?;
+    let ids = encode(&mut questions.values().map(|(q, _)| q))?;
+    let scores = router.offload_scores(&prompt_features(&policy.model, &ids, 16));
+    let outcomes: Vec<Outcome> = joined
+        .iter()
+        .map(|(o, without_help)| Outcome {
+            asked: false,
+            local_correct: *without_help,
+            cloud_correct: o.cloud_correct,
+        })
+        .collect();
+    let ranking = tandem_stages::eval::ranking_by_scores(&scores);
+    let curve = RoutingCurve::new(&outcomes, &ranking);
+    let n = outcomes.len();
+    let sent = tandem_stages::eval::budget_calls(args.budget, n);
+    let offloaded: std::collections::BTreeSet<usize> =
+        ranking[..sent.min(n)].iter().copied().collect();
+    let local_right = (0..n)
+        .filter(|i| !offloaded.contains(i) && outcomes[*i].local_correct)
+        .count();
+    Ok(RouterFigures {
+        trained_on: train.display().to_string(),
+        examples: labels.len(),
+        solved: labels.iter().filter(|s| **s).count(),
+        final_bce: router.losses.last().copied().unwrap_or(f64::NAN),
+        sent,
+        call_rate: sent as f64 / n.max(1) as f64,
+        conditional_accuracy: local_right as f64 / (n - sent).max(1) as f64,
+        overall_accuracy: curve.points[sent.min(n)].1,
+        apgr: curve.apgr(cloud_only),
+    })
 }
 
 fn markdown(r: &Report) -> String {
@@ -319,6 +417,7 @@ fn markdown(r: &Report) -> String {
          | device only (no help option) | 0.0 | {lo} | {lo} |\n\
          | naive offloading (same call rate) | {call} | – | {naive} |\n\
          | **the policy** | {call} | {cond} | {overall} |\n\
+         {router}\
          | cloud only | 100.0 | – | {cloud} |\n\n\
          Local accuracy {local}%. Routing: APGR {apgr}, CPT(50%) {cpt}. Cloud calls that failed: {fail}.\n",
         model = r.model,
@@ -339,5 +438,11 @@ fn markdown(r: &Report) -> String {
         apgr = opt(r.apgr),
         cpt = opt(r.cpt50),
         fail = r.cloud_failures,
+        router = r.router.as_ref().map_or(String::new(), |q| format!(
+            "| device + learned router | {} | {} | {} |\n",
+            pct(q.call_rate),
+            pct(q.conditional_accuracy),
+            pct(q.overall_accuracy)
+        )),
     )
 }

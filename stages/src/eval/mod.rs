@@ -3,10 +3,13 @@
 //! (accuracy against call rate, APGR, the call rate that recovers half the gap), computed from
 //! one outcome per test question.
 
+mod router;
 mod routing;
 mod runs;
 
+pub use router::{Router, RouterTraining, prompt_features};
 pub use routing::{
-    AtBudget, Outcome, RoutingCurve, ranking_by_scores, ranking_for_policy, ranking_random,
+    AtBudget, Outcome, RoutingCurve, budget_calls, ranking_by_scores, ranking_for_policy,
+    ranking_random,
 };
-pub use runs::joined_outcomes;
+pub use runs::{joined_outcomes, solved_questions};

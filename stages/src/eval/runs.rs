@@ -84,3 +84,28 @@ pub fn joined_outcomes(help: &Path, local: &Path) -> Result<(Vec<(Outcome, bool)
     }
     Ok((out, failures))
 }
+
+/// The questions of a stored run by prompt id, and whether the device solved each: at least
+/// half of its samples have a correct local verdict (the router's training labels).
+pub fn solved_questions(run: &Path) -> Result<BTreeMap<String, (String, bool)>, String> {
+    let Rows::Prompts(prompts) = stream(run, StreamKind::Prompts)? else {
+        unreachable!("read as prompts")
+    };
+    let Rows::Verdicts(verdicts) = stream(run, StreamKind::Verdicts)? else {
+        unreachable!("read as verdicts")
+    };
+    let mut tally: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for v in verdicts.iter().filter(|v| v.target == Target::Local) {
+        let entry = tally.entry(v.prompt_id.as_str()).or_default();
+        entry.0 += usize::from(v.correct);
+        entry.1 += 1;
+    }
+    Ok(prompts
+        .iter()
+        .map(|p| {
+            let (right, all) = tally.get(p.prompt_id.as_str()).copied().unwrap_or_default();
+            let solved = all > 0 && 2 * right >= all;
+            (p.prompt_id.clone(), (p.question.clone(), solved))
+        })
+        .collect())
+}

@@ -36,7 +36,7 @@ pub use device::{DeviceSpec, describe_device, set_threads};
 pub use generate::{Completion, GenerationRequest, SamplingParams, generate};
 pub use hub::{PolicyHub, PromptFormat};
 pub use init::{InitOptions, init_model};
-pub use model::{Attend, KvCache, Transformer};
+pub use model::{Attend, KvCache, Transformer, positions_from_mask};
 pub use tokenizer::{ChatMessage, Tokenizer};
 pub use train::{
     AdamW, AdamWConfig, Learner, LearnerConfig, LrSchedule, Objective, PolicyGradient, Sequence,
