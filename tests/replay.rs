@@ -315,3 +315,41 @@ fn replay_from_an_unknown_stage_lists_the_ids() {
     );
     stored.sim.stop();
 }
+
+#[test]
+fn replay_past_a_stage_that_stored_nothing_names_the_stage() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data.jsonl");
+    write_dataset(&data, 8, 4, 2);
+    let yaml = crate::common::pipeline_yaml(&data, 4, 4, 2).replace(
+        "    kind: verify.exact\n",
+        "    kind: verify.exact\n    materialize: false\n",
+    ) + "  - { id: reward, kind: reward.collab }\n";
+    std::fs::write(dir.path().join("first.yaml"), &yaml).expect("write");
+    let stored =
+        crate::common::run_in_process(&dir.path().join("first.yaml"), 1, &dir.path().join("runs"));
+    std::fs::write(
+        dir.path().join("new.yaml"),
+        yaml.replace("materialize: false", "materialize: true"),
+    )
+    .expect("write");
+    let out = tandem(
+        &[
+            "replay",
+            stored.run_dir.to_str().expect("utf-8"),
+            "--from",
+            "reward",
+            "--pipeline",
+            "new.yaml",
+        ],
+        dir.path(),
+    );
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        text.contains("new.yaml:")
+            && text.contains("stage `verdicts` (verify.exact): run ")
+            && text.contains("stored no stream of this stage"),
+        "{text}"
+    );
+}

@@ -1129,6 +1129,22 @@ mod tests {
         Document::parse(Path::new("file.yaml"), text).expect("test YAML parses")
     }
 
+    #[test]
+    fn replace_seq_prefix_keeps_the_locations_of_the_items_after_it() {
+        let mut doc = parse("stages:\n  - id: a\n  - id: b\n  - id: c\n");
+        let item = serde_json::json!({"id": "r", "params": {"streams": ["a", "b"]}});
+        doc.replace_seq_prefix(&[key("stages")], 2, &item, "replay")
+            .expect("stages is a sequence");
+        assert_eq!(
+            doc.to_json(),
+            serde_json::json!({"stages": [{"id": "r", "params": {"streams": ["a", "b"]}}, {"id": "c"}]})
+        );
+        let c = doc.locate(&[key("stages"), Seg::Index(1), key("id")]);
+        assert_eq!((c.line, c.column, c.origin), (4, 9, Origin::File));
+        let r = doc.locate(&[key("stages"), Seg::Index(0), key("id")]);
+        assert_eq!(r.to_string(), "file.yaml (replay)");
+    }
+
     fn at(line: u64, column: u64) -> Location {
         Location {
             file: Arc::from(Path::new("file.yaml")),

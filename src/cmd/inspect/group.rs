@@ -121,8 +121,12 @@ fn group_at(out: &mut String, streams: &[Stream], prompt_id: &str, step: u64, wi
                 {
                     let _ = writeln!(
                         out,
-                        "sample {idx}    asked_help: {}, finish: {:?}, policy_version: {}  [{}]",
-                        r.asked_help, r.finish_reason, r.policy_version, s.name
+                        "sample {idx}    asked_help: {}, finish: {}, policy_version: {}  [{}]",
+                        r.asked_help,
+                        // One-word variants, stored in snake_case: as the rows table shows them.
+                        format!("{:?}", r.finish_reason).to_lowercase(),
+                        r.policy_version,
+                        s.name
                     );
                     let _ = writeln!(out, "  text      {}", cut(&r.text, width));
                 }
