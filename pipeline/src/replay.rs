@@ -229,6 +229,14 @@ pub fn plan_replay(
     })
 }
 
+/// The id of the stored run a plan replays, when its source is a `source.replay` whose run
+/// can be read (what `tandem run` of such a pipeline records as `parent`).
+pub fn replayed_run(plan: &Plan) -> Option<String> {
+    let source = plan.stages.first().filter(|s| s.kind == "source.replay")?;
+    let run = source.params.get("run")?.as_str()?;
+    Manifest::read(&RunLayout::new(run)).ok().map(|m| m.run_id)
+}
+
 /// The steps of a stored stream that a replay reads, and their rows.
 fn stored_stream(
     layout: &RunLayout,
