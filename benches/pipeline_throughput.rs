@@ -103,6 +103,7 @@ fn throughput(c: &mut Criterion) {
                             out_dir: out.clone(),
                             materialize,
                             on_step: None,
+                            parent: None,
                         };
                         let summary = tandem_pipeline::run(plan, options).expect("run");
                         assert_eq!(summary.samples, (PROMPTS * GROUP) as u64);

@@ -23,6 +23,9 @@ struct Cli {
 enum Command {
     /// Run a pipeline: every stage's stream is stored under `<out>/<run_id>/streams/`.
     Run(cmd::run::Args),
+    /// Re-run a stored run's downstream stages with a new pipeline (`--from <stage>`), reading
+    /// the stored streams before it: no generation, no cloud call; the new run records its parent.
+    Replay(cmd::replay::Args),
     /// Check a pipeline without running it: kinds, parameters, datasets, stage order.
     Validate(cmd::validate::Args),
     /// Show a stored run: its manifest, or the rows of one of its streams.
@@ -51,6 +54,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Run(args) => cmd::run::run(args),
+        Command::Replay(args) => cmd::replay::run(args),
         Command::Validate(args) => cmd::validate::run(args),
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Eval(args) => cmd::eval::run(args),

@@ -120,6 +120,15 @@ fn replay_reads_back_exactly_what_was_stored() {
     .expect("write replay");
     let second = run_in_process(&replay, 1, &dir.path().join("runs"));
     assert_eq!(second.steps, 5, "replay runs the stored steps");
+    let manifest = |dir: &std::path::Path| {
+        tandem_schemas::layout::Manifest::read(&tandem_schemas::layout::RunLayout::new(dir))
+            .expect("manifest")
+    };
+    assert_eq!(
+        manifest(&second.run_dir).parent,
+        Some(manifest(&first.run_dir).run_id),
+        "a replay records the run it read"
+    );
     let (a, b) = (
         stored_streams(&first.run_dir),
         stored_streams(&second.run_dir),

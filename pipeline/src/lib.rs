@@ -7,6 +7,7 @@
 //! - [`runtime`]: the dataflow (the only module that knows timely);
 //! - [`rundir`]: run directories and manifests;
 //! - [`resume`]: continuing a stored run from its newest checkpoint;
+//! - [`replay`]: a stored run's streams feeding new downstream stages;
 //! - [`reference`]: a sequential executor, the oracle for the dataflow.
 #![forbid(missing_docs)]
 // Plan errors carry their location and are built once per run, on the cold path: boxing them
@@ -15,6 +16,7 @@
 
 pub mod plan;
 pub mod reference;
+pub mod replay;
 pub mod resume;
 pub mod rundir;
 pub mod runtime;
@@ -22,5 +24,6 @@ pub mod spec;
 pub mod yaml;
 
 pub use plan::{Plan, PlanError, PlanOptions};
+pub use replay::{ReplayError, ReplayPlan, StoredStream, plan_replay};
 pub use resume::{ResumeError, Resumed, resume};
 pub use runtime::{OnStep, RunError, RunOptions, RunSummary, StepReport, run, run_resumed};

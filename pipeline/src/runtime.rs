@@ -54,6 +54,9 @@ pub struct RunOptions {
     pub materialize: bool,
     /// Called on worker 0 each time a step is completely stored.
     pub on_step: Option<OnStep>,
+    /// The id of the run this one derives from, for the manifest (`None`: the run a leading
+    /// `source.replay` reads, if any).
+    pub parent: Option<String>,
 }
 
 impl Default for RunOptions {
@@ -63,6 +66,7 @@ impl Default for RunOptions {
             out_dir: PathBuf::from("runs"),
             materialize: true,
             on_step: None,
+            parent: None,
         }
     }
 }
@@ -245,7 +249,16 @@ pub fn run(plan: Plan, options: RunOptions) -> Result<RunSummary, RunError> {
         ))
     })?;
     let workers = options.workers.max(1);
-    let mut manifest = rundir::initial_manifest(&plan, &run_id, workers, None);
+    let mut manifest = rundir::initial_manifest(
+        &plan,
+        &run_id,
+        workers,
+        // A pipeline that starts with `source.replay` derives from that run too.
+        options
+            .parent
+            .clone()
+            .or_else(|| crate::replay::replayed_run(&plan)),
+    );
     if !options.materialize {
         manifest.streams.retain(|s| s.kind == StreamKind::Errors);
     }

@@ -45,6 +45,9 @@ pub enum Origin {
     Set(String),
     /// Substituted from an environment variable; holds the variable's name.
     Env(String),
+    /// Written by tandem itself when it derived this document from another (a replay's
+    /// source stage); holds what wrote it.
+    Derived(String),
 }
 
 impl fmt::Display for Location {
@@ -53,6 +56,7 @@ impl fmt::Display for Location {
         match &self.origin {
             // An override has no place in the file worth quoting: the assignment says more.
             Origin::Set(assignment) => write!(f, "{file} (--set {assignment})"),
+            Origin::Derived(what) => write!(f, "{file} ({what})"),
             Origin::File if self.line == 0 => write!(f, "{file}"),
             Origin::File => write!(f, "{file}:{}:{}", self.line, self.column),
             Origin::Env(name) => {
@@ -337,6 +341,49 @@ impl Document {
             ..new_loc
         };
         *node = value.with_location(&loc);
+        Ok(())
+    }
+
+    /// Replaces the first `count` items of the sequence at `path` by `item`, whose nodes are
+    /// located at [`Origin::Derived`]`(what)`; the items after them keep their locations. This
+    /// is how `tandem replay` puts a `source.replay` in place of the stages it does not run.
+    pub fn replace_seq_prefix(
+        &mut self,
+        path: &[Seg],
+        count: usize,
+        item: &serde_json::Value,
+        what: &str,
+    ) -> Result<(), YamlError> {
+        let loc = Location {
+            file: self.file.clone(),
+            line: 0,
+            column: 0,
+            origin: Origin::Derived(what.to_owned()),
+        };
+        let mut node = &mut self.root;
+        for segment in path {
+            node = match (&mut node.node, segment) {
+                (Node::Map(entries), Seg::Key(key)) => entries
+                    .iter_mut()
+                    .find(|entry| entry.key == *key)
+                    .map(|entry| &mut entry.value),
+                (Node::Seq(items), Seg::Index(index)) => items.get_mut(*index),
+                _ => None,
+            }
+            .ok_or_else(|| YamlError::Invalid {
+                location: loc.clone(),
+                path: dotted(path),
+                message: "no such node".into(),
+            })?;
+        }
+        let Node::Seq(items) = &mut node.node else {
+            return Err(YamlError::Invalid {
+                location: node.loc.clone(),
+                path: dotted(path),
+                message: "not a sequence".into(),
+            });
+        };
+        items.splice(..count.min(items.len()), [located_json(item, &loc)]);
         Ok(())
     }
 
@@ -941,6 +988,38 @@ fn type_plain_scalar(text: &str) -> Node {
 }
 
 /// Parses the value of a `--set` assignment into a node whose location is filled in later.
+/// A JSON value as a tree whose every node is at `loc`.
+fn located_json(value: &serde_json::Value, loc: &Location) -> Located {
+    use serde_json::Value;
+    let node = match value {
+        Value::Null => Node::Null,
+        Value::Bool(b) => Node::Bool(*b),
+        Value::Number(n) => match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => Node::UInt(u),
+            (None, Some(i)) => Node::Int(i),
+            _ => Node::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(text) => Node::Str {
+            text: text.clone(),
+            plain: false,
+        },
+        Value::Array(items) => Node::Seq(items.iter().map(|v| located_json(v, loc)).collect()),
+        Value::Object(map) => Node::Map(
+            map.iter()
+                .map(|(key, v)| Entry {
+                    key: key.clone(),
+                    key_loc: loc.clone(),
+                    value: located_json(v, loc),
+                })
+                .collect(),
+        ),
+    };
+    Located {
+        node,
+        loc: loc.clone(),
+    }
+}
+
 fn parse_set_value(text: &str) -> Result<Located, String> {
     let placeholder = Location {
         file: Arc::from(Path::new("")),
@@ -1048,6 +1127,22 @@ mod tests {
 
     fn parse(text: &str) -> Document {
         Document::parse(Path::new("file.yaml"), text).expect("test YAML parses")
+    }
+
+    #[test]
+    fn replace_seq_prefix_keeps_the_locations_of_the_items_after_it() {
+        let mut doc = parse("stages:\n  - id: a\n  - id: b\n  - id: c\n");
+        let item = serde_json::json!({"id": "r", "params": {"streams": ["a", "b"]}});
+        doc.replace_seq_prefix(&[key("stages")], 2, &item, "replay")
+            .expect("stages is a sequence");
+        assert_eq!(
+            doc.to_json(),
+            serde_json::json!({"stages": [{"id": "r", "params": {"streams": ["a", "b"]}}, {"id": "c"}]})
+        );
+        let c = doc.locate(&[key("stages"), Seg::Index(1), key("id")]);
+        assert_eq!((c.line, c.column, c.origin), (4, 9, Origin::File));
+        let r = doc.locate(&[key("stages"), Seg::Index(0), key("id")]);
+        assert_eq!(r.to_string(), "file.yaml (replay)");
     }
 
     fn at(line: u64, column: u64) -> Location {

@@ -1,4 +1,7 @@
-//! `tandem inspect`: a stored run as a person reads it.
+//! `tandem inspect`: a stored run as a person reads it: its manifest, the rows of one stream
+//! (filtered with `--where` and `--prompt-id`), or one prompt's group across every stream.
+
+mod group;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -24,17 +27,41 @@ pub struct Args {
     /// At most this many rows.
     #[arg(long, default_value_t = 20)]
     limit: usize,
-    /// Cut cells longer than this many characters.
+    /// Cut cells (and sample texts in the group view) longer than this many characters.
     #[arg(long, default_value_t = 60)]
     width: usize,
+    /// Do not cut cells or texts.
+    #[arg(long)]
+    full: bool,
+    /// Only rows whose COLUMN, formatted as shown, is VALUE (`--where asked_help=true`;
+    /// `help` stands for `asked_help`). Repeatable: every one must hold.
+    #[arg(long = "where", value_name = "COLUMN=VALUE", requires = "stream")]
+    wheres: Vec<String>,
+    /// Only this prompt's rows; without --stream (or with --group), its group as a person
+    /// reads it: question, each sample with its verdict, reward and advantage, the cloud
+    /// answer and its verdict, the filter decision.
+    #[arg(long)]
+    prompt_id: Option<String>,
+    /// Show the group view of --prompt-id even with --stream.
+    #[arg(long, requires = "prompt_id")]
+    group: bool,
+}
+
+impl Args {
+    fn width(&self) -> usize {
+        if self.full { usize::MAX } else { self.width }
+    }
 }
 
 pub fn run(args: Args) -> Result<()> {
     let layout = RunLayout::new(&args.run_dir);
     let manifest = Manifest::read(&layout).map_err(anyhow::Error::msg)?;
-    match &args.stream {
-        None => summary(&layout, &manifest),
-        Some(stream) => rows(&layout, &manifest, stream, &args),
+    match (&args.stream, &args.prompt_id) {
+        (_, Some(prompt_id)) if args.group || args.stream.is_none() => {
+            group::show(&layout, &manifest, prompt_id, args.step, args.width())
+        }
+        (None, _) => summary(&layout, &manifest),
+        (Some(stream), _) => rows(&layout, &manifest, stream, &args),
     }
 }
 
@@ -88,6 +115,16 @@ fn rows(layout: &RunLayout, manifest: &Manifest, stream: &str, args: &Args) -> R
         Some(step) => vec![step],
         None => layout.steps(stream)?,
     };
+    let mut wheres: Vec<(String, String)> = Vec::new();
+    for condition in &args.wheres {
+        let Some((column, value)) = condition.split_once('=') else {
+            bail!("--where {condition}: expected COLUMN=VALUE, for example asked_help=true");
+        };
+        wheres.push((column.trim().to_owned(), value.to_owned()));
+    }
+    if let Some(prompt_id) = &args.prompt_id {
+        wheres.push(("prompt_id".into(), prompt_id.clone()));
+    }
     let mut table: Option<Table> = None;
     let mut shown = 0usize;
     let options = FormatOptions::default().with_null("∅");
@@ -106,14 +143,24 @@ fn rows(layout: &RunLayout, manifest: &Manifest, stream: &str, args: &Args) -> R
                     .iter()
                     .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
                     .collect::<Result<Vec<_>, _>>()?;
+                let conditions = wheres
+                    .iter()
+                    .map(|(column, value)| Ok((column_index(&header, column, stream)?, value)))
+                    .collect::<Result<Vec<_>>>()?;
                 for row in 0..batch.num_rows() {
+                    if !conditions
+                        .iter()
+                        .all(|(i, value)| formatters[*i].value(row).to_string() == **value)
+                    {
+                        continue;
+                    }
                     if shown == args.limit {
                         break 'files;
                     }
                     table.add_row(
                         formatters
                             .iter()
-                            .map(|f| cut(&f.value(row).to_string(), args.width))
+                            .map(|f| cut(&f.value(row).to_string(), args.width()))
                             .collect::<Vec<_>>(),
                     );
                     shown += 1;
@@ -124,13 +171,27 @@ fn rows(layout: &RunLayout, manifest: &Manifest, stream: &str, args: &Args) -> R
     match table {
         Some(table) => println!("{table}\n{shown} row(s) shown (--limit {})", args.limit),
         None => println!(
-            "stream `{stream}` has no rows{}",
+            "stream `{stream}` has no rows{}{}",
             args.step
                 .map(|s| format!(" at step {s}"))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            if wheres.is_empty() { "" } else { " that match" }
         ),
     }
     Ok(())
+}
+
+/// The index of a `--where` column; `help` is `asked_help` (the samples stream's flag).
+fn column_index(header: &[String], column: &str, stream: &str) -> Result<usize> {
+    let find = |name: &str| header.iter().position(|h| h == name);
+    find(column)
+        .or_else(|| (column == "help").then(|| find("asked_help")).flatten())
+        .with_context(|| {
+            format!(
+                "--where: stream `{stream}` has no column `{column}`; its columns: {}",
+                header.join(", ")
+            )
+        })
 }
 
 fn read(part: &Path) -> Result<Vec<arrow::record_batch::RecordBatch>> {
@@ -139,7 +200,7 @@ fn read(part: &Path) -> Result<Vec<arrow::record_batch::RecordBatch>> {
     Ok(reader.collect::<Result<Vec<_>, _>>()?)
 }
 
-fn cut(cell: &str, width: usize) -> String {
+pub(crate) fn cut(cell: &str, width: usize) -> String {
     let flat = cell.replace('\n', "⏎");
     if flat.chars().count() <= width {
         return flat;

@@ -4,6 +4,7 @@ pub mod cloud_sim;
 pub mod eval;
 pub mod inspect;
 pub mod model;
+pub mod replay;
 pub mod run;
 pub mod validate;
 pub mod verify;

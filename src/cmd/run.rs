@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
-use tandem_pipeline::{Plan, PlanOptions, RunOptions, StepReport};
+use tandem_pipeline::{OnStep, Plan, PlanOptions, RunOptions, RunSummary, StepReport};
 use tandem_stages::Registry;
 
 /// Arguments of `tandem run`.
@@ -74,6 +74,30 @@ pub fn run(args: Args) -> Result<()> {
     };
     let steps = start.plan().steps;
     let first_step = start.plan().settings.resume.as_ref().map_or(0, |r| r.step);
+    let (bar, on_step) = progress(steps, first_step);
+    let options = RunOptions {
+        workers: args.workers.unwrap_or(match &start {
+            Start::Fresh(_) => 1,
+            Start::Resumed(resumed) => resumed.manifest.workers,
+        }),
+        out_dir: args.out,
+        materialize: !args.no_materialize,
+        on_step: Some(on_step),
+        parent: None,
+    };
+    let result = match start {
+        Start::Fresh(plan) => tandem_pipeline::run(plan, options),
+        Start::Resumed(resumed) => tandem_pipeline::run_resumed(resumed, options),
+    };
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    print_summary(&result?);
+    Ok(())
+}
+
+/// A progress bar on a terminal (log lines elsewhere), and the callback that moves it.
+pub(crate) fn progress(steps: u64, first_step: u64) -> (Option<ProgressBar>, OnStep) {
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = ProgressBar::new(steps);
         bar.set_style(
@@ -87,7 +111,7 @@ pub fn run(args: Args) -> Result<()> {
         bar
     });
     let progress_bar = bar.clone();
-    let on_step = Arc::new(move |report: &StepReport| {
+    let on_step: OnStep = Arc::new(move |report: &StepReport| {
         let line = format!(
             "{} groups, {} samples, {} errors{}",
             report.groups,
@@ -103,23 +127,11 @@ pub fn run(args: Args) -> Result<()> {
             None => tracing::info!("step {}/{}: {line}", report.step + 1, report.steps),
         }
     });
-    let options = RunOptions {
-        workers: args.workers.unwrap_or(match &start {
-            Start::Fresh(_) => 1,
-            Start::Resumed(resumed) => resumed.manifest.workers,
-        }),
-        out_dir: args.out,
-        materialize: !args.no_materialize,
-        on_step: Some(on_step),
-    };
-    let result = match start {
-        Start::Fresh(plan) => tandem_pipeline::run(plan, options),
-        Start::Resumed(resumed) => tandem_pipeline::run_resumed(resumed, options),
-    };
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
-    let summary = result?;
+    (bar, on_step)
+}
+
+/// The lines a finished run ends with.
+pub(crate) fn print_summary(summary: &RunSummary) {
     println!(
         "run {} complete: {} step(s), {} groups, {} samples, {} error rows\nstored in {}",
         summary.run_id,
@@ -129,7 +141,6 @@ pub fn run(args: Args) -> Result<()> {
         summary.errors,
         summary.run_dir.display()
     );
-    Ok(())
 }
 
 /// `, 2.1 s (rollouts 1.5, learn 0.4)`: the step's wall time and its two slowest stages.
