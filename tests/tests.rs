@@ -12,6 +12,7 @@ mod learn;
 mod plugin_rewards;
 mod policy;
 mod recipes;
+mod report;
 mod step_scope;
 mod torch_smoke;
 mod verify;
