@@ -175,7 +175,16 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, chart: &Chart) -> Resu
         .y_label_area_size(56)
         .build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad))
         .map_err(e)?;
+    let steps_axis = !chart.points;
+    let x_label = move |x: &f64| {
+        if steps_axis {
+            format!("{x:.0}")
+        } else {
+            format!("{x:.1}")
+        }
+    };
     ctx.configure_mesh()
+        .x_label_formatter(&x_label)
         .x_desc(chart.x_desc)
         .y_desc(chart.y_desc)
         .label_style(("sans-serif", 14))
