@@ -20,6 +20,9 @@ pub struct Args {
     /// Ignore the stored per-step tallies and read every step again.
     #[arg(long)]
     from_scratch: bool,
+    /// Steps read and computed at once: bounds memory to this many steps' rows.
+    #[arg(long, default_value_t = 64)]
+    batch_steps: usize,
     /// Also print the metrics, rows read and steps processed as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -38,6 +41,7 @@ pub fn run(args: Args) -> Result<()> {
             run_dir,
             &run_dir.join("report"),
             args.from_scratch,
+            args.batch_steps,
         )?);
     }
     let comparisons = report::compare(&runs)?;

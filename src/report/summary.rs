@@ -48,11 +48,12 @@ impl RunReport {
 }
 
 /// Reports a run, reading only the final steps its stored state (under `report_dir`) does not
-/// cover; `from_scratch` ignores the stored state.
+/// cover, `batch_steps` steps at a time; `from_scratch` ignores the stored state.
 pub fn summarise(
     run_dir: &Path,
     report_dir: &Path,
     from_scratch: bool,
+    batch_steps: usize,
 ) -> Result<RunReport, ReportError> {
     let layout = RunLayout::new(run_dir);
     let manifest = Manifest::read(&layout).map_err(|message| ReportError::NotARun {
@@ -68,14 +69,27 @@ pub fn summarise(
         .filter(|state| state.steps <= steps)
         .unwrap_or_default();
     let new_steps: Vec<u64> = (state.steps..steps).collect();
-    let rows = load::read_steps(&layout, &sources, &new_steps)?;
-    let rows_read = rows.rows_read;
-    let computed = dataflow::compute(state.step_tallies(), rows);
-    let tallies: Vec<_> = computed
-        .per_step
-        .iter()
-        .map(|(k, t)| (k.clone(), *t))
-        .collect();
+    // New steps go through the dataflow a batch at a time, each batch's tallies joining the
+    // stored ones, as if the report had been run after every batch: memory is bounded by one
+    // batch's rows, and the result is the same bits (tallies are per step).
+    let batches: Vec<&[u64]> = if new_steps.is_empty() {
+        vec![&[]]
+    } else {
+        new_steps.chunks(batch_steps.max(1)).collect()
+    };
+    let mut tallies = state.step_tallies();
+    let mut computed = dataflow::Computed::default();
+    let mut rows_read = 0;
+    for batch in batches {
+        let rows = load::read_steps(&layout, &sources, batch)?;
+        rows_read += rows.rows_read;
+        computed = dataflow::compute(tallies, rows);
+        tallies = computed
+            .per_step
+            .iter()
+            .map(|(k, t)| (k.clone(), *t))
+            .collect();
+    }
     State::new(&manifest.run_id, &sources, steps, &tallies).write(report_dir)?;
     Ok(RunReport {
         run_id: manifest.run_id,
