@@ -530,3 +530,50 @@ fn report_refuses_a_non_run_and_a_run_without_samples() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("--out"));
 }
+
+#[test]
+fn report_on_a_pipeline_run_counts_its_stored_samples_2_workers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pipeline = crate::common::generated_pipeline(dir.path(), 24, 4, 8, 4, 3);
+    let out = dir.path().join("runs");
+    crate::common::run_in_process(&pipeline, 2, &out);
+    let run = crate::common::only_run(&out);
+    let report = report_json(&[run.to_str().expect("utf-8")], dir.path());
+    let streams = stored_streams(&run);
+    let Rows::Samples(samples) = &streams["rollouts"] else {
+        panic!("rollouts is a samples stream")
+    };
+    let Rows::Verdicts(verdicts) = &streams["verdicts"] else {
+        panic!("verdicts is a verdicts stream")
+    };
+    let all = report["runs"][0]["overall"]
+        .as_array()
+        .expect("overall")
+        .iter()
+        .find(|row| row["breakdown"] == "all")
+        .expect("an `all` row")
+        .clone();
+    let asked = samples.iter().filter(|s| s.asked_help).count() as u64;
+    let correct = verdicts
+        .iter()
+        .filter(|v| v.target == Target::Local && v.correct)
+        .count() as u64;
+    assert_eq!(all["samples"].as_u64(), Some(samples.len() as u64));
+    assert_eq!(all["asked"].as_u64(), Some(asked));
+    assert_eq!(all["local_correct"].as_u64(), Some(correct));
+    let breakdowns: Vec<&str> = report["runs"][0]["overall"]
+        .as_array()
+        .expect("overall")
+        .iter()
+        .map(|row| row["breakdown"].as_str().expect("breakdown"))
+        .collect();
+    assert_eq!(
+        breakdowns,
+        [
+            "all",
+            "difficulty=easy",
+            "difficulty=hard",
+            "source=data.jsonl"
+        ]
+    );
+}
