@@ -143,16 +143,16 @@ pub fn read_steps(
 ) -> Result<Rows, ReportError> {
     let mut rows = Rows::default();
     for &step in steps {
-        for batch in batches(
+        for (part, batch) in batches(
             layout,
             &sources.samples,
             step,
             &["prompt_id", "sample_idx", "asked_help"],
         )? {
             let (pid, idx, asked) = (
-                strings(&batch, "prompt_id")?,
-                u32s(&batch, "sample_idx")?,
-                bools(&batch, "asked_help")?,
+                strings(&part, &batch, "prompt_id")?,
+                u32s(&part, &batch, "sample_idx")?,
+                bools(&part, &batch, "asked_help")?,
             );
             for i in 0..batch.num_rows() {
                 rows.samples.push(Sample {
@@ -165,17 +165,17 @@ pub fn read_steps(
             rows.rows_read += batch.num_rows() as u64;
         }
         if let Some(stream) = &sources.verdicts {
-            for batch in batches(
+            for (part, batch) in batches(
                 layout,
                 stream,
                 step,
                 &["prompt_id", "sample_idx", "target", "correct"],
             )? {
                 let (pid, idx, target, correct) = (
-                    strings(&batch, "prompt_id")?,
-                    u32s(&batch, "sample_idx")?,
-                    strings(&batch, "target")?,
-                    bools(&batch, "correct")?,
+                    strings(&part, &batch, "prompt_id")?,
+                    u32s(&part, &batch, "sample_idx")?,
+                    strings(&part, &batch, "target")?,
+                    bools(&part, &batch, "correct")?,
                 );
                 for i in 0..batch.num_rows() {
                     let cloud = target[i].as_deref() == Some("cloud");
@@ -190,11 +190,13 @@ pub fn read_steps(
             }
         }
         if let Some(stream) = &sources.rewards {
-            for batch in batches(layout, stream, step, &["prompt_id", "sample_idx", "reward"])? {
+            for (part, batch) in
+                batches(layout, stream, step, &["prompt_id", "sample_idx", "reward"])?
+            {
                 let (pid, idx, reward) = (
-                    strings(&batch, "prompt_id")?,
-                    u32s(&batch, "sample_idx")?,
-                    f64s(&batch, "reward")?,
+                    strings(&part, &batch, "prompt_id")?,
+                    u32s(&part, &batch, "sample_idx")?,
+                    f64s(&part, &batch, "reward")?,
                 );
                 for i in 0..batch.num_rows() {
                     rows.rewards.push(Reward {
@@ -208,17 +210,17 @@ pub fn read_steps(
             }
         }
         if let Some(stream) = &sources.cloud {
-            for batch in batches(
+            for (part, batch) in batches(
                 layout,
                 stream,
                 step,
                 &["prompt_id", "tokens_in", "tokens_out", "cost_usd"],
             )? {
                 let (pid, tin, tout, cost) = (
-                    strings(&batch, "prompt_id")?,
-                    u64s(&batch, "tokens_in")?,
-                    u64s(&batch, "tokens_out")?,
-                    f64s(&batch, "cost_usd")?,
+                    strings(&part, &batch, "prompt_id")?,
+                    u64s(&part, &batch, "tokens_in")?,
+                    u64s(&part, &batch, "tokens_out")?,
+                    f64s(&part, &batch, "cost_usd")?,
                 );
                 for i in 0..batch.num_rows() {
                     rows.cloud.push(CloudCall {
@@ -232,11 +234,13 @@ pub fn read_steps(
             }
         }
         if let Some(stream) = &sources.prompts {
-            for batch in batches(layout, stream, step, &["prompt_id", "source", "difficulty"])? {
+            for (part, batch) in
+                batches(layout, stream, step, &["prompt_id", "source", "difficulty"])?
+            {
                 let (pid, source, difficulty) = (
-                    strings(&batch, "prompt_id")?,
-                    strings(&batch, "source")?,
-                    strings(&batch, "difficulty")?,
+                    strings(&part, &batch, "prompt_id")?,
+                    strings(&part, &batch, "source")?,
+                    strings(&part, &batch, "difficulty")?,
                 );
                 for i in 0..batch.num_rows() {
                     rows.prompts.push(Prompt {
@@ -273,26 +277,39 @@ fn batches(
     stream: &str,
     step: u64,
     columns: &[&str],
-) -> Result<Vec<RecordBatch>, ReportError> {
+) -> Result<Vec<(PathBuf, RecordBatch)>, ReportError> {
     let mut out = Vec::new();
     let parts = layout.parts(stream, step).map_err(|e| ReportError::Read {
         path: layout.stream_dir(stream),
         message: e.to_string(),
     })?;
     for part in parts {
-        out.extend(read_part(&part, columns)?);
+        out.extend(
+            read_part(&part, columns)?
+                .into_iter()
+                .map(|batch| (part.clone(), batch)),
+        );
     }
     Ok(out)
 }
 
-fn read_part(path: &PathBuf, columns: &[&str]) -> Result<Vec<RecordBatch>, ReportError> {
+fn read_part(path: &Path, columns: &[&str]) -> Result<Vec<RecordBatch>, ReportError> {
     let fail = |message: String| ReportError::Read {
-        path: path.clone(),
+        path: path.to_owned(),
         message,
     };
     let file = File::open(path).map_err(|e| fail(format!("cannot open: {e}")))?;
     let builder =
         ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| fail(e.to_string()))?;
+    // `difficulty` is optional (files written before it existed read as unlabelled).
+    if let Some(missing) = columns
+        .iter()
+        .find(|&&c| c != "difficulty" && builder.schema().field_with_name(c).is_err())
+    {
+        return Err(fail(format!(
+            "no `{missing}` column: not a stream the report can read"
+        )));
+    }
     let schema = builder.parquet_schema();
     let roots: Vec<usize> = builder
         .schema()
@@ -313,27 +330,34 @@ fn read_part(path: &PathBuf, columns: &[&str]) -> Result<Vec<RecordBatch>, Repor
         .collect()
 }
 
-fn column(batch: &RecordBatch, name: &str, to: &DataType) -> Result<ArrayRef, ReportError> {
-    let missing = || ReportError::Read {
-        path: PathBuf::from(name),
-        message: format!("a stored stream lacks the `{name}` column"),
-    };
-    let array = batch.column_by_name(name).ok_or_else(missing)?;
+fn column(
+    part: &Path,
+    batch: &RecordBatch,
+    name: &str,
+    to: &DataType,
+) -> Result<ArrayRef, ReportError> {
+    let array = batch
+        .column_by_name(name)
+        .expect("read_part refused files without the columns read");
     if array.data_type() == to {
         return Ok(array.clone());
     }
     arrow::compute::cast(array, to).map_err(|e| ReportError::Read {
-        path: PathBuf::from(name),
+        path: part.to_owned(),
         message: format!("column `{name}`: {e}"),
     })
 }
 
-fn strings(batch: &RecordBatch, name: &str) -> Result<Vec<Option<String>>, ReportError> {
+fn strings(
+    part: &Path,
+    batch: &RecordBatch,
+    name: &str,
+) -> Result<Vec<Option<String>>, ReportError> {
     // An absent optional column (an old file without `difficulty`) reads as nulls.
     if batch.column_by_name(name).is_none() && name == "difficulty" {
         return Ok(vec![None; batch.num_rows()]);
     }
-    let array = column(batch, name, &DataType::Utf8)?;
+    let array = column(part, batch, name, &DataType::Utf8)?;
     Ok(array
         .as_string::<i32>()
         .iter()
@@ -341,23 +365,23 @@ fn strings(batch: &RecordBatch, name: &str) -> Result<Vec<Option<String>>, Repor
         .collect())
 }
 
-fn bools(batch: &RecordBatch, name: &str) -> Result<Vec<Option<bool>>, ReportError> {
-    let array = column(batch, name, &DataType::Boolean)?;
+fn bools(part: &Path, batch: &RecordBatch, name: &str) -> Result<Vec<Option<bool>>, ReportError> {
+    let array = column(part, batch, name, &DataType::Boolean)?;
     Ok(array.as_boolean().iter().collect())
 }
 
-fn u32s(batch: &RecordBatch, name: &str) -> Result<Vec<Option<u32>>, ReportError> {
-    let array = column(batch, name, &DataType::UInt32)?;
+fn u32s(part: &Path, batch: &RecordBatch, name: &str) -> Result<Vec<Option<u32>>, ReportError> {
+    let array = column(part, batch, name, &DataType::UInt32)?;
     Ok(array.as_primitive::<UInt32Type>().iter().collect())
 }
 
-fn u64s(batch: &RecordBatch, name: &str) -> Result<Vec<Option<u64>>, ReportError> {
-    let array = column(batch, name, &DataType::UInt64)?;
+fn u64s(part: &Path, batch: &RecordBatch, name: &str) -> Result<Vec<Option<u64>>, ReportError> {
+    let array = column(part, batch, name, &DataType::UInt64)?;
     Ok(array.as_primitive::<UInt64Type>().iter().collect())
 }
 
-fn f64s(batch: &RecordBatch, name: &str) -> Result<Vec<Option<f64>>, ReportError> {
-    let array = column(batch, name, &DataType::Float64)?;
+fn f64s(part: &Path, batch: &RecordBatch, name: &str) -> Result<Vec<Option<f64>>, ReportError> {
+    let array = column(part, batch, name, &DataType::Float64)?;
     Ok(array.as_primitive::<Float64Type>().iter().collect())
 }
 
