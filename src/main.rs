@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod cloudsim;
 mod cmd;
+mod report;
 
 /// Post-train small on-device LLMs to solve what they can and ask a cloud LLM when it pays.
 #[derive(Debug, Parser)]
@@ -34,6 +35,9 @@ enum Command {
     Model(cmd::model::Args),
     /// Judge a JSON Lines file of cases with a verifier (math, countdown, choice) and summarise.
     Verify(cmd::verify::Args),
+    /// Per-step and overall metrics of stored runs (incremental), compared on `prompt_id`,
+    /// written as `report.md` with PNG and SVG plots.
+    Report(cmd::report::Args),
     /// Serve a simulated OpenAI-compatible cloud (oracle answers, seeded latency and faults).
     CloudSim(cmd::cloud_sim::Args),
     /// Evaluate a model's routing against a cloud budget, with the paper's baselines.
@@ -60,6 +64,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => cmd::eval::run(args),
         Command::Model(args) => cmd::model::run(args),
         Command::Verify(args) => cmd::verify::run(args),
+        Command::Report(args) => cmd::report::run(args),
         Command::CloudSim(args) => cmd::cloud_sim::run(args),
     };
     match result {

@@ -15,6 +15,7 @@ mod plugin_rewards;
 mod policy;
 mod recipes;
 mod replay;
+mod report;
 mod step_scope;
 mod torch_smoke;
 mod verify;

@@ -5,6 +5,7 @@ pub mod eval;
 pub mod inspect;
 pub mod model;
 pub mod replay;
+pub mod report;
 pub mod run;
 pub mod validate;
 pub mod verify;
