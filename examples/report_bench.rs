@@ -1,6 +1,7 @@
 //! Writes a synthetic run for timing `tandem report` (BENCHMARKS.md): `steps` steps of
 //! `per_step` samples (groups of 4) with prompts, local and cloud verdicts, rewards and a cloud
-//! ledger, as two workers' part files, and a manifest whose `steps_completed` covers them.
+//! ledger, as two workers' part files, and a manifest whose `steps_completed` covers them and
+//! whose recorded pipeline names the stages that would have written them (for `tandem replay`).
 //!
 //! ```text
 //! cargo run --release --example report_bench -- /tmp/bench-run 0 1000 1000    # steps 0..1000
@@ -134,7 +135,17 @@ fn main() -> Result<()> {
         run_id,
         status: RunStatus::Complete,
         pipeline_file: "synthetic".into(),
-        config: serde_json::Value::Null,
+        // The pipeline such a run comes from, so `tandem replay` can stand in for its stages.
+        config: serde_json::json!({
+            "run": { "name": "synthetic", "prompts_per_step": per_step / GROUP, "group_size": GROUP, "seed": 0 },
+            "stages": [
+                { "id": "prompts", "kind": "source.jsonl", "params": { "path": "synthetic.jsonl" } },
+                { "id": "rollouts", "kind": "generate.offline" },
+                { "id": "cloud", "kind": "cloud.openai", "params": { "base_url": "http://127.0.0.1:9/v1", "model": "synthetic" } },
+                { "id": "verdicts", "kind": "verify.exact" },
+                { "id": "reward", "kind": "reward.collab" }
+            ]
+        }),
         seed: 0,
         workers: 2,
         versions: BTreeMap::new(),

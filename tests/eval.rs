@@ -246,6 +246,15 @@ fn tandem_eval_reports_what_it_stored_and_asks_the_cloud_once_per_question() {
     .expect("json");
     assert_eq!(stored, first);
     assert!(help.join("eval/eval.md").is_file() && help.join("pipeline.yaml").is_file());
+    let png = std::fs::read(help.join("eval/accuracy_vs_call_rate.png")).expect("png");
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"));
+    let svg = std::fs::read_to_string(help.join("eval/accuracy_vs_call_rate.svg")).expect("svg");
+    assert!(
+        roxmltree::Document::parse(&svg)
+            .expect("svg parses")
+            .root_element()
+            .has_tag_name("svg")
+    );
     assert!(first["router"].is_null());
     let router = &second["router"];
     assert_eq!(router["examples"].as_u64(), Some(5));

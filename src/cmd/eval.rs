@@ -9,7 +9,8 @@
 //! from those (`tandem_stages::eval`): the policy's asks go to the cloud, in a seeded order,
 //! until `floor(budget × N)` are out; asks past the cap are answered by the re-generation
 //! without the help option (counted as `capped`). The baselines (device only, cloud only, naive
-//! offloading at the same call rate) and the routing curve use the same answers.
+//! offloading at the same call rate) and the routing curve use the same answers; the curve is
+//! drawn to `eval/accuracy_vs_call_rate.{png,svg}`.
 
 use std::path::{Path, PathBuf};
 
@@ -149,6 +150,8 @@ struct RouterFigures {
     conditional_accuracy: f64,
     overall_accuracy: f64,
     apgr: Option<f64>,
+    /// `(call rate, accuracy)` of the router's ranking.
+    curve: Vec<(f64, f64)>,
 }
 
 /// [`AtBudget`] as it is reported.
@@ -208,6 +211,23 @@ pub fn run(args: Args) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("eval.json"), format!("{json}\n"))?;
     std::fs::write(dir.join("eval.md"), markdown(&report))?;
+    let mut lines = vec![
+        ("the policy".to_owned(), report.curve.clone()),
+        (
+            "naive offloading (expected)".to_owned(),
+            vec![(0.0, report.local_only), (1.0, report.cloud_only)],
+        ),
+    ];
+    if let Some(router) = &report.router {
+        lines.push(("device + learned router".to_owned(), router.curve.clone()));
+    }
+    crate::report::write_rate_lines(
+        &dir,
+        "accuracy_vs_call_rate",
+        "Overall accuracy vs call rate",
+        ("call rate", "overall accuracy"),
+        lines,
+    )?;
     if args.json {
         println!("{json}");
     } else {
@@ -402,6 +422,7 @@ fn router(
         conditional_accuracy: local_right as f64 / (n - sent).max(1) as f64,
         overall_accuracy: curve.points[sent.min(n)].1,
         apgr: curve.apgr(cloud_only),
+        curve: curve.points,
     })
 }
 

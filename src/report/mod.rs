@@ -16,4 +16,5 @@ pub use compare::compare;
 pub use error::ReportError;
 pub use markdown::write_markdown;
 pub use plot::write_plots;
+pub use plot::write_rate_lines;
 pub use summary::summarise;

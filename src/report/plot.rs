@@ -32,15 +32,6 @@ struct Chart {
 
 /// Writes every plot of `runs` into `dir` as `<name>.png` and `<name>.svg`; returns the files.
 pub fn write_plots(runs: &[RunReport], dir: &Path) -> Result<Vec<PathBuf>, ReportError> {
-    static REGISTERED: std::sync::Once = std::sync::Once::new();
-    REGISTERED.call_once(|| {
-        // The font is compiled in and known to parse; a failure would only lose PNG text.
-        let _ = register_font("sans-serif", FontStyle::Normal, FONT);
-    });
-    std::fs::create_dir_all(dir).map_err(|e| ReportError::Write {
-        path: dir.to_owned(),
-        message: e.to_string(),
-    })?;
     let several = runs.len() > 1;
     let name = |run: &RunReport, metric: &str| {
         if several {
@@ -126,22 +117,57 @@ pub fn write_plots(runs: &[RunReport], dir: &Path) -> Result<Vec<PathBuf>, Repor
 
     let mut files = Vec::new();
     for chart in &mut charts {
-        for (_, points) in &mut chart.series {
-            points.retain(|(x, y)| x.is_finite() && y.is_finite());
-        }
-        let svg = dir.join(format!("{}.svg", chart.file));
-        let png = dir.join(format!("{}.png", chart.file));
-        let fail = |path: &Path, e: String| ReportError::Write {
-            path: path.to_owned(),
-            message: e,
-        };
-        draw(SVGBackend::new(&svg, SIZE).into_drawing_area(), chart).map_err(|e| fail(&svg, e))?;
-        draw(BitMapBackend::new(&png, SIZE).into_drawing_area(), chart)
-            .map_err(|e| fail(&png, e))?;
-        files.push(png);
-        files.push(svg);
+        files.extend(write_chart(chart, dir)?);
     }
     Ok(files)
+}
+
+/// Writes lines of rates against rates (both on 0..1) as `<file>.png` and `<file>.svg` in
+/// `dir`: `tandem eval`'s accuracy against call rate, one line per routing method.
+pub fn write_rate_lines(
+    dir: &Path,
+    file: &'static str,
+    title: &'static str,
+    (x_desc, y_desc): (&'static str, &'static str),
+    series: Vec<(String, Vec<(f64, f64)>)>,
+) -> Result<Vec<PathBuf>, ReportError> {
+    write_chart(
+        &mut Chart {
+            file,
+            title,
+            x_desc,
+            y_desc,
+            unit_y: true,
+            points: false,
+            series,
+        },
+        dir,
+    )
+}
+
+/// Draws one chart as PNG and SVG into `dir`.
+fn write_chart(chart: &mut Chart, dir: &Path) -> Result<Vec<PathBuf>, ReportError> {
+    static REGISTERED: std::sync::Once = std::sync::Once::new();
+    REGISTERED.call_once(|| {
+        // The font is compiled in and known to parse; a failure would only lose PNG text.
+        let _ = register_font("sans-serif", FontStyle::Normal, FONT);
+    });
+    std::fs::create_dir_all(dir).map_err(|e| ReportError::Write {
+        path: dir.to_owned(),
+        message: e.to_string(),
+    })?;
+    for (_, points) in &mut chart.series {
+        points.retain(|(x, y)| x.is_finite() && y.is_finite());
+    }
+    let svg = dir.join(format!("{}.svg", chart.file));
+    let png = dir.join(format!("{}.png", chart.file));
+    let fail = |path: &Path, e: String| ReportError::Write {
+        path: path.to_owned(),
+        message: e,
+    };
+    draw(SVGBackend::new(&svg, SIZE).into_drawing_area(), chart).map_err(|e| fail(&svg, e))?;
+    draw(BitMapBackend::new(&png, SIZE).into_drawing_area(), chart).map_err(|e| fail(&png, e))?;
+    Ok(vec![png, svg])
 }
 
 fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, chart: &Chart) -> Result<(), String> {
