@@ -83,6 +83,19 @@ fn verdicts(rows: &Rows) -> &[VerdictRecord] {
     }
 }
 
+/// Runs `tandem replay RUN --from FROM --pipeline PIPELINE EXTRA...` in `cwd`.
+fn replay(
+    cwd: &Path,
+    run: &str,
+    from: &str,
+    pipeline: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    let mut args = vec!["replay", run, "--from", from, "--pipeline", pipeline];
+    args.extend_from_slice(extra);
+    tandem(&args, cwd)
+}
+
 #[test]
 fn replay_from_reward_alpha_cloud_0_6_equals_hand_recomputation_with_no_generation_or_cloud_call() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -90,18 +103,12 @@ fn replay_from_reward_alpha_cloud_0_6_equals_hand_recomputation_with_no_generati
     let calls_before = read_log(&stored.log).len();
     assert!(calls_before > 0, "the stored run called the cloud");
 
-    let out = tandem(
-        &[
-            "replay",
-            stored.run.to_str().expect("utf-8"),
-            "--from",
-            "reward",
-            "--pipeline",
-            "new.yaml",
-            "--out",
-            "runs2",
-        ],
+    let out = replay(
         dir.path(),
+        stored.run.to_str().expect("utf-8"),
+        "reward",
+        "new.yaml",
+        &["--out", "runs2"],
     );
     assert!(
         out.status.success(),
@@ -223,19 +230,12 @@ fn replay_from_reward_alpha_cloud_0_6_equals_hand_recomputation_with_no_generati
 fn replay_dry_run_lists_the_streams_read_and_the_stages_run_and_writes_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let stored = stored_run(dir.path());
-    let out = tandem(
-        &[
-            "replay",
-            stored.run.to_str().expect("utf-8"),
-            "--from",
-            "reward",
-            "--pipeline",
-            "new.yaml",
-            "--out",
-            "runs2",
-            "--dry-run",
-        ],
+    let out = replay(
         dir.path(),
+        stored.run.to_str().expect("utf-8"),
+        "reward",
+        "new.yaml",
+        &["--out", "runs2", "--dry-run"],
     );
     stored.sim.stop();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -268,17 +268,7 @@ fn replay_from_an_unknown_stage_lists_the_ids() {
     let dir = tempfile::tempdir().expect("tempdir");
     let stored = stored_run(dir.path());
     let run = stored.run.to_str().expect("utf-8").to_owned();
-    let out = tandem(
-        &[
-            "replay",
-            &run,
-            "--from",
-            "rewards",
-            "--pipeline",
-            "new.yaml",
-        ],
-        dir.path(),
-    );
+    let out = replay(dir.path(), &run, "rewards", "new.yaml", &[]);
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -295,17 +285,7 @@ fn replay_from_an_unknown_stage_lists_the_ids() {
         "{ id: verdicts, kind: verify.math,",
     );
     std::fs::write(dir.path().join("other.yaml"), other).expect("write");
-    let out = tandem(
-        &[
-            "replay",
-            &run,
-            "--from",
-            "reward",
-            "--pipeline",
-            "other.yaml",
-        ],
-        dir.path(),
-    );
+    let out = replay(dir.path(), &run, "reward", "other.yaml", &[]);
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -333,16 +313,12 @@ fn replay_past_a_stage_that_stored_nothing_names_the_stage() {
         yaml.replace("materialize: false", "materialize: true"),
     )
     .expect("write");
-    let out = tandem(
-        &[
-            "replay",
-            stored.run_dir.to_str().expect("utf-8"),
-            "--from",
-            "reward",
-            "--pipeline",
-            "new.yaml",
-        ],
+    let out = replay(
         dir.path(),
+        stored.run_dir.to_str().expect("utf-8"),
+        "reward",
+        "new.yaml",
+        &[],
     );
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
