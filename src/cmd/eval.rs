@@ -394,33 +394,37 @@ fn router(
     // The evaluation's questions, in the prompt-id order of `joined`.
     let questions = solved_questions(help).map_err(fail)?;
     let ids = encode(&mut questions.values().map(|(q, _)| q))?;
+    if questions.len() != joined.len() {
+        bail!(
+            "{}: {} prompts stored but {} questions judged; the run is incomplete",
+            help.display(),
+            questions.len(),
+            joined.len()
+        );
+    }
     let scores = router.offload_scores(&prompt_features(&policy.model, &ids, 16));
+    // The router "asks" for every question, in the order of its scores: the budget then takes
+    // the least likely to be solved, exactly as it takes the policy's asks.
     let outcomes: Vec<Outcome> = joined
         .iter()
         .map(|(o, without_help)| Outcome {
-            asked: false,
+            asked: true,
             local_correct: *without_help,
             cloud_correct: o.cloud_correct,
         })
         .collect();
     let ranking = tandem_stages::eval::ranking_by_scores(&scores);
+    let at = AtBudget::new(&outcomes, &ranking, args.budget);
     let curve = RoutingCurve::new(&outcomes, &ranking);
-    let n = outcomes.len();
-    let sent = tandem_stages::eval::budget_calls(args.budget, n);
-    let offloaded: std::collections::BTreeSet<usize> =
-        ranking[..sent.min(n)].iter().copied().collect();
-    let local_right = (0..n)
-        .filter(|i| !offloaded.contains(i) && outcomes[*i].local_correct)
-        .count();
     Ok(RouterFigures {
         trained_on: train.display().to_string(),
         examples: labels.len(),
         solved: labels.iter().filter(|s| **s).count(),
         final_bce: router.losses.last().copied().unwrap_or(f64::NAN),
-        sent,
-        call_rate: sent as f64 / n.max(1) as f64,
-        conditional_accuracy: local_right as f64 / (n - sent).max(1) as f64,
-        overall_accuracy: curve.points[sent.min(n)].1,
+        sent: at.sent,
+        call_rate: at.call_rate,
+        conditional_accuracy: at.conditional_accuracy,
+        overall_accuracy: at.overall_accuracy,
         apgr: curve.apgr(cloud_only),
         curve: curve.points,
     })

@@ -188,7 +188,7 @@ pub fn ranking_by_scores(scores: &[f64]) -> Vec<usize> {
 /// The most questions a budget (a share in [0, 1]) lets go to the cloud: `floor(budget × n)`,
 /// with the product rounded to 12 decimals first, so that 0.3 × 10 is 3 and not
 /// 2.9999999999999996 floored to 2.
-pub fn budget_calls(budget: f64, n: usize) -> usize {
+fn budget_calls(budget: f64, n: usize) -> usize {
     let exact = (budget.clamp(0.0, 1.0) * n as f64 * 1e12).round() / 1e12;
     exact.floor() as usize
 }
