@@ -109,12 +109,6 @@ impl PolicyHub {
         self.format.encode(&tokenizer, question)
     }
 
-    /// The newest version.
-    pub fn version(&self) -> u64 {
-        let published = self.published.lock().unwrap_or_else(|e| e.into_inner());
-        published.back().map_or(self.start_version, |p| p.version)
-    }
-
     /// Publishes a copy of `params`, the weights after the learner's step `step`, as `version`.
     pub fn publish(&self, step: u64, version: u64, params: &[(String, Tensor)]) {
         let copies = tch::no_grad(|| {
