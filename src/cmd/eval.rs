@@ -21,11 +21,13 @@ use tandem_stages::eval::{AtBudget, Outcome, RoutingCurve, joined_outcomes, rank
 
 /// The task: which templates, stop strings and verifier an evaluation uses.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum Task {
+pub(crate) enum Task {
     /// Template I, `verify.countdown` (answers in `<answer>` tags).
     Countdown,
     /// Template II, `verify.math` (answers in `\boxed{}`).
     Math,
+    /// (Ours) the short `arithmetic` template, `verify.math` on `<answer>` tags: the demo's.
+    Arithmetic,
 }
 
 impl Task {
@@ -33,6 +35,7 @@ impl Task {
         match self {
             Task::Countdown => "countdown",
             Task::Math => "math",
+            Task::Arithmetic => "arithmetic",
         }
     }
 
@@ -49,96 +52,107 @@ impl Task {
                 r#"{ id: verdicts, kind: verify.math, params: { extract: [boxed, answer_tag, { prefix: "The answer is" }] } }"#,
                 r#""{question} Put your final answer within \\boxed{}.""#,
             ),
+            Task::Arithmetic => (
+                r#"["</answer>", "</unknown>"]"#,
+                "{ id: verdicts, kind: verify.math, params: { extract: [answer_tag] } }",
+                r#""{question} Return the final answer in <answer> </answer> tags.""#,
+            ),
         }
     }
 }
 
 /// Arguments of `tandem eval`.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     /// The model: a local HF directory (a checkpoint of a run, for instance).
-    model: PathBuf,
+    pub(crate) model: PathBuf,
     /// The test set: JSON Lines, a Parquet file, or a directory of Parquet shards.
     #[arg(long)]
-    dataset: PathBuf,
+    pub(crate) dataset: PathBuf,
     /// Map a field: `--field question=problem --field answer=solution --field id=uid`
     /// (`id`, `question`, `answer`, `difficulty`; defaults as in `source.jsonl`).
     #[arg(long = "field", value_name = "NAME=COLUMN")]
-    fields: Vec<String>,
+    pub(crate) fields: Vec<String>,
     /// The task (templates and verifier).
     #[arg(long, value_enum)]
-    task: Task,
+    pub(crate) task: Task,
     /// The cloud's OpenAI-compatible base URL (up to `/v1`).
     #[arg(long)]
-    cloud: String,
+    pub(crate) cloud: String,
     /// The cloud model.
     #[arg(long, default_value = "sim-oracle")]
-    cloud_model: String,
+    pub(crate) cloud_model: String,
     /// The environment variable holding the cloud's API key (never the key itself).
     #[arg(long)]
-    api_key_env: Option<String>,
+    pub(crate) api_key_env: Option<String>,
     /// The largest share of questions that may go to the cloud.
     #[arg(long, default_value_t = 0.3)]
-    budget: f64,
+    pub(crate) budget: f64,
     /// Seeds the order capped asks are chosen in.
     #[arg(long, default_value_t = 0)]
-    seed: u64,
+    pub(crate) seed: u64,
+    /// Sampling temperature of the device's answers (0 = greedy).
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) temperature: f64,
+    /// Torch intra-op threads of the device model (0 = libtorch's default).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) threads: usize,
     /// Most new tokens per answer.
     #[arg(long, default_value_t = 1024)]
-    max_new_tokens: usize,
+    pub(crate) max_new_tokens: usize,
     /// Use only the first N questions.
     #[arg(long)]
-    limit: Option<usize>,
+    pub(crate) limit: Option<usize>,
     /// `cpu`, `cuda` or `cuda:N`.
     #[arg(long, default_value = "cpu")]
-    device: String,
+    pub(crate) device: String,
     /// Directory the two runs are created in.
     #[arg(long, default_value = "runs")]
-    out: PathBuf,
+    pub(crate) out: PathBuf,
     /// Also evaluate the learned-router baseline, trained on this stored run's prompts and
     /// local verdicts (e.g. an `eval-local` run over a training split): a classifier on the
     /// model's representation of each prompt, thresholded to the budget.
     #[arg(long, value_name = "RUN_DIR")]
-    router_from: Option<PathBuf>,
+    pub(crate) router_from: Option<PathBuf>,
     /// Print the results as JSON.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 /// What `tandem eval` reports (also written to `eval.json` in the help run's directory).
 #[derive(Debug, Serialize)]
-struct Report {
-    model: String,
-    task: &'static str,
-    budget: f64,
-    seed: u64,
+pub(crate) struct Report {
+    pub(crate) model: String,
+    pub(crate) task: &'static str,
+    pub(crate) budget: f64,
+    pub(crate) seed: u64,
     /// The run with the help option (and the cloud's answers).
-    help_run: String,
+    pub(crate) help_run: String,
     /// The run without it.
-    local_run: String,
+    pub(crate) local_run: String,
     /// The policy at the budget.
-    policy: Figures,
+    pub(crate) policy: Figures,
     /// Questions whose cloud call failed (counted as a wrong cloud answer).
-    cloud_failures: usize,
+    pub(crate) cloud_failures: usize,
     /// Every question answered on the device, without the help option.
-    local_only: f64,
+    pub(crate) local_only: f64,
     /// Every question answered by the cloud.
-    cloud_only: f64,
+    pub(crate) cloud_only: f64,
     /// Random offloading at the policy's call rate (expected accuracy).
-    naive_offloading: f64,
+    pub(crate) naive_offloading: f64,
     /// RouteLLM's APGR of the policy's ranking (asks first), `None` without a gap.
-    apgr: Option<f64>,
+    pub(crate) apgr: Option<f64>,
     /// The call rate at which the policy's ranking recovers half the device→cloud gap.
-    cpt50: Option<f64>,
+    pub(crate) cpt50: Option<f64>,
     /// `(call rate, accuracy)` of the policy's ranking.
-    curve: Vec<(f64, f64)>,
+    pub(crate) curve: Vec<(f64, f64)>,
     /// The learned-router baseline, with `--router-from`.
-    router: Option<RouterFigures>,
+    pub(crate) router: Option<RouterFigures>,
 }
 
 /// The device without the help option, plus a learned router offloading up to the budget.
 #[derive(Debug, Serialize)]
-struct RouterFigures {
+pub(crate) struct RouterFigures {
     /// The run it was trained on, and how many of its questions the device solved.
     trained_on: String,
     examples: usize,
@@ -156,16 +170,16 @@ struct RouterFigures {
 
 /// [`AtBudget`] as it is reported.
 #[derive(Debug, Serialize)]
-struct Figures {
-    questions: usize,
-    asked: usize,
-    sent: usize,
-    capped: usize,
-    help_ratio: f64,
-    call_rate: f64,
-    local_accuracy: f64,
-    conditional_accuracy: f64,
-    overall_accuracy: f64,
+pub(crate) struct Figures {
+    pub(crate) questions: usize,
+    pub(crate) asked: usize,
+    pub(crate) sent: usize,
+    pub(crate) capped: usize,
+    pub(crate) help_ratio: f64,
+    pub(crate) call_rate: f64,
+    pub(crate) local_accuracy: f64,
+    pub(crate) conditional_accuracy: f64,
+    pub(crate) overall_accuracy: f64,
 }
 
 impl From<&AtBudget> for Figures {
@@ -184,7 +198,26 @@ impl From<&AtBudget> for Figures {
     }
 }
 
+/// An evaluation's report and its two runs.
+pub(crate) struct Evaluation {
+    pub(crate) report: Report,
+    /// The run with the help option; the report is in its `eval/` directory.
+    pub(crate) help_run: PathBuf,
+}
+
 pub fn run(args: Args) -> Result<()> {
+    let Evaluation { report, help_run } = evaluate(&args)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", markdown(&report));
+        println!("\nwritten to {}", help_run.join("eval").display());
+    }
+    Ok(())
+}
+
+/// Runs both pipelines, joins them, and writes `eval/eval.json`, `eval.md` and the curve.
+pub(crate) fn evaluate(args: &Args) -> Result<Evaluation> {
     if !(0.0..=1.0).contains(&args.budget) {
         bail!("--budget {}: must be a share between 0 and 1", args.budget);
     }
@@ -199,12 +232,12 @@ pub fn run(args: Args) -> Result<()> {
     }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("{}: cannot create", args.out.display()))?;
-    let help = run_pipeline(&args, &fields, questions, true)?;
-    let local = run_pipeline(&args, &fields, questions, false)?;
+    let help = run_pipeline(args, &fields, questions, true)?;
+    let local = run_pipeline(args, &fields, questions, false)?;
     let (outcomes, cloud_failures) = joined_outcomes(&help, &local).map_err(anyhow::Error::msg)?;
-    let mut report = report(&args, &help, &local, &outcomes, cloud_failures);
+    let mut report = report(args, &help, &local, &outcomes, cloud_failures);
     if let Some(train) = &args.router_from {
-        report.router = Some(router(&args, train, &help, &outcomes, report.cloud_only)?);
+        report.router = Some(router(args, train, &help, &outcomes, report.cloud_only)?);
     }
     let json = serde_json::to_string_pretty(&report)?;
     let dir = help.join("eval");
@@ -228,13 +261,10 @@ pub fn run(args: Args) -> Result<()> {
         ("call rate", "overall accuracy"),
         lines,
     )?;
-    if args.json {
-        println!("{json}");
-    } else {
-        print!("{}", markdown(&report));
-        println!("\nwritten to {}", dir.display());
-    }
-    Ok(())
+    Ok(Evaluation {
+        report,
+        help_run: help,
+    })
 }
 
 /// `--field name=column` pairs as `source.*`'s `fields` object.
@@ -281,13 +311,15 @@ stages:
   - {{ id: prompts, kind: {source}, params: {{ path: {dataset}, shuffle: false, fields: {fields}{limit} }} }}
   - id: rollouts
     kind: generate.policy
-    params: {{ model: {model}, device: {device}, template: {template}, temperature: 0, max_new_tokens: {max_new}, stop: {stop} }}
+    params: {{ model: {model}, device: {device}, threads: {threads}, template: {template}, temperature: {temperature}, max_new_tokens: {max_new}, stop: {stop} }}
 "#,
         seed = args.seed,
         dataset = quote(&args.dataset),
         model = quote(&args.model),
         device = serde_json::Value::from(args.device.clone()),
         max_new = args.max_new_tokens,
+        threads = args.threads,
+        temperature = args.temperature,
     );
     if with_help {
         let key = args
@@ -372,6 +404,7 @@ fn router(
     let template = match args.task {
         Task::Countdown => NamedTemplate::CountdownTask,
         Task::Math => NamedTemplate::MathTask,
+        Task::Arithmetic => NamedTemplate::ArithmeticTask,
     };
     let format = PromptFormat {
         chat: true,
