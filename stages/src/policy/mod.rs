@@ -39,8 +39,8 @@ pub use init::{InitOptions, init_model};
 pub use model::{Attend, KvCache, Transformer, positions_from_mask};
 pub use tokenizer::{ChatMessage, Tokenizer};
 pub use train::{
-    AdamW, AdamWConfig, Learner, LearnerConfig, LrSchedule, Objective, PolicyGradient, Sequence,
-    StepStats, sequence_logprobs,
+    AdamW, AdamWConfig, Learner, LearnerConfig, Likelihood, LrSchedule, Objective, PolicyGradient,
+    Sequence, StepStats, sequence_logprobs,
 };
 
 /// Errors of the policy engine. Each names the file, field or tensor at fault.
