@@ -552,7 +552,9 @@ fn weights_after_one_update(groups: &[tandem_schemas::Group], run_dir: &Path) ->
         run_dir: Some(run_dir.into()),
         ..StepContext::single_worker("r", "learn", 0)
     };
-    learner.consume(groups, &step).expect("update");
+    learner
+        .consume(&mut groups.to_vec(), &step)
+        .expect("update");
     learner.finish().expect("checkpoint");
     std::fs::read(run_dir.join("checkpoints/step-0/model.safetensors")).expect("weights")
 }
