@@ -21,15 +21,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Deserialize;
-use tandem_schemas::io::Rows;
-use tandem_schemas::layout::RunLayout;
-use tandem_schemas::{Facet, Facets, Group, MetricsRecord, StreamKind, Target};
+use tandem_schemas::{Facet, Facets, Group, StreamKind, Target};
 
+use super::trained::{self, Saving, TrainedModel, params};
 use crate::contract::{BuildContext, Built, Sink, StepContext};
-use crate::policy::{
-    self, AdamWConfig, DeviceSpec, Learner, LearnerConfig, LrSchedule, PolicyGradient, PolicyHub,
-    Sequence, TrainerState, Transformer, WeightDtype,
-};
+use crate::policy::{AdamWConfig, LearnerConfig, LrSchedule, PolicyGradient, PolicyHub, Sequence};
 use crate::registry::StageConfig;
 use crate::{Result, StageError};
 
@@ -61,10 +57,10 @@ pub struct LearnConfig {
     #[serde(default)]
     pub schedule: LrSchedule,
     /// Clip the global gradient norm (default 1.0; 0 = off).
-    #[serde(default = "one")]
+    #[serde(default = "trained::one")]
     pub max_grad_norm: f64,
     /// Sequences per forward/backward pass (default 8).
-    #[serde(default = "eight")]
+    #[serde(default = "trained::eight")]
     pub micro_batch_size: usize,
     /// Loss aggregation (default `seq_sum_prompt_mean`, the paper's).
     #[serde(default)]
@@ -89,35 +85,19 @@ pub struct LearnConfig {
     #[serde(default = "one_epoch")]
     pub epochs: usize,
     /// Device of the learner's copy of the model (default `cpu`).
-    #[serde(default = "cpu")]
+    #[serde(default = "trained::cpu")]
     pub device: String,
     /// Save a checkpoint every N steps (default 0: only at the end).
     #[serde(default)]
     pub checkpoint_every: u64,
 }
 
-fn one() -> f64 {
-    1.0
-}
-
-fn eight() -> usize {
-    8
-}
-
 fn one_epoch() -> usize {
     1
 }
 
-fn cpu() -> String {
-    "cpu".into()
-}
-
 impl StageConfig for LearnConfig {
     fn build(self, ctx: &BuildContext) -> Result<Built> {
-        let params = |path: &str, message: String| StageError::Params {
-            path: path.into(),
-            message,
-        };
         if self.loss == Aggregation::Constant && self.max_tokens_norm.unwrap_or(0) == 0 {
             return Err(params(
                 "max_tokens_norm",
@@ -157,16 +137,7 @@ impl StageConfig for LearnConfig {
                 format!("must be a finite number >= 0, got {}", self.kl_coef),
             ));
         }
-        if !(self.optimizer.lr.is_finite() && self.optimizer.lr > 0.0) {
-            return Err(params(
-                "optimizer.lr",
-                format!("must be a finite number > 0, got {}", self.optimizer.lr),
-            ));
-        }
-        let device: DeviceSpec = self
-            .device
-            .parse()
-            .map_err(|e: policy::PolicyError| params("device", e.to_string()))?;
+        let device = trained::check_common(&self.device, &self.optimizer)?;
         let Ok(hub) = ctx
             .shared
             .get_or_try_init::<PolicyHub, ()>(PolicyHub::KEY, || Err(()))
@@ -176,26 +147,16 @@ impl StageConfig for LearnConfig {
                 "learn.pg learns the policy of a generate.policy stage; put one before it".into(),
             ));
         };
-        let load = |what: &str, dir: &std::path::Path| {
-            Transformer::load(dir, &device, Some(WeightDtype::F32))
-                .and_then(|m| policy::load_master_weights(dir, &m).map(|()| m))
-                .map_err(|e| {
-                    params(
-                        "",
-                        format!("loading the {what} from {}: {e}", dir.display()),
-                    )
-                })
-        };
         // The policy continues from the hub's starting weights (a resumed run's checkpoint);
         // the KL reference is always the model the training began from.
-        let model = load("model", &hub.start_dir)?;
+        let model = trained::load_f32("model", &hub.start_dir, &device)?;
         let reference = if self.kl_coef > 0.0 {
-            Some(load("reference", &hub.model_dir)?)
+            Some(trained::load_f32("reference", &hub.model_dir, &device)?)
         } else {
             None
         };
-        let mut learner = Learner::new(
-            &model,
+        let trained = TrainedModel::new(
+            model,
             LearnerConfig {
                 optimizer: self.optimizer.clone(),
                 schedule: self.schedule.clone(),
@@ -203,21 +164,18 @@ impl StageConfig for LearnConfig {
                 micro_batch_size: self.micro_batch_size.max(1),
                 temperature: hub.temperature,
             },
-        );
-        if let Some(checkpoint) = ctx.run.resume.as_ref().and_then(|r| r.checkpoint.as_ref()) {
-            policy::load_trainer_state(checkpoint, &mut learner).map_err(|e| {
-                StageError::Run(format!("resuming from {}: {e}", checkpoint.display()))
-            })?;
-        }
+            hub.start_version,
+            Saving {
+                tokenizer_dir: hub.model_dir.clone(),
+                dtype: hub.save_dtype,
+                every: self.checkpoint_every,
+            },
+            ctx,
+        )?;
         Ok(Built::Sink(Box::new(PolicyLearner {
-            version: hub.start_version,
-            seed: ctx.run.seed,
-            last_step: None,
-            run_dir: None,
             hub,
-            model,
+            trained,
             reference,
-            learner,
             config: self,
         })))
     }
@@ -227,13 +185,8 @@ impl StageConfig for LearnConfig {
 pub struct PolicyLearner {
     config: LearnConfig,
     hub: Arc<PolicyHub>,
-    model: Transformer,
-    reference: Option<Transformer>,
-    learner: Learner,
-    version: u64,
-    seed: u64,
-    last_step: Option<u64>,
-    run_dir: Option<std::path::PathBuf>,
+    trained: TrainedModel,
+    reference: Option<crate::policy::Transformer>,
 }
 
 impl PolicyLearner {
@@ -291,32 +244,6 @@ impl PolicyLearner {
             .collect();
         Ok((sequences, scales))
     }
-
-    fn checkpoint(&self, step: u64) -> Result<()> {
-        let Some(run_dir) = &self.run_dir else {
-            return Ok(());
-        };
-        let dir = RunLayout::new(run_dir.clone()).checkpoint(step);
-        let fail = |e: policy::PolicyError| {
-            StageError::Run(format!("writing checkpoint {}: {e}", dir.display()))
-        };
-        policy::save_pretrained(&self.model, &self.hub.model_dir, &dir, self.hub.save_dtype)
-            .map_err(fail)?;
-        let state = TrainerState {
-            optimizer_steps: self.learner.optimizer.steps,
-            step: step + 1,
-            policy_version: self.version,
-            seed: self.seed,
-        };
-        policy::save_trainer_state(
-            &dir,
-            &self.model,
-            self.hub.save_dtype,
-            &self.learner,
-            &state,
-        )
-        .map_err(fail)
-    }
 }
 
 impl Sink for PolicyLearner {
@@ -332,8 +259,7 @@ impl Sink for PolicyLearner {
         vec![("metrics".into(), StreamKind::Metrics)]
     }
 
-    fn consume(&mut self, groups: &[Group], ctx: &StepContext) -> Result<()> {
-        self.run_dir = ctx.run_dir.as_deref().map(std::path::Path::to_path_buf);
+    fn consume(&mut self, groups: &mut [Group], ctx: &StepContext) -> Result<()> {
         let kept: Vec<&Group> = groups
             .iter()
             .filter(|g| g.kept() && g.errors.is_empty() && !g.advantages.is_empty())
@@ -358,11 +284,12 @@ impl Sink for PolicyLearner {
             // The first epoch's figures are the step's (the on-policy loss); later epochs
             // report their last loss.
             let mut first = None;
+            let trained = &mut self.trained;
             for epoch in 0..self.config.epochs {
-                let stats = self
+                let stats = trained
                     .learner
                     .step_weighted(
-                        &self.model,
+                        &trained.model,
                         self.reference.as_ref(),
                         &sequences,
                         &scales,
@@ -377,57 +304,29 @@ impl Sink for PolicyLearner {
                 first.get_or_insert(stats);
             }
             let stats = first.expect("epochs >= 1");
-            self.version += 1;
+            trained.version += 1;
             self.hub
-                .publish(ctx.step, self.version, self.model.named_parameters());
+                .publish(ctx.step, trained.version, trained.model.named_parameters());
             let seconds = started.elapsed().as_secs_f64();
-            values.extend([
-                ("updated".to_owned(), 1.0),
-                ("epochs".to_owned(), self.config.epochs as f64),
-                ("loss".to_owned(), stats.loss),
-                ("grad_norm".to_owned(), stats.grad_norm),
-                ("lr".to_owned(), stats.lr),
-                ("tokens".to_owned(), stats.tokens as f64),
-                ("mean_logprob".to_owned(), stats.mean_logprob),
-                ("learn_seconds".to_owned(), seconds),
-                (
-                    "learn_tokens_per_second".to_owned(),
-                    (stats.tokens * self.config.epochs) as f64 / seconds.max(1e-9),
-                ),
-            ]);
-            if let Some(kl) = stats.kl {
-                values.insert("kl".into(), kl);
-            }
+            values.insert("epochs".to_owned(), self.config.epochs as f64);
+            values.extend(trained::update_figures(&stats, seconds, self.config.epochs));
         }
         values.extend(step_figures(groups, kept.len()));
-        // Where the step's time went: each earlier stage, the learner (`learn_seconds`), and
-        // the whole step from feeding it to the end of this update.
-        for (stage, seconds) in &ctx.stage_seconds {
-            if stage == "step" {
-                let wall = seconds + started.elapsed().as_secs_f64();
-                let sampled: usize = groups
-                    .iter()
-                    .flat_map(|g| &g.samples)
-                    .map(|s| s.token_ids.len())
-                    .sum();
-                values.insert("seconds.step".into(), wall);
-                values.insert(
-                    "sampled_tokens_per_second".into(),
-                    sampled as f64 / wall.max(1e-9),
-                );
-            } else {
-                values.insert(format!("seconds.{stage}"), *seconds);
-            }
+        if let Some(wall) = trained::add_stage_seconds(&mut values, ctx, started) {
+            let sampled: usize = groups
+                .iter()
+                .flat_map(|g| &g.samples)
+                .map(|s| s.token_ids.len())
+                .sum();
+            values.insert(
+                "sampled_tokens_per_second".into(),
+                sampled as f64 / wall.max(1e-9),
+            );
         }
-        let record = MetricsRecord {
-            run_id: ctx.run_id.to_string(),
-            step: ctx.step,
-            policy_version: self.version,
-            values,
-        };
+        let record = self.trained.end_step(ctx, values)?;
         tracing::info!(
             step = ctx.step,
-            version = self.version,
+            version = record.policy_version,
             loss = record.values.get("loss").copied().unwrap_or(f64::NAN),
             help_rate = record.values["help_rate"],
             mean_reward = record
@@ -437,30 +336,11 @@ impl Sink for PolicyLearner {
                 .unwrap_or(f64::NAN),
             "learn"
         );
-        if let Some(run_dir) = &ctx.run_dir {
-            let path = RunLayout::new(run_dir.to_path_buf()).part("metrics", ctx.step, 0);
-            Rows::Metrics(vec![record])
-                .write_part(&path)
-                .map_err(|e| StageError::Run(format!("writing {}: {e}", path.display())))?;
-        }
-        self.last_step = Some(ctx.step);
-        let every = self.config.checkpoint_every;
-        if every > 0 && (ctx.step + 1).is_multiple_of(every) {
-            self.checkpoint(ctx.step)?;
-        }
         Ok(())
     }
 
     fn finish(&mut self) -> Result<()> {
-        match self.last_step {
-            Some(step)
-                if self.config.checkpoint_every == 0
-                    || (step + 1) % self.config.checkpoint_every != 0 =>
-            {
-                self.checkpoint(step)
-            }
-            _ => Ok(()),
-        }
+        self.trained.finish()
     }
 }
 
