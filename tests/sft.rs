@@ -274,18 +274,12 @@ fn a_stopped_sft_run_resumes_to_the_weights_of_an_uninterrupted_one() {
     let manifest = Manifest::read(&layout).expect("manifest");
     assert_eq!(manifest.resumed_at, vec![4], "from checkpoint step-3");
     assert_eq!(manifest.status, RunStatus::Complete);
-    let whole_layout = RunLayout::new(&whole.run_dir);
-    for file in [
-        "model.safetensors",
-        "optimizer.safetensors",
-        "trainer_state.json",
-    ] {
-        assert_eq!(
-            std::fs::read(layout.checkpoint(steps - 1).join(file)).expect("resumed"),
-            std::fs::read(whole_layout.checkpoint(steps - 1).join(file)).expect("whole"),
-            "{file} of the final checkpoint"
-        );
-    }
+    crate::common::assert_same_checkpoint(
+        &stopped.run_dir,
+        &whole.run_dir,
+        steps - 1,
+        "resumed vs uninterrupted",
+    );
     let loss = |m: Vec<tandem_schemas::MetricsRecord>| -> Vec<f64> {
         m.iter().map(|m| m.values["loss"]).collect()
     };
