@@ -63,6 +63,10 @@ fn unknown_kind_lists_the_known_kinds_at_its_line() {
         err.contains(", filter.adaptive, filter.dynamic, filter.none, generate.offline, "),
         "{err}"
     );
+    assert!(
+        err.contains(", learn.pg, learn.sft, reward.collab, "),
+        "{err}"
+    );
     assert!(err.ends_with(", verify.math\n"), "{err}");
 }
 

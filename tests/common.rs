@@ -181,3 +181,19 @@ pub fn run_in_process(pipeline: &Path, workers: usize, out: &Path) -> tandem_pip
     };
     tandem_pipeline::run(plan, options).expect("run")
 }
+
+/// Asserts that checkpoint `step` of runs `a` and `b` holds the same weights, optimiser state
+/// and counters, byte for byte (`why` leads the message).
+pub fn assert_same_checkpoint(a: &Path, b: &Path, step: u64, why: &str) {
+    for file in [
+        "model.safetensors",
+        "optimizer.safetensors",
+        "trainer_state.json",
+    ] {
+        assert_eq!(
+            std::fs::read(RunLayout::new(a).checkpoint(step).join(file)).expect("a"),
+            std::fs::read(RunLayout::new(b).checkpoint(step).join(file)).expect("b"),
+            "{why}: {file} of checkpoint step-{step}"
+        );
+    }
+}

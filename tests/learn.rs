@@ -450,18 +450,7 @@ fn a_run_killed_at_a_random_point_resumes_to_what_an_uninterrupted_run_stores() 
             "{why}: {name} has steps {stored_steps:?}"
         );
     }
-    let whole_layout = RunLayout::new(&whole.run_dir);
-    for file in [
-        "model.safetensors",
-        "optimizer.safetensors",
-        "trainer_state.json",
-    ] {
-        assert_eq!(
-            std::fs::read(layout.checkpoint(steps - 1).join(file)).expect("resumed"),
-            std::fs::read(whole_layout.checkpoint(steps - 1).join(file)).expect("whole"),
-            "{why}: {file} of the final checkpoint"
-        );
-    }
+    crate::common::assert_same_checkpoint(&run, &whole.run_dir, steps - 1, &why);
     crate::bad_input::assert_only_complete_parquet(&run.join("streams"));
     let leftovers: Vec<_> = crate::common::files_under(&run)
         .into_iter()
@@ -552,7 +541,9 @@ fn weights_after_one_update(groups: &[tandem_schemas::Group], run_dir: &Path) ->
         run_dir: Some(run_dir.into()),
         ..StepContext::single_worker("r", "learn", 0)
     };
-    learner.consume(groups, &step).expect("update");
+    learner
+        .consume(&mut groups.to_vec(), &step)
+        .expect("update");
     learner.finish().expect("checkpoint");
     std::fs::read(run_dir.join("checkpoints/step-0/model.safetensors")).expect("weights")
 }

@@ -16,6 +16,7 @@ mod policy;
 mod recipes;
 mod replay;
 mod report;
+mod sft;
 mod step_scope;
 mod torch_smoke;
 mod verify;

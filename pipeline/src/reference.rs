@@ -33,7 +33,7 @@ pub fn run_reference(mut plan: Plan, run_id: &str) -> Result<Vec<Vec<Group>>, St
                 }
                 Built::Generator(g) => g.generate(&mut groups, &ctx(i))?,
                 Built::Group(g) => g.process(&mut groups, &ctx(i))?,
-                Built::Sink(s) => s.consume(&groups, &ctx(i))?,
+                Built::Sink(s) => s.consume(&mut groups, &ctx(i))?,
             }
         }
         out.push(groups);

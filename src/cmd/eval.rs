@@ -395,8 +395,8 @@ fn router(
     cloud_only: f64,
 ) -> Result<RouterFigures> {
     use tandem_stages::eval::{Router, RouterTraining, prompt_features, solved_questions};
-    use tandem_stages::generate::NamedTemplate;
     use tandem_stages::policy::{DeviceSpec, Policy, PromptFormat};
+    use tandem_stages::prompt::NamedTemplate;
     let fail = |e: String| anyhow::anyhow!(e);
     let device: DeviceSpec = args.device.parse()?;
     let policy = Policy::load(&args.model, &device, None)?;

@@ -267,7 +267,9 @@ pub trait Sink: Send {
     fn needs(&self) -> Facets;
 
     /// Consumes all groups of one step, sorted by `prompt_id`; called once per step in order.
-    fn consume(&mut self, groups: &[Group], ctx: &StepContext) -> Result<()>;
+    /// A group it cannot use gets an error row (stored in `errors` like any stage's); an `Err`
+    /// stops the run.
+    fn consume(&mut self, groups: &mut [Group], ctx: &StepContext) -> Result<()>;
 
     /// Called once after the last step.
     fn finish(&mut self) -> Result<()> {

@@ -27,6 +27,7 @@ pub mod learn;
 pub mod net;
 pub mod params;
 pub mod policy;
+pub mod prompt;
 pub mod registry;
 pub mod reward;
 pub mod sink;

@@ -110,6 +110,12 @@ pub const BUILTIN: &[KindSpec] = &[
         build: build_with::<crate::learn::LearnConfig>,
     },
     KindSpec {
+        name: "learn.sft",
+        role: Role::Sink,
+        summary: "supervised fine-tuning: one likelihood update per step on the dataset's responses (generate.offline), metrics, checkpoints",
+        build: build_with::<crate::learn::SftConfig>,
+    },
+    KindSpec {
         name: "sink.jsonl",
         role: Role::Sink,
         summary: "writes every finished group as one JSON line",

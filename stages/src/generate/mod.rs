@@ -2,8 +2,6 @@
 
 mod offline;
 mod policy;
-mod templates;
 
 pub use offline::{OfflineConfig, OfflineGenerator};
 pub use policy::{PolicyConfig, PolicyGenerator};
-pub use templates::NamedTemplate;

@@ -10,13 +10,13 @@ use std::sync::Arc;
 use serde::Deserialize;
 use tandem_schemas::{Group, SampleRecord};
 
-use super::NamedTemplate;
 use crate::contract::{BuildContext, Built, Generator, StepContext};
 use crate::help::HelpTags;
 use crate::policy::{
     self, DeviceSpec, GenerationRequest, Policy, PolicyHub, PromptFormat, SamplingParams,
     Tokenizer, WeightDtype,
 };
+use crate::prompt::{NamedTemplate, PromptParams};
 use crate::registry::StageConfig;
 use crate::{Result, StageError};
 
@@ -110,43 +110,26 @@ impl StageConfig for PolicyConfig {
                 )));
             }
         };
-        let template = self.prompt_template.clone().unwrap_or_else(|| {
-            self.template
-                .map_or("{question}", NamedTemplate::user_turn)
-                .to_owned()
-        });
-        let system_prompt = self
-            .system_prompt
-            .clone()
-            .or_else(|| self.template.map(NamedTemplate::system_prompt));
-        if !template.contains("{question}") {
-            return Err(params("prompt_template must contain `{question}`".into()));
-        }
-        if system_prompt.is_some() && !self.chat {
-            return Err(params(
-                "a system prompt (from `system_prompt` or `template`) needs `chat: true`".into(),
-            ));
-        }
         policy::set_threads(self.threads);
         let dir = ctx.resolve(&self.model);
         // A resumed run starts from its checkpoint's weights and version.
-        let start = match ctx.run.resume.as_ref().and_then(|r| r.checkpoint.clone()) {
-            Some(checkpoint) => {
-                let state = policy::read_trainer_state(&checkpoint)
-                    .map_err(|e| StageError::Run(format!("resuming: {e}")))?;
-                (checkpoint, state.policy_version)
-            }
-            None => (dir.clone(), 0),
-        };
+        let checkpoint = ctx
+            .run
+            .resume
+            .as_ref()
+            .and_then(|r| r.checkpoint.as_deref());
+        let start = policy::start_point(&dir, checkpoint)
+            .map_err(|e| StageError::Run(format!("resuming: {e}")))?;
         let policy = Policy::load(&start.0, &device, dtype)
             .and_then(|p| policy::load_master_weights(&start.0, &p.model).map(|()| p))
             .map_err(|e| params(format!("model: {e}")))?;
-        if self.chat && !policy.tokenizer.has_chat_template() {
-            return Err(params(format!(
-                "chat: {} has no chat template; set `chat: false`",
-                dir.display()
-            )));
+        let format = PromptParams {
+            chat: self.chat,
+            template: self.template,
+            system_prompt: self.system_prompt.clone(),
+            prompt_template: self.prompt_template.clone(),
         }
+        .format(&policy.tokenizer, &dir)?;
         let sampling = SamplingParams {
             max_new_tokens: self.max_new_tokens,
             temperature: self.temperature,
@@ -154,11 +137,6 @@ impl StageConfig for PolicyConfig {
             top_k: self.top_k,
             stop: self.stop.clone(),
             eos_token_ids: policy.eos_token_ids(),
-        };
-        let format = PromptFormat {
-            chat: self.chat,
-            system_prompt,
-            template,
         };
         // One hub per run, made by the first build: the learner finds the prompt format, the
         // temperature and the newest weights there.

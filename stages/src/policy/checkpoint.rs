@@ -137,6 +137,15 @@ pub fn load_master_weights(dir: &Path, model: &Transformer) -> Result<()> {
     })
 }
 
+/// Where a run's weights start: the checkpoint a resumed run continues from, with the version
+/// it holds, else `model_dir` at version 0.
+pub fn start_point(model_dir: &Path, checkpoint: Option<&Path>) -> Result<(PathBuf, u64)> {
+    match checkpoint {
+        Some(dir) => Ok((dir.to_path_buf(), read_trainer_state(dir)?.policy_version)),
+        None => Ok((model_dir.to_path_buf(), 0)),
+    }
+}
+
 /// Restores the learner's moments from checkpoint `dir` and returns its [`TrainerState`].
 pub fn load_trainer_state(dir: &Path, learner: &mut Learner) -> Result<TrainerState> {
     let state = read_trainer_state(dir)?;

@@ -186,9 +186,15 @@ pub fn generate(
         for step in 0..params.max_new_tokens {
             let uniforms: Vec<f32> = live.iter().map(|&k| rows[k].rng.random::<f32>()).collect();
             let (tokens, logprobs) = sample(&logits, &uniforms, params)?;
-            let mut finished_now = 0;
+            let mut finished = 0;
             for (slot, &k) in live.iter().enumerate() {
                 let row = &mut rows[k];
+                // A row that ended stays in the batch until enough others end (below); what is
+                // sampled for it meanwhile is not part of its completion.
+                if row.finish.is_some() {
+                    finished += 1;
+                    continue;
+                }
                 let token = tokens[slot] as u32;
                 row.tokens.push(token);
                 row.logprobs.push(logprobs[slot]);
@@ -201,7 +207,7 @@ pub fn generate(
                 } else if step + 1 == params.max_new_tokens {
                     row.finish = Some(FinishReason::Length);
                 }
-                finished_now += usize::from(row.finish.is_some());
+                finished += usize::from(row.finish.is_some());
             }
             if live.iter().all(|&k| rows[k].finish.is_some()) {
                 break;
@@ -209,7 +215,7 @@ pub fn generate(
             // Drop finished rows once a quarter of the batch is done: copying the cache costs
             // about as much as a step over that many dead rows.
             let mut token_tensor = Tensor::from_slice(&tokens).to_device(device);
-            if finished_now > 0 && finished_now * 4 >= live.len() {
+            if finished > 0 && finished * 4 >= live.len() {
                 let keep: Vec<i64> = (0..live.len() as i64)
                     .filter(|&slot| rows[live[slot as usize]].finish.is_none())
                     .collect();

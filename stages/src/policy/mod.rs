@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 
 pub use checkpoint::{
     TrainerState, load_master_weights, load_trainer_state, read_trainer_state, save_pretrained,
-    save_trainer_state,
+    save_trainer_state, start_point,
 };
 pub use config::{Arch, ModelConfig, RopeScaling, Shape, WeightDtype};
 pub use device::{DeviceSpec, describe_device, set_threads};
@@ -39,8 +39,8 @@ pub use init::{InitOptions, init_model};
 pub use model::{Attend, KvCache, Transformer, positions_from_mask};
 pub use tokenizer::{ChatMessage, Tokenizer};
 pub use train::{
-    AdamW, AdamWConfig, Learner, LearnerConfig, LrSchedule, Objective, PolicyGradient, Sequence,
-    StepStats, sequence_logprobs,
+    AdamW, AdamWConfig, Learner, LearnerConfig, Likelihood, LrSchedule, Objective, PolicyGradient,
+    Sequence, StepStats, sequence_logprobs,
 };
 
 /// Errors of the policy engine. Each names the file, field or tensor at fault.

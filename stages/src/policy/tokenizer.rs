@@ -127,6 +127,13 @@ impl Tokenizer {
         &self.eos_ids
     }
 
+    /// The id of the `eos_token` `tokenizer_config.json` names: what the model ends its turn
+    /// with (ChatML's `<|im_end|>` for a chat model), which a fine-tuning target ends with.
+    pub fn eos_token_id(&self) -> Option<u32> {
+        let (_, token) = self.special.iter().find(|(key, _)| key == "eos_token")?;
+        self.inner.token_to_id(token)
+    }
+
     /// The id prompts are left-padded with.
     pub fn pad_token_id(&self) -> u32 {
         self.pad_id

@@ -161,6 +161,19 @@ impl Objective for PolicyGradient {
     }
 }
 
+/// Maximum likelihood of the completions (supervised fine-tuning): the per-token loss is
+/// `−log p`, so the learner's `loss` is the negative log-likelihood. Its gradient is that of
+/// [`PolicyGradient`] with `A = 1`, no clip and no KL; its value is the NLL itself rather than
+/// the surrogate's constant −1, which is what SFT reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Likelihood;
+
+impl Objective for Likelihood {
+    fn token_loss(&self, logprobs: &Tensor, _batch: &TokenBatch<'_>) -> (Tensor, Option<Tensor>) {
+        (-logprobs, None)
+    }
+}
+
 /// AdamW's hyper-parameters.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -728,6 +741,43 @@ mod tests {
         assert!(
             (loss[0] - 0.5f32.exp()).abs() < 1e-5 && (loss[1] - 0.8).abs() < 1e-5,
             "{loss:?}"
+        );
+    }
+
+    #[test]
+    fn likelihood_has_the_gradient_of_the_surrogate_with_unit_advantage() {
+        let values = [-0.3f32, -2.0, -0.01, -5.5, -1.2, -0.7];
+        let seq = Sequence::default();
+        let refs = [&seq, &seq];
+        let batch = TokenBatch {
+            sequences: &refs,
+            advantages: Tensor::ones([2, 1], (Kind::Float, Device::Cpu)),
+            old_logprobs: None,
+            ref_logprobs: None,
+            mask: Tensor::ones([2, 3], (Kind::Float, Device::Cpu)),
+        };
+        let gradient = |objective: &dyn Objective| {
+            let lp = Tensor::from_slice(&values)
+                .view([2, 3])
+                .set_requires_grad(true);
+            let (loss, kl) = objective.token_loss(&lp, &batch);
+            assert!(kl.is_none());
+            let total = (loss * &batch.mask).sum(Kind::Float);
+            total.backward();
+            (
+                total.double_value(&[]),
+                Vec::<f32>::try_from(lp.grad().flatten(0, -1)).unwrap(),
+            )
+        };
+        let (nll, nll_grad) = gradient(&Likelihood);
+        let (surrogate, pg_grad) = gradient(&PolicyGradient::default());
+        assert_eq!(nll_grad, pg_grad);
+        assert!(nll_grad.iter().all(|g| *g == -1.0), "{nll_grad:?}");
+        // The values differ: the NLL is reported, the on-policy surrogate is −(tokens).
+        let sum: f64 = values.iter().map(|v| -f64::from(*v)).sum();
+        assert!(
+            (nll - sum).abs() < 1e-5 && surrogate == -6.0,
+            "{nll} {surrogate}"
         );
     }
 }

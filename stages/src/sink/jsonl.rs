@@ -71,7 +71,7 @@ impl Sink for JsonlSink {
         Facets::NONE
     }
 
-    fn consume(&mut self, groups: &[Group], _ctx: &StepContext) -> Result<()> {
+    fn consume(&mut self, groups: &mut [Group], _ctx: &StepContext) -> Result<()> {
         let fail = |e: std::io::Error| StageError::Run(format!("{}: {e}", self.path.display()));
         if self.out.is_none() {
             self.out = Some(BufWriter::new(self.open().map_err(fail)?));
@@ -130,19 +130,19 @@ mod tests {
         let mut first = build(None);
         for step in 0..4 {
             let ctx = StepContext::single_worker("r", "sink", step);
-            first.consume(&[group(step)], &ctx).expect("consume");
+            first.consume(&mut [group(step)], &ctx).expect("consume");
         }
         assert_eq!(steps(&path), [0, 1, 2, 3]);
         let mut resumed = build(Some(2));
         let ctx = StepContext::single_worker("r", "sink", 2);
-        resumed.consume(&[group(2)], &ctx).expect("consume");
+        resumed.consume(&mut [group(2)], &ctx).expect("consume");
         assert_eq!(
             steps(&path),
             [0, 1, 2],
             "steps 2 and 3 were dropped, 2 rewritten"
         );
         let mut fresh = build(None);
-        fresh.consume(&[group(0)], &ctx).expect("consume");
+        fresh.consume(&mut [group(0)], &ctx).expect("consume");
         assert_eq!(steps(&path), [0], "a fresh run truncates");
     }
 }

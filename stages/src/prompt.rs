@@ -1,10 +1,83 @@
-//! The paper's prompt templates (PAPER.md, "Output format"), by name, for `generate.policy`'s
-//! `template` parameter. Each is a system prompt and a user turn; the `_task` variants are the
-//! same without the sentence that offers help (the "task tuning only" baseline). `arithmetic`
-//! (ours) is Template I's tag format in two short sentences, for the from-scratch models of the
-//! built-in demo, whose every prompt token costs CPU time.
+//! How a question becomes the prompt the policy sees, from the parameters `generate.policy` and
+//! `learn.sft` share (`chat`, `template`, `system_prompt`, `prompt_template`), so a model
+//! fine-tuned on prompts is sampled later from token-for-token the same ones.
+//!
+//! The named templates are the paper's (PAPER.md, "Output format"). Each is a system prompt and a
+//! user turn; the `_task` variants are the same without the sentence that offers help (the "task
+//! tuning only" baseline). `arithmetic` (ours) is Template I's tag format in two short
+//! sentences, for the from-scratch models of the built-in demo, whose every prompt token costs
+//! CPU time.
 
 use serde::Deserialize;
+
+use crate::StageError;
+use crate::policy::{PromptFormat, Tokenizer};
+
+/// The prompt parameters of a stage kind, as its YAML gives them. Each kind declares the four
+/// fields itself (serde's `flatten` cannot be combined with `deny_unknown_fields`) and hands them
+/// here to be checked and resolved in one place.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PromptParams {
+    /// Render the prompt with the model's chat template (as a user message).
+    pub chat: bool,
+    /// One of the paper's templates by name: its system prompt and user turn, unless
+    /// `system_prompt` or `prompt_template` is also given.
+    pub template: Option<NamedTemplate>,
+    /// A system message (with `chat`).
+    pub system_prompt: Option<String>,
+    /// The user message; `{question}` is replaced by the prompt's question.
+    pub prompt_template: Option<String>,
+}
+
+impl PromptParams {
+    /// The prompt format, checked against `tokenizer` (of the model in `model_dir`, named in
+    /// errors): the user turn must hold `{question}`, a system prompt needs `chat`, and `chat`
+    /// needs a chat template.
+    pub fn format(
+        self,
+        tokenizer: &Tokenizer,
+        model_dir: &std::path::Path,
+    ) -> Result<PromptFormat, StageError> {
+        let params = |path: &str, message: String| StageError::Params {
+            path: path.into(),
+            message,
+        };
+        let template = self.prompt_template.unwrap_or_else(|| {
+            self.template
+                .map_or("{question}", NamedTemplate::user_turn)
+                .to_owned()
+        });
+        let system_prompt = self
+            .system_prompt
+            .or_else(|| self.template.map(NamedTemplate::system_prompt));
+        if !template.contains("{question}") {
+            return Err(params(
+                "prompt_template",
+                "must contain `{question}`".into(),
+            ));
+        }
+        if system_prompt.is_some() && !self.chat {
+            return Err(params(
+                "chat",
+                "a system prompt (from `system_prompt` or `template`) needs `chat: true`".into(),
+            ));
+        }
+        if self.chat && !tokenizer.has_chat_template() {
+            return Err(params(
+                "chat",
+                format!(
+                    "{} has no chat template; set `chat: false`",
+                    model_dir.display()
+                ),
+            ));
+        }
+        Ok(PromptFormat {
+            chat: self.chat,
+            system_prompt,
+            template,
+        })
+    }
+}
 
 /// A named prompt template.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]

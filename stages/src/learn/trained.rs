@@ -1,0 +1,218 @@
+//! What the learner sinks share: the model being trained with its optimiser and version, its
+//! checkpoints (`checkpoints/step-<n>/`, HF directory plus trainer state), resuming from one,
+//! and the per-step `metrics` row.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use tandem_schemas::MetricsRecord;
+use tandem_schemas::io::Rows;
+use tandem_schemas::layout::RunLayout;
+
+use crate::contract::{BuildContext, StepContext};
+use crate::policy::{
+    self, AdamWConfig, DeviceSpec, Learner, LearnerConfig, StepStats, TrainerState, Transformer,
+    WeightDtype,
+};
+use crate::{Result, StageError};
+
+/// Serde default: a gradient-norm clip of 1.
+pub(crate) fn one() -> f64 {
+    1.0
+}
+
+/// Serde default: sequences per forward/backward pass.
+pub(crate) fn eight() -> usize {
+    8
+}
+
+/// Serde default: the learner's device.
+pub(crate) fn cpu() -> String {
+    "cpu".into()
+}
+
+/// A parameter error at `path` (relative to the stage's `params`).
+pub(crate) fn params(path: &str, message: String) -> StageError {
+    StageError::Params {
+        path: path.into(),
+        message,
+    }
+}
+
+/// The learner's device, and a learning rate that can train.
+pub(crate) fn check_common(device: &str, optimizer: &AdamWConfig) -> Result<DeviceSpec> {
+    if !(optimizer.lr.is_finite() && optimizer.lr > 0.0) {
+        return Err(params(
+            "optimizer.lr",
+            format!("must be a finite number > 0, got {}", optimizer.lr),
+        ));
+    }
+    device
+        .parse()
+        .map_err(|e: policy::PolicyError| params("device", e.to_string()))
+}
+
+/// The f32 copy of the model in `dir` a learner trains (a checkpoint's f32 master weights when
+/// it was saved below f32); `what` names it in errors.
+pub(crate) fn load_f32(what: &str, dir: &Path, device: &DeviceSpec) -> Result<Transformer> {
+    Transformer::load(dir, device, Some(WeightDtype::F32))
+        .and_then(|m| policy::load_master_weights(dir, &m).map(|()| m))
+        .map_err(|e| {
+            params(
+                "",
+                format!("loading the {what} from {}: {e}", dir.display()),
+            )
+        })
+}
+
+/// How a [`TrainedModel`] saves itself.
+pub(crate) struct Saving {
+    /// Where the tokenizer files copied into each checkpoint come from.
+    pub tokenizer_dir: PathBuf,
+    /// The dtype of `model.safetensors` (f32 master weights are kept besides a lower one).
+    pub dtype: WeightDtype,
+    /// Also checkpoint every N steps (0: only at the end).
+    pub every: u64,
+}
+
+/// The model a learner sink trains, with its optimiser, version and checkpoints.
+pub(crate) struct TrainedModel {
+    pub model: Transformer,
+    pub learner: Learner,
+    /// Bumped by every update.
+    pub version: u64,
+    seed: u64,
+    saving: Saving,
+    last_step: Option<u64>,
+    run_dir: Option<PathBuf>,
+}
+
+impl TrainedModel {
+    /// A learner for `model` (holding weights of `version`); a resumed run restores the
+    /// optimiser moments and counters of its checkpoint.
+    pub fn new(
+        model: Transformer,
+        config: LearnerConfig,
+        version: u64,
+        saving: Saving,
+        ctx: &BuildContext,
+    ) -> Result<TrainedModel> {
+        let mut learner = Learner::new(&model, config);
+        if let Some(checkpoint) = ctx.run.resume.as_ref().and_then(|r| r.checkpoint.as_ref()) {
+            policy::load_trainer_state(checkpoint, &mut learner).map_err(|e| {
+                StageError::Run(format!("resuming from {}: {e}", checkpoint.display()))
+            })?;
+        }
+        Ok(TrainedModel {
+            model,
+            learner,
+            version,
+            seed: ctx.run.seed,
+            saving,
+            last_step: None,
+            run_dir: None,
+        })
+    }
+
+    /// Writes `checkpoints/step-<step>` (nothing outside a run).
+    fn checkpoint(&self, step: u64) -> Result<()> {
+        let Some(run_dir) = &self.run_dir else {
+            return Ok(());
+        };
+        let dir = RunLayout::new(run_dir.clone()).checkpoint(step);
+        let fail = |e: policy::PolicyError| {
+            StageError::Run(format!("writing checkpoint {}: {e}", dir.display()))
+        };
+        let dtype = self.saving.dtype;
+        policy::save_pretrained(&self.model, &self.saving.tokenizer_dir, &dir, dtype)
+            .map_err(fail)?;
+        let state = TrainerState {
+            optimizer_steps: self.learner.optimizer.steps,
+            step: step + 1,
+            policy_version: self.version,
+            seed: self.seed,
+        };
+        policy::save_trainer_state(&dir, &self.model, dtype, &self.learner, &state).map_err(fail)
+    }
+
+    /// Ends step `ctx.step`: adds where the step's time went to `values` (`seconds.<stage>` for
+    /// every earlier stage, `seconds.step` from feeding the step until now), writes the metrics
+    /// row, and checkpoints when one is due. Returns the row.
+    pub fn end_step(
+        &mut self,
+        ctx: &StepContext,
+        values: BTreeMap<String, f64>,
+    ) -> Result<MetricsRecord> {
+        self.run_dir = ctx.run_dir.as_deref().map(Path::to_path_buf);
+        let record = MetricsRecord {
+            run_id: ctx.run_id.to_string(),
+            step: ctx.step,
+            policy_version: self.version,
+            values,
+        };
+        if let Some(run_dir) = &ctx.run_dir {
+            let path = RunLayout::new(run_dir.to_path_buf()).part("metrics", ctx.step, 0);
+            Rows::Metrics(vec![record.clone()])
+                .write_part(&path)
+                .map_err(|e| StageError::Run(format!("writing {}: {e}", path.display())))?;
+        }
+        self.last_step = Some(ctx.step);
+        let every = self.saving.every;
+        if every > 0 && (ctx.step + 1).is_multiple_of(every) {
+            self.checkpoint(ctx.step)?;
+        }
+        Ok(record)
+    }
+
+    /// The final checkpoint, unless the last step already wrote it.
+    pub fn finish(&mut self) -> Result<()> {
+        let every = self.saving.every;
+        match self.last_step {
+            Some(step) if every == 0 || !(step + 1).is_multiple_of(every) => self.checkpoint(step),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The figures of an update that took `seconds` for `epochs` passes over the batch.
+pub(crate) fn update_figures(stats: &StepStats, seconds: f64, epochs: usize) -> Vec<(String, f64)> {
+    let mut out = vec![
+        ("updated".to_owned(), 1.0),
+        ("loss".to_owned(), stats.loss),
+        ("grad_norm".to_owned(), stats.grad_norm),
+        ("lr".to_owned(), stats.lr),
+        ("tokens".to_owned(), stats.tokens as f64),
+        ("mean_logprob".to_owned(), stats.mean_logprob),
+        ("learn_seconds".to_owned(), seconds),
+        (
+            "learn_tokens_per_second".to_owned(),
+            (stats.tokens * epochs) as f64 / seconds.max(1e-9),
+        ),
+    ];
+    if let Some(kl) = stats.kl {
+        out.push(("kl".into(), kl));
+    }
+    out
+}
+
+/// Where the step's time went: `seconds.<stage>` for each earlier stage, and `seconds.step`,
+/// the wall time from feeding the step until now (the learner started at `started`). Returns
+/// that wall time.
+pub(crate) fn add_stage_seconds(
+    values: &mut BTreeMap<String, f64>,
+    ctx: &StepContext,
+    started: Instant,
+) -> Option<f64> {
+    let mut wall = None;
+    for (stage, seconds) in &ctx.stage_seconds {
+        if stage == "step" {
+            let step = seconds + started.elapsed().as_secs_f64();
+            values.insert("seconds.step".into(), step);
+            wall = Some(step);
+        } else {
+            values.insert(format!("seconds.{stage}"), *seconds);
+        }
+    }
+    wall
+}
