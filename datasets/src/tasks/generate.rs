@@ -130,11 +130,7 @@ impl Task {
     /// The train rows of the SFT levels, with exactly `round(unknown_share × rows)` of them,
     /// chosen at random, answering with the help response.
     fn sft(&self, train: &[TaskExample], rng: &mut ChaCha8Rng) -> Vec<TaskExample> {
-        let names: HashSet<&str> = self
-            .sft_levels
-            .iter()
-            .map(|&i| self.levels[i].name.as_str())
-            .collect();
+        let names: HashSet<&str> = self.sft_levels.iter().map(String::as_str).collect();
         let mut rows: Vec<TaskExample> = train
             .iter()
             .filter(|e| names.contains(e.difficulty.as_str()))

@@ -161,8 +161,8 @@ pub struct Task {
     pub test: usize,
     /// The levels, in the spec's order.
     pub levels: Vec<Level>,
-    /// Indices into `levels` of the levels whose train problems form the SFT set.
-    pub sft_levels: Vec<usize>,
+    /// Names of the levels whose train problems form the SFT set.
+    pub sft_levels: Vec<String>,
     /// Share of SFT rows answered with the help response.
     pub unknown_share: f64,
 }
@@ -279,8 +279,8 @@ impl TaskSpec {
                 let message = format!("no level is named `{name}`; levels: {}", known.join(", "));
                 return Err(TaskError::invalid(format!("sft.levels[{i}]"), message));
             };
-            if !sft_levels.contains(&index) {
-                sft_levels.push(index);
+            if !sft_levels.contains(name) {
+                sft_levels.push(levels[index].name.clone());
             }
         }
         let share = self.sft.unknown_share;
