@@ -110,3 +110,94 @@ fn a_bad_spec_names_the_file_line_and_field() {
         "nothing is written on a bad spec"
     );
 }
+
+/// `tandem model tokenizer` on generated data gives a tokenizer `tandem model init` ships and
+/// `tandem model info` loads, with `<|im_end|>` as its end of sequence.
+#[test]
+fn a_tokenizer_trained_on_generated_data_ships_with_model_init() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = |args: &[&str]| {
+        let out = tandem(args, dir.path());
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    run(&[
+        "data",
+        "generate",
+        "--task",
+        "arithmetic",
+        "--out",
+        "gen",
+        "--train",
+        "200",
+        "--test",
+        "20",
+    ]);
+    let stdout = run(&[
+        "model",
+        "tokenizer",
+        "--corpus",
+        "gen/train.jsonl",
+        "--corpus",
+        "gen/sft.jsonl",
+        "--text",
+        "<unknown> I need external assistance </unknown>",
+        "--vocab-size",
+        "280",
+        "--out",
+        "tok",
+    ]);
+    assert!(
+        stdout.starts_with("wrote tok (280 tokens from "),
+        "{stdout}"
+    );
+    run(&[
+        "model",
+        "init",
+        "m",
+        "--arch",
+        "qwen2",
+        "--hidden",
+        "32",
+        "--layers",
+        "1",
+        "--heads",
+        "2",
+        "--kv-heads",
+        "1",
+        "--intermediate",
+        "48",
+        "--tokenizer",
+        "tok/tokenizer.json",
+    ]);
+    let info: Value =
+        serde_json::from_str(&run(&["model", "info", "m", "--json", "--threads", "1"]))
+            .expect("JSON");
+    assert_eq!(info["tokenizer_vocab_size"], 280);
+    assert_eq!(info["vocab_size"], 320);
+    assert_eq!(info["eos_token_ids"], json!([279]));
+    assert_eq!(info["chat_template"], true);
+
+    let missing = tandem(
+        &[
+            "model",
+            "tokenizer",
+            "--corpus",
+            "gen/train.jsonl",
+            "--fields",
+            "prompt",
+            "--out",
+            "t2",
+        ],
+        dir.path(),
+    );
+    assert!(!missing.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&missing.stderr).trim_end(),
+        "error: gen/train.jsonl: no row has any of the fields prompt (set --fields)"
+    );
+}
