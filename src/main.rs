@@ -40,6 +40,8 @@ enum Command {
     Report(cmd::report::Args),
     /// Serve a simulated OpenAI-compatible cloud (oracle answers, seeded latency and faults).
     CloudSim(cmd::cloud_sim::Args),
+    /// Make datasets: generate a synthetic task's splits with worked solutions.
+    Data(cmd::data::Args),
     /// Evaluate a model's routing against a cloud budget, with the paper's baselines.
     Eval(cmd::eval::Args),
 }
@@ -66,6 +68,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => cmd::verify::run(args),
         Command::Report(args) => cmd::report::run(args),
         Command::CloudSim(args) => cmd::cloud_sim::run(args),
+        Command::Data(args) => cmd::data::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,6 +5,7 @@ mod bad_input;
 mod cloud;
 mod cloud_sim;
 mod common;
+mod data;
 mod dataflow;
 mod eval;
 mod inspect;

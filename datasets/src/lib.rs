@@ -1,6 +1,7 @@
 //! Dataset loaders for tandem: JSONL and Parquet files (or a Hugging Face `data/` directory of
 //! Parquet shards) become [`Example`]s through a configurable [`FieldMap`], and [`Batches`]
-//! decides which examples each training step sees.
+//! decides which examples each training step sees. [`tasks`] generates synthetic datasets
+//! (arithmetic, Countdown) with exact answers and worked solutions.
 //!
 //! ```
 //! use tandem_datasets::{load_jsonl, FieldMap};
@@ -28,6 +29,7 @@ mod error;
 mod fields;
 mod jsonl;
 mod parquet_file;
+pub mod tasks;
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;

@@ -483,4 +483,45 @@ mod tests {
             "{error}"
         );
     }
+
+    /// Every question `tandem data generate` writes is one the oracle recognises, and its right
+    /// reply is right by the generator's own answer.
+    #[test]
+    fn generated_questions_are_recognised_and_answered() {
+        use tandem_datasets::tasks::{TaskKind, TaskSpec, generate};
+        let oracle = Oracle::new(GoldAnswers::default(), AnswerFormat::Tag);
+        for kind in [TaskKind::Arithmetic, TaskKind::Countdown] {
+            let spec = TaskSpec {
+                train: 150,
+                test: 30,
+                ..TaskSpec::new(kind)
+            };
+            let splits = generate(&spec, 11).unwrap();
+            for example in splits.train.iter().chain(&splits.test) {
+                let reply = oracle.reply(&example.question, true, &mut rng());
+                let answer = answer_of(&reply.content);
+                match kind {
+                    TaskKind::Arithmetic => {
+                        assert_eq!(reply.task, Task::Arithmetic, "{example:?}");
+                        assert_eq!(answer, example.answer.to_string(), "{example:?}");
+                    }
+                    TaskKind::Countdown => {
+                        assert_eq!(reply.task, Task::Countdown, "{example:?}");
+                        let problem =
+                            CountdownProblem::from_answer_json(example.answer.as_str().unwrap())
+                                .unwrap();
+                        assert_eq!(
+                            countdown::problem_in(&example.question),
+                            Some(problem.clone())
+                        );
+                        assert_eq!(
+                            check_expression(&problem, answer).0,
+                            Outcome::Correct,
+                            "{example:?}: {answer}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod cloud_sim;
+pub mod data;
 pub mod eval;
 pub mod inspect;
 pub mod model;

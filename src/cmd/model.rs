@@ -29,6 +29,8 @@ enum Command {
     Logprobs(LogprobsArgs),
     /// Write a randomly initialised HF-format model (for tests, benchmarks and the demo).
     Init(InitArgs),
+    /// Train a byte-level BPE tokenizer (Qwen2-style, ChatML template) on JSON Lines text.
+    Tokenizer(TokenizerArgs),
 }
 
 /// Where a model comes from and where it runs.
@@ -165,12 +167,36 @@ struct InitArgs {
     json: bool,
 }
 
+#[derive(Debug, clap::Args)]
+struct TokenizerArgs {
+    /// A JSON Lines file to learn from (repeatable).
+    #[arg(long, required_unless_present = "text")]
+    corpus: Vec<PathBuf>,
+    /// Fields of each row to learn from: strings, numbers, or lists of them. Rows without a
+    /// field are skipped for it.
+    #[arg(long, value_delimiter = ',', default_value = "question,completions")]
+    fields: Vec<String>,
+    /// More text to learn from (repeatable), e.g. a system prompt.
+    #[arg(long)]
+    text: Vec<String>,
+    /// Tokens in all: 256 bytes, the learned merges and 3 special tokens.
+    #[arg(long, default_value_t = 512)]
+    vocab_size: usize,
+    /// A pair must occur this often to be merged.
+    #[arg(long, default_value_t = 2)]
+    min_frequency: u64,
+    /// The directory to write tokenizer.json and tokenizer_config.json into.
+    #[arg(long)]
+    out: PathBuf,
+}
+
 pub fn run(args: Args) -> Result<()> {
     match args.command {
         Command::Info { load } => info(&load),
         Command::Generate(a) => generate(&a),
         Command::Logprobs(a) => logprobs(&a),
         Command::Init(a) => init(&a),
+        Command::Tokenizer(a) => tokenizer(&a),
     }
 }
 
@@ -359,5 +385,67 @@ fn init(a: &InitArgs) -> Result<()> {
             summary["parameters"]
         );
     }
+    Ok(())
+}
+
+/// The texts of `fields` in every row of a JSON Lines file.
+fn corpus_texts(path: &std::path::Path, fields: &[String], out: &mut Vec<String>) -> Result<()> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let before = out.len();
+    for (index, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let row: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}: not JSON", path.display(), index + 1))?;
+        for field in fields {
+            let values = match row.get(field) {
+                Some(serde_json::Value::Array(items)) => items.clone(),
+                Some(value) => vec![value.clone()],
+                None => Vec::new(),
+            };
+            for value in values {
+                match value {
+                    serde_json::Value::String(s) => out.push(s),
+                    serde_json::Value::Number(n) => out.push(n.to_string()),
+                    serde_json::Value::Null => {}
+                    other => anyhow::bail!(
+                        "{}:{}: field `{field}` must hold strings or numbers, found {other}",
+                        path.display(),
+                        index + 1
+                    ),
+                }
+            }
+        }
+    }
+    anyhow::ensure!(
+        out.len() > before,
+        "{}: no row has any of the fields {} (set --fields)",
+        path.display(),
+        fields.join(", ")
+    );
+    Ok(())
+}
+
+fn tokenizer(a: &TokenizerArgs) -> Result<()> {
+    let mut texts = Vec::new();
+    for path in &a.corpus {
+        corpus_texts(path, &a.fields, &mut texts)?;
+    }
+    texts.extend(a.text.iter().cloned());
+    let options = policy::TokenizerTrainOptions {
+        vocab_size: a.vocab_size,
+        min_frequency: a.min_frequency,
+    };
+    policy::train_tokenizer(&texts, &options, &a.out)?;
+    let trained = policy::Tokenizer::from_dir(&a.out)
+        .with_context(|| format!("reloading {}", a.out.display()))?;
+    println!(
+        "wrote {} ({} tokens from {} texts)",
+        a.out.display(),
+        trained.vocab_size(),
+        texts.len()
+    );
     Ok(())
 }

@@ -22,6 +22,7 @@ mod hub;
 mod init;
 mod model;
 mod tokenizer;
+mod tokenizer_train;
 mod train;
 mod weights;
 
@@ -38,6 +39,10 @@ pub use hub::{PolicyHub, PromptFormat};
 pub use init::{InitOptions, init_model};
 pub use model::{Attend, KvCache, Transformer, positions_from_mask};
 pub use tokenizer::{ChatMessage, Tokenizer};
+pub use tokenizer_train::{
+    CHATML_TEMPLATE, MIN_VOCAB_SIZE, QWEN2_PATTERN, SPECIAL_TOKENS, TokenizerTrainOptions,
+    train_tokenizer,
+};
 pub use train::{
     AdamW, AdamWConfig, Learner, LearnerConfig, Likelihood, LrSchedule, Objective, PolicyGradient,
     Sequence, StepStats, sequence_logprobs,

@@ -1,0 +1,162 @@
+//! Drawing the splits of a [`Task`]: levels by weight, problems by level, each split from its
+//! own seeded stream.
+
+use std::collections::HashSet;
+
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::countdown;
+use super::spec::{LevelKind, Task, TaskError, TaskSpec};
+
+/// What a model answers when it hands a problem to the cloud: the help option of the paper's
+/// templates, which the collaborative reward and the router look for.
+pub const HELP_RESPONSE: &str = "<unknown> I need external assistance </unknown>";
+
+/// Draws for one problem before a level is declared too small to give a new question.
+const MAX_ATTEMPTS: usize = 1000;
+
+/// One generated problem.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TaskExample {
+    /// `arithmetic-train-000012`: task, split and index. SFT rows keep their train id.
+    pub id: String,
+    /// The prompt text.
+    pub question: String,
+    /// The exact answer: an integer for arithmetic, the JSON text
+    /// `{"numbers": [...], "target": n}` for Countdown.
+    pub answer: Value,
+    /// The level's name.
+    pub difficulty: String,
+    /// A worked solution `<think>…</think> <answer>…</answer>`, or [`HELP_RESPONSE`] in SFT
+    /// rows chosen to ask for help.
+    pub solution: String,
+}
+
+/// The generated dataset.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Splits {
+    /// Training problems. A question may repeat within train (small levels run out of
+    /// distinct ones) but never appears in test.
+    pub train: Vec<TaskExample>,
+    /// Held-out problems, each question once.
+    pub test: Vec<TaskExample>,
+    /// The train problems of the SFT levels, in train order, some answering with
+    /// [`HELP_RESPONSE`].
+    pub sft: Vec<TaskExample>,
+}
+
+/// Generates a spec's splits: the same spec and seed always give the same problems.
+pub fn generate(spec: &TaskSpec, seed: u64) -> Result<Splits, TaskError> {
+    spec.resolve()?.generate(seed)
+}
+
+impl Task {
+    /// Generates the splits: test first (so it gets the widest choice of distinct questions),
+    /// then train avoiding test's questions, then the SFT selection, each from its own ChaCha
+    /// stream of `seed`.
+    pub fn generate(&self, seed: u64) -> Result<Splits, TaskError> {
+        let stream = |n| {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            rng.set_stream(n);
+            rng
+        };
+        let mut test_questions = HashSet::new();
+        let test = self.split("test", self.test, &mut stream(1), |question| {
+            test_questions.insert(question.to_owned())
+        })?;
+        let train = self.split("train", self.train, &mut stream(0), |question| {
+            !test_questions.contains(question)
+        })?;
+        let sft = self.sft(&train, &mut stream(2));
+        Ok(Splits { train, test, sft })
+    }
+
+    /// Draws `count` problems; `accept` says whether a question may join the split.
+    fn split(
+        &self,
+        split: &str,
+        count: usize,
+        rng: &mut ChaCha8Rng,
+        mut accept: impl FnMut(&str) -> bool,
+    ) -> Result<Vec<TaskExample>, TaskError> {
+        let total: f64 = self.levels.iter().map(|l| l.weight).sum();
+        let mut examples = Vec::with_capacity(count);
+        for index in 0..count {
+            let mut pick = rng.random::<f64>() * total;
+            let level_index = self
+                .levels
+                .iter()
+                .position(|l| {
+                    pick -= l.weight;
+                    pick < 0.0
+                })
+                .unwrap_or(self.levels.len() - 1);
+            let level = &self.levels[level_index];
+            let mut attempts = 0;
+            let (question, answer, solution) = loop {
+                let drawn = draw(&level.kind, rng);
+                if accept(&drawn.0) {
+                    break drawn;
+                }
+                attempts += 1;
+                if attempts == MAX_ATTEMPTS {
+                    let message = format!(
+                        "level `{}` ran out of distinct questions after {index} {split} problems \
+                         ({MAX_ATTEMPTS} draws gave only questions already taken); make it \
+                         larger (more digits or numbers) or lower `train`/`test`",
+                        level.name
+                    );
+                    return Err(TaskError::invalid(
+                        format!("levels[{level_index}]"),
+                        message,
+                    ));
+                }
+            };
+            examples.push(TaskExample {
+                id: format!("{}-{split}-{index:06}", self.task.name()),
+                question,
+                answer,
+                difficulty: level.name.clone(),
+                solution,
+            });
+        }
+        Ok(examples)
+    }
+
+    /// The train rows of the SFT levels, with exactly `round(unknown_share × rows)` of them,
+    /// chosen at random, answering with the help response.
+    fn sft(&self, train: &[TaskExample], rng: &mut ChaCha8Rng) -> Vec<TaskExample> {
+        let names: HashSet<&str> = self.sft_levels.iter().map(String::as_str).collect();
+        let mut rows: Vec<TaskExample> = train
+            .iter()
+            .filter(|e| names.contains(e.difficulty.as_str()))
+            .cloned()
+            .collect();
+        let unknown = (self.unknown_share * rows.len() as f64).round() as usize;
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        order.shuffle(rng);
+        for &i in &order[..unknown] {
+            rows[i].solution = HELP_RESPONSE.to_owned();
+        }
+        rows
+    }
+}
+
+fn draw(kind: &LevelKind, rng: &mut ChaCha8Rng) -> (String, Value, String) {
+    match kind {
+        LevelKind::Arithmetic(level) => {
+            let (question, answer, solution) = level.draw(rng);
+            (question, Value::from(answer), solution)
+        }
+        LevelKind::Countdown(level) => {
+            let (numbers, target, solution) = level.draw(rng);
+            let question = countdown::question(&numbers, target);
+            let answer = Value::String(countdown::answer(&numbers, target));
+            (question, answer, solution)
+        }
+    }
+}

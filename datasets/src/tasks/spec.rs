@@ -1,0 +1,412 @@
+//! What to generate: the YAML-facing [`TaskSpec`] (every field optional but `task`) and the
+//! [`Task`] it resolves to once checked, with defaults filled in and no `Option`s left.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::arithmetic::{ArithmeticLevel, Operator};
+use super::countdown::{self, CountdownLevel};
+
+/// Which task to generate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskKind {
+    /// `What is 66 * 84?`, answered with an integer.
+    Arithmetic,
+    /// `Using the numbers [74, 78, 36, 7], create an equation that equals 33. …`
+    Countdown,
+}
+
+impl TaskKind {
+    /// The name in ids, file names and YAML (`arithmetic`, `countdown`).
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskKind::Arithmetic => "arithmetic",
+            TaskKind::Countdown => "countdown",
+        }
+    }
+}
+
+impl std::str::FromStr for TaskKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "arithmetic" => Ok(TaskKind::Arithmetic),
+            "countdown" => Ok(TaskKind::Countdown),
+            other => Err(format!(
+                "unknown task `{other}`; expected arithmetic or countdown"
+            )),
+        }
+    }
+}
+
+/// A task generator's specification, as a YAML section holds it:
+///
+/// ```yaml
+/// task: arithmetic
+/// train: 3000
+/// test: 300
+/// levels:
+///   - { name: easy, digits: 1, ops: ["+", "-"] }
+///   - { name: hard, digits: 5, ops: ["*"], weight: 2 }
+/// sft: { levels: [easy], unknown_share: 0.15 }
+/// ```
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    /// `arithmetic` or `countdown`.
+    pub task: TaskKind,
+    /// Problems in the train split. Default: 3000.
+    #[serde(default = "default_train")]
+    pub train: usize,
+    /// Problems in the test split, none of whose questions appears in train. Default: 300.
+    #[serde(default = "default_test")]
+    pub test: usize,
+    /// Difficulty levels, each problem's drawn with probability proportional to its `weight`.
+    /// Default (empty): arithmetic `easy` = 2-digit and `hard` = 5-digit operands with
+    /// `+ - *`; countdown `easy` = 3 and `hard` = 5 numbers up to 100.
+    #[serde(default)]
+    pub levels: Vec<LevelSpec>,
+    /// The supervised warm-start set.
+    #[serde(default)]
+    pub sft: SftSpec,
+}
+
+fn default_train() -> usize {
+    3000
+}
+
+fn default_test() -> usize {
+    300
+}
+
+impl TaskSpec {
+    /// The default specification of a task.
+    pub fn new(task: TaskKind) -> TaskSpec {
+        TaskSpec {
+            task,
+            train: default_train(),
+            test: default_test(),
+            levels: Vec::new(),
+            sft: SftSpec::default(),
+        }
+    }
+}
+
+/// One difficulty level. Arithmetic levels take `digits` and `ops`, Countdown levels `numbers`
+/// and `max_number`; keys of the other task are refused.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LevelSpec {
+    /// The difficulty label every problem of this level carries (`easy`, `hard`, ...).
+    pub name: String,
+    /// Relative probability of the level. Default: 1 (levels equally likely).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<f64>,
+    /// Arithmetic: digits of each operand (1 to 9). Default: 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digits: Option<u32>,
+    /// Arithmetic: the operators to draw from, of `+`, `-` and `*`. Default: all three.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ops: Option<Vec<String>>,
+    /// Countdown: how many numbers to combine (2 to 6). Default: 4.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub numbers: Option<usize>,
+    /// Countdown: the largest given number (at least 2). Default: 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_number: Option<u32>,
+}
+
+impl LevelSpec {
+    /// A level with only its name set (all else default).
+    pub fn named(name: &str) -> LevelSpec {
+        LevelSpec {
+            name: name.to_owned(),
+            weight: None,
+            digits: None,
+            ops: None,
+            numbers: None,
+            max_number: None,
+        }
+    }
+}
+
+/// The supervised warm-start set: train problems with their worked solutions.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SftSpec {
+    /// The levels whose train problems get worked solutions. Default: the first level only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub levels: Option<Vec<String>>,
+    /// The share of SFT rows, chosen at random, that answer with [`HELP_RESPONSE`] instead of a
+    /// solution, so the model also learns to ask.
+    /// Between 0 and 1; default 0.
+    ///
+    /// [`HELP_RESPONSE`]: crate::tasks::HELP_RESPONSE
+    #[serde(default)]
+    pub unknown_share: f64,
+}
+
+/// A checked [`TaskSpec`]: defaults filled in, operators parsed, names resolved.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Task {
+    /// Which task.
+    pub task: TaskKind,
+    /// Problems in the train split.
+    pub train: usize,
+    /// Problems in the test split.
+    pub test: usize,
+    /// The levels, in the spec's order.
+    pub levels: Vec<Level>,
+    /// Names of the levels whose train problems form the SFT set.
+    pub sft_levels: Vec<String>,
+    /// Share of SFT rows answered with the help response.
+    pub unknown_share: f64,
+}
+
+/// A checked difficulty level.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Level {
+    /// The difficulty label.
+    pub name: String,
+    /// Relative probability (positive).
+    pub weight: f64,
+    /// How its problems are drawn.
+    #[serde(flatten)]
+    pub kind: LevelKind,
+}
+
+/// How a level's problems are drawn.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum LevelKind {
+    /// An arithmetic level.
+    Arithmetic(ArithmeticLevel),
+    /// A Countdown level.
+    Countdown(CountdownLevel),
+}
+
+/// A specification that cannot be generated, or a dataset that cannot be written.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    /// A field of the spec has a bad value; `field` is its path (`levels[1].digits`).
+    #[error("{field}: {message}")]
+    Invalid {
+        /// The path of the field in the spec, as YAML would spell it.
+        field: String,
+        /// What is wrong and what is allowed.
+        message: String,
+    },
+    /// An output file could not be written.
+    #[error("{}: cannot write: {message}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        message: String,
+    },
+}
+
+impl TaskError {
+    pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> TaskError {
+        TaskError::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn write(path: &std::path::Path, message: impl ToString) -> TaskError {
+        TaskError::Write {
+            path: path.to_path_buf(),
+            message: message.to_string(),
+        }
+    }
+}
+
+impl TaskSpec {
+    /// Checks the spec and fills in defaults. Errors name the offending field.
+    ///
+    /// ```
+    /// use tandem_datasets::tasks::{LevelSpec, TaskKind, TaskSpec};
+    /// let mut spec = TaskSpec::new(TaskKind::Arithmetic);
+    /// spec.levels = vec![LevelSpec { digits: Some(0), ..LevelSpec::named("easy") }];
+    /// let err = spec.resolve().unwrap_err();
+    /// assert_eq!(err.to_string(), "levels[0].digits: must be between 1 and 9, found 0");
+    /// ```
+    pub fn resolve(&self) -> Result<Task, TaskError> {
+        let specs = if self.levels.is_empty() {
+            default_levels(self.task)
+        } else {
+            self.levels.clone()
+        };
+        let mut names = HashSet::new();
+        let mut levels = Vec::with_capacity(specs.len());
+        for (i, spec) in specs.iter().enumerate() {
+            let field = |key: &str| format!("levels[{i}].{key}");
+            if spec.name.trim().is_empty() {
+                return Err(TaskError::invalid(field("name"), "must not be empty"));
+            }
+            if !names.insert(spec.name.as_str()) {
+                let message = format!("`{}` names two levels; names must be unique", spec.name);
+                return Err(TaskError::invalid(field("name"), message));
+            }
+            let weight = spec.weight.unwrap_or(1.0);
+            if !(weight.is_finite() && weight > 0.0) {
+                let message = format!("must be a positive number, found {weight}");
+                return Err(TaskError::invalid(field("weight"), message));
+            }
+            let kind = match self.task {
+                TaskKind::Arithmetic => LevelKind::Arithmetic(arithmetic_level(spec, &field)?),
+                TaskKind::Countdown => LevelKind::Countdown(countdown_level(spec, &field)?),
+            };
+            levels.push(Level {
+                name: spec.name.clone(),
+                weight,
+                kind,
+            });
+        }
+        let sft_names = match &self.sft.levels {
+            Some(names) => names.clone(),
+            None => vec![levels[0].name.clone()],
+        };
+        let mut sft_levels = Vec::with_capacity(sft_names.len());
+        for (i, name) in sft_names.iter().enumerate() {
+            let Some(index) = levels.iter().position(|l| &l.name == name) else {
+                let known: Vec<&str> = levels.iter().map(|l| l.name.as_str()).collect();
+                let message = format!("no level is named `{name}`; levels: {}", known.join(", "));
+                return Err(TaskError::invalid(format!("sft.levels[{i}]"), message));
+            };
+            if !sft_levels.contains(name) {
+                sft_levels.push(levels[index].name.clone());
+            }
+        }
+        let share = self.sft.unknown_share;
+        if !(0.0..=1.0).contains(&share) {
+            let message = format!("must be between 0 and 1, found {share}");
+            return Err(TaskError::invalid("sft.unknown_share", message));
+        }
+        if self.train + self.test == 0 {
+            return Err(TaskError::invalid("train", "train and test are both 0"));
+        }
+        Ok(Task {
+            task: self.task,
+            train: self.train,
+            test: self.test,
+            levels,
+            sft_levels,
+            unknown_share: share,
+        })
+    }
+}
+
+fn default_levels(task: TaskKind) -> Vec<LevelSpec> {
+    match task {
+        TaskKind::Arithmetic => vec![
+            LevelSpec {
+                digits: Some(2),
+                ..LevelSpec::named("easy")
+            },
+            LevelSpec {
+                digits: Some(5),
+                ..LevelSpec::named("hard")
+            },
+        ],
+        TaskKind::Countdown => vec![
+            LevelSpec {
+                numbers: Some(3),
+                ..LevelSpec::named("easy")
+            },
+            LevelSpec {
+                numbers: Some(5),
+                ..LevelSpec::named("hard")
+            },
+        ],
+    }
+}
+
+fn arithmetic_level(
+    spec: &LevelSpec,
+    field: &dyn Fn(&str) -> String,
+) -> Result<ArithmeticLevel, TaskError> {
+    let keys = "name, weight, digits, ops";
+    // A key of the other task is refused, so a mixed-up spec does not silently generate
+    // something else.
+    for (present, key) in [
+        (spec.numbers.is_some(), "numbers"),
+        (spec.max_number.is_some(), "max_number"),
+    ] {
+        if present {
+            let message = format!("arithmetic levels do not take `{key}` (they take {keys})");
+            return Err(TaskError::invalid(field(key), message));
+        }
+    }
+    let digits = spec.digits.unwrap_or(2);
+    if !(1..=ArithmeticLevel::MAX_DIGITS).contains(&digits) {
+        let message = format!(
+            "must be between 1 and {}, found {digits}",
+            ArithmeticLevel::MAX_DIGITS
+        );
+        return Err(TaskError::invalid(field("digits"), message));
+    }
+    let ops = match &spec.ops {
+        None => vec![Operator::Add, Operator::Sub, Operator::Mul],
+        Some(ops) if ops.is_empty() => {
+            return Err(TaskError::invalid(
+                field("ops"),
+                "must name at least one operator",
+            ));
+        }
+        Some(ops) => {
+            let mut parsed = Vec::with_capacity(ops.len());
+            for (j, op) in ops.iter().enumerate() {
+                let op = op.parse::<Operator>().map_err(|message| {
+                    TaskError::invalid(format!("{}[{j}]", field("ops")), message)
+                })?;
+                if !parsed.contains(&op) {
+                    parsed.push(op);
+                }
+            }
+            parsed
+        }
+    };
+    Ok(ArithmeticLevel { digits, ops })
+}
+
+fn countdown_level(
+    spec: &LevelSpec,
+    field: &dyn Fn(&str) -> String,
+) -> Result<CountdownLevel, TaskError> {
+    let keys = "name, weight, numbers, max_number";
+    for (present, key) in [
+        (spec.digits.is_some(), "digits"),
+        (spec.ops.is_some(), "ops"),
+    ] {
+        if present {
+            let message = format!("countdown levels do not take `{key}` (they take {keys})");
+            return Err(TaskError::invalid(field(key), message));
+        }
+    }
+    let numbers = spec.numbers.unwrap_or(4);
+    if !(2..=countdown::MAX_NUMBERS).contains(&numbers) {
+        let message = format!(
+            "must be between 2 and {}, found {numbers}",
+            countdown::MAX_NUMBERS
+        );
+        return Err(TaskError::invalid(field("numbers"), message));
+    }
+    let max_number = spec.max_number.unwrap_or(100);
+    if !(2..=countdown::MAX_VALUE).contains(&max_number) {
+        let message = format!(
+            "must be between 2 and {}, found {max_number}",
+            countdown::MAX_VALUE
+        );
+        return Err(TaskError::invalid(field("max_number"), message));
+    }
+    Ok(CountdownLevel {
+        numbers,
+        max_number,
+    })
+}

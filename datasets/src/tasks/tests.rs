@@ -1,0 +1,409 @@
+//! Generation as a whole: determinism, split disjointness, level weights, exact answers, the
+//! SFT selection, and the round trip through the crate's own loaders.
+
+use std::collections::HashSet;
+
+use proptest::prelude::*;
+use serde_json::Value;
+
+use super::countdown::tests::{answer_of, evaluate};
+use super::*;
+use crate::{Example, FieldMap, load_jsonl, load_parquet};
+
+fn spec(task: TaskKind, train: usize, test: usize) -> TaskSpec {
+    TaskSpec {
+        train,
+        test,
+        ..TaskSpec::new(task)
+    }
+}
+
+const TASKS: [TaskKind; 2] = [TaskKind::Arithmetic, TaskKind::Countdown];
+
+#[test]
+fn same_seed_same_splits_other_seed_differs() {
+    for task in TASKS {
+        let spec = spec(task, 200, 50);
+        let a = generate(&spec, 3).expect("generates");
+        assert_eq!(a, generate(&spec, 3).expect("generates"));
+        let b = generate(&spec, 4).expect("generates");
+        assert_ne!(a.train, b.train);
+        assert_ne!(a.test, b.test);
+    }
+}
+
+#[test]
+fn ids_name_task_split_and_index() {
+    let splits = generate(&spec(TaskKind::Countdown, 12, 3), 0).expect("generates");
+    assert_eq!(splits.train[11].id, "countdown-train-000011");
+    assert_eq!(splits.test[2].id, "countdown-test-000002");
+}
+
+#[test]
+fn train_and_test_are_disjoint_and_test_questions_are_unique() {
+    // One-digit sums have only 81 distinct questions, so test takes a large share of them and
+    // train must avoid all of those.
+    let mut tight = spec(TaskKind::Arithmetic, 500, 60);
+    tight.levels = vec![LevelSpec {
+        digits: Some(1),
+        ops: Some(vec!["+".into()]),
+        ..LevelSpec::named("easy")
+    }];
+    for spec in [
+        tight,
+        spec(TaskKind::Arithmetic, 2000, 300),
+        spec(TaskKind::Countdown, 2000, 300),
+    ] {
+        let splits = generate(&spec, 1).expect("generates");
+        let test: HashSet<&str> = splits.test.iter().map(|e| e.question.as_str()).collect();
+        assert_eq!(test.len(), splits.test.len(), "test questions repeat");
+        for example in &splits.train {
+            assert!(!test.contains(example.question.as_str()), "{example:?}");
+        }
+    }
+}
+
+#[test]
+fn a_level_too_small_for_the_splits_is_named() {
+    let mut spec = spec(TaskKind::Arithmetic, 10, 200);
+    spec.levels = vec![
+        LevelSpec::named("wide"),
+        LevelSpec {
+            digits: Some(1),
+            ops: Some(vec!["*".into()]),
+            ..LevelSpec::named("tiny")
+        },
+    ];
+    let err = generate(&spec, 0).expect_err("81 questions cannot fill 100 unique test rows");
+    let text = err.to_string();
+    assert!(
+        text.starts_with("levels[1]: level `tiny` ran out of distinct questions"),
+        "{text}"
+    );
+}
+
+#[test]
+fn level_counts_follow_weights_4000() {
+    let mut spec = spec(TaskKind::Arithmetic, 4000, 0);
+    spec.levels = vec![
+        LevelSpec {
+            weight: Some(1.0),
+            ..LevelSpec::named("easy")
+        },
+        LevelSpec {
+            weight: Some(3.0),
+            digits: Some(4),
+            ..LevelSpec::named("hard")
+        },
+    ];
+    let splits = generate(&spec, 9).expect("generates");
+    let easy = splits
+        .train
+        .iter()
+        .filter(|e| e.difficulty == "easy")
+        .count();
+    let hard = splits
+        .train
+        .iter()
+        .filter(|e| e.difficulty == "hard")
+        .count();
+    assert_eq!(easy + hard, 4000);
+    // Expected 1000 easy; one standard deviation is about 27, so 5 of them is 137.
+    assert!((easy as i64 - 1000).abs() < 137, "{easy} easy of 4000");
+}
+
+/// `What is A op B?` computed in i128, independently of the generator.
+fn arithmetic_value(question: &str) -> i128 {
+    let expr = question
+        .strip_prefix("What is ")
+        .and_then(|q| q.strip_suffix('?'))
+        .expect("question form");
+    let parts: Vec<&str> = expr.split(' ').collect();
+    let (a, b): (i128, i128) = (parts[0].parse().expect("a"), parts[2].parse().expect("b"));
+    match parts[1] {
+        "+" => a + b,
+        "-" => a - b,
+        "*" => a * b,
+        other => panic!("operator {other}"),
+    }
+}
+
+#[test]
+fn every_arithmetic_answer_is_the_exact_value() {
+    let splits = generate(&spec(TaskKind::Arithmetic, 1000, 200), 5).expect("generates");
+    let mut negative = 0;
+    for example in splits.train.iter().chain(&splits.test) {
+        let value = arithmetic_value(&example.question);
+        assert_eq!(
+            example.answer.as_i64().map(i128::from),
+            Some(value),
+            "{example:?}"
+        );
+        assert!(
+            example
+                .solution
+                .ends_with(&format!(" <answer>{value}</answer>")),
+            "{example:?}"
+        );
+        negative += usize::from(value < 0);
+    }
+    assert!(negative > 0, "subtraction never went below zero");
+}
+
+#[test]
+fn every_countdown_solution_uses_each_number_once_and_reaches_the_target() {
+    let splits = generate(&spec(TaskKind::Countdown, 1000, 200), 5).expect("generates");
+    for example in splits.train.iter().chain(&splits.test) {
+        let answer: Value = serde_json::from_str(example.answer.as_str().expect("JSON text"))
+            .expect("the answer is JSON");
+        let mut numbers: Vec<i64> = answer["numbers"]
+            .as_array()
+            .expect("numbers")
+            .iter()
+            .map(|n| n.as_i64().expect("integer"))
+            .collect();
+        let target = answer["target"].as_i64().expect("target");
+        let listed: Vec<String> = numbers.iter().map(i64::to_string).collect();
+        let expected_start = format!(
+            "Using the numbers [{}], create an equation that equals {target}. ",
+            listed.join(", ")
+        );
+        assert!(example.question.starts_with(&expected_start), "{example:?}");
+        let level = if example.difficulty == "easy" { 3 } else { 5 };
+        assert_eq!(numbers.len(), level, "{example:?}");
+        let (value, mut used) = evaluate(answer_of(&example.solution));
+        assert_eq!(value, (i128::from(target), 1), "{example:?}");
+        numbers.sort_unstable();
+        used.sort_unstable();
+        assert_eq!(used, numbers, "{example:?}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    #[test]
+    fn sft_is_the_sft_levels_train_rows_with_the_unknown_share(
+        share in 0.0..=1.0f64,
+        seed in any::<u64>(),
+    ) {
+        let mut spec = spec(TaskKind::Arithmetic, 300, 0);
+        spec.sft = SftSpec { levels: Some(vec!["easy".into()]), unknown_share: share };
+        let splits = generate(&spec, seed).expect("generates");
+        let easy: Vec<&TaskExample> =
+            splits.train.iter().filter(|e| e.difficulty == "easy").collect();
+        prop_assert_eq!(splits.sft.len(), easy.len());
+        let mut unknown = 0;
+        for (row, train) in splits.sft.iter().zip(&easy) {
+            prop_assert_eq!(&row.id, &train.id);
+            prop_assert_eq!(&row.question, &train.question);
+            if row.solution == HELP_RESPONSE {
+                unknown += 1;
+            } else {
+                prop_assert_eq!(&row.solution, &train.solution);
+            }
+        }
+        let expected = share * easy.len() as f64;
+        prop_assert!((unknown as f64 - expected).abs() <= 0.5, "{} of {}", unknown, easy.len());
+    }
+}
+
+#[test]
+fn unknown_rows_are_chosen_at_random_not_in_a_block() {
+    let mut spec = spec(TaskKind::Arithmetic, 1000, 0);
+    spec.sft.unknown_share = 0.5;
+    let sft = generate(&spec, 2).expect("generates").sft;
+    let half = sft.len() / 2;
+    let first_half = sft[..half]
+        .iter()
+        .filter(|e| e.solution == HELP_RESPONSE)
+        .count();
+    assert!(
+        first_half > half / 4 && first_half < half * 3 / 4,
+        "{first_half} of {half}"
+    );
+}
+
+fn loaded_fields() -> FieldMap {
+    FieldMap {
+        id: Some("id".into()),
+        difficulty: Some("difficulty".into()),
+        completions: Some("completions".into()),
+        ..FieldMap::default()
+    }
+}
+
+/// What a loader should give back for an example.
+fn expected(example: &TaskExample, source: String) -> Example {
+    let answer = match &example.answer {
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    };
+    Example {
+        id: example.id.clone(),
+        source,
+        question: example.question.clone(),
+        answer: Some(answer),
+        difficulty: Some(example.difficulty.clone()),
+        completions: vec![example.solution.clone()],
+    }
+}
+
+#[test]
+fn written_splits_load_back_with_every_field() {
+    for task in TASKS {
+        for format in [Format::Jsonl, Format::Parquet] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut spec = spec(task, 40, 10);
+            spec.sft.unknown_share = 0.3;
+            let resolved = spec.resolve().expect("valid");
+            let splits = resolved.generate(0).expect("generates");
+            let written = write_dataset(dir.path(), &resolved, 0, &splits, format).expect("writes");
+            assert_eq!(written.files.len(), 4);
+            for (split, examples) in [
+                ("train", &splits.train),
+                ("test", &splits.test),
+                ("sft", &splits.sft),
+            ] {
+                let name = format!("{split}.{}", format.extension());
+                let path = dir.path().join(&name);
+                let loaded = match format {
+                    Format::Jsonl => load_jsonl(&path, &loaded_fields(), None),
+                    Format::Parquet => load_parquet(&path, &loaded_fields(), None),
+                }
+                .expect("loads");
+                let want: Vec<Example> = examples
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| match format {
+                        Format::Jsonl => expected(e, format!("{name}:{}", i + 1)),
+                        Format::Parquet => expected(e, format!("{name}#{i}")),
+                    })
+                    .collect();
+                assert_eq!(loaded, want, "{task:?} {format:?} {split}");
+            }
+            let description: Value = serde_json::from_str(
+                &std::fs::read_to_string(dir.path().join("dataset.json")).expect("read"),
+            )
+            .expect("JSON");
+            assert_eq!(description["seed"], 0);
+            assert_eq!(description["spec"]["task"], task.name());
+            let train_counts = &description["counts"]["train"];
+            let total: u64 = ["easy", "hard"]
+                .iter()
+                .map(|l| train_counts[l].as_u64().expect("count"))
+                .sum();
+            assert_eq!(total, 40);
+            assert_eq!(description["sft_unknown"], written.sft_unknown);
+        }
+    }
+}
+
+#[test]
+fn the_yaml_section_shape_deserializes_with_defaults() {
+    let spec: TaskSpec = serde_json::from_value(serde_json::json!({
+        "task": "countdown",
+        "levels": [{"name": "easy", "numbers": 3, "max_number": 20}, {"name": "hard"}],
+        "sft": {"levels": ["easy"], "unknown_share": 0.15},
+    }))
+    .expect("deserializes");
+    let task = spec.resolve().expect("valid");
+    assert_eq!((task.train, task.test), (3000, 300));
+    assert_eq!(
+        task.levels[1].kind,
+        LevelKind::Countdown(CountdownLevel {
+            numbers: 4,
+            max_number: 100
+        })
+    );
+    let defaults = TaskSpec::new(TaskKind::Arithmetic)
+        .resolve()
+        .expect("valid");
+    let digits: Vec<u32> = defaults
+        .levels
+        .iter()
+        .map(|l| match &l.kind {
+            LevelKind::Arithmetic(a) => a.digits,
+            LevelKind::Countdown(_) => unreachable!("an arithmetic spec"),
+        })
+        .collect();
+    assert_eq!(digits, [2, 5]);
+    assert_eq!(defaults.sft_levels, ["easy"]);
+}
+
+#[test]
+fn bad_specs_name_the_field() {
+    let unknown_key = serde_json::from_value::<TaskSpec>(serde_json::json!({
+        "task": "arithmetic", "levels": [{"name": "easy", "digit": 2}],
+    }))
+    .expect_err("unknown key");
+    assert!(
+        unknown_key.to_string().starts_with("unknown field `digit`"),
+        "{unknown_key}"
+    );
+
+    let level = |edit: fn(&mut LevelSpec)| {
+        let mut level = LevelSpec::named("easy");
+        edit(&mut level);
+        level
+    };
+    let cases: [(TaskKind, Vec<LevelSpec>, &str); 7] = [
+        (
+            TaskKind::Arithmetic,
+            vec![level(|l| l.digits = Some(0))],
+            "levels[0].digits: must be between 1 and 9, found 0",
+        ),
+        (
+            TaskKind::Arithmetic,
+            vec![level(|l| l.ops = Some(vec!["/".into()]))],
+            "levels[0].ops[0]: unknown operator `/`; expected \"+\", \"-\" or \"*\"",
+        ),
+        (
+            TaskKind::Arithmetic,
+            vec![level(|l| l.numbers = Some(3))],
+            "levels[0].numbers: arithmetic levels do not take `numbers` (they take name, weight, \
+             digits, ops)",
+        ),
+        (
+            TaskKind::Countdown,
+            vec![level(|l| l.digits = Some(3))],
+            "levels[0].digits: countdown levels do not take `digits` (they take name, weight, \
+             numbers, max_number)",
+        ),
+        (
+            TaskKind::Countdown,
+            vec![level(|l| l.numbers = Some(7))],
+            "levels[0].numbers: must be between 2 and 6, found 7",
+        ),
+        (
+            TaskKind::Countdown,
+            vec![level(|_| {}), level(|l| l.weight = Some(0.0))],
+            "levels[1].name: `easy` names two levels; names must be unique",
+        ),
+        (
+            TaskKind::Countdown,
+            vec![level(|l| l.weight = Some(-1.0))],
+            "levels[0].weight: must be a positive number, found -1",
+        ),
+    ];
+    for (task, levels, message) in cases {
+        let spec = TaskSpec {
+            levels,
+            ..TaskSpec::new(task)
+        };
+        assert_eq!(spec.resolve().expect_err(message).to_string(), message);
+    }
+    let mut spec = TaskSpec::new(TaskKind::Arithmetic);
+    spec.sft.levels = Some(vec!["medium".into()]);
+    assert_eq!(
+        spec.resolve().expect_err("no such level").to_string(),
+        "sft.levels[0]: no level is named `medium`; levels: easy, hard"
+    );
+    spec.sft = SftSpec {
+        levels: None,
+        unknown_share: 1.5,
+    };
+    assert_eq!(
+        spec.resolve().expect_err("share").to_string(),
+        "sft.unknown_share: must be between 0 and 1, found 1.5"
+    );
+}
