@@ -56,7 +56,7 @@ pub fn generate(spec: &TaskSpec, seed: u64) -> Result<Splits, TaskError> {
 
 impl Task {
     /// Generates the splits: test first (so it gets the widest choice of distinct questions),
-    /// then train avoiding test's questions, then the SFT selection, each from its own ChaCha
+    /// then train avoiding test's questions (unless not `disjoint`), then the SFT selection, each from its own ChaCha
     /// stream of `seed`.
     pub fn generate(&self, seed: u64) -> Result<Splits, TaskError> {
         let stream = |n| {
@@ -69,7 +69,7 @@ impl Task {
             test_questions.insert(question.to_owned())
         })?;
         let train = self.split("train", self.train, &mut stream(0), |question| {
-            !test_questions.contains(question)
+            !self.disjoint || !test_questions.contains(question)
         })?;
         let sft = self.sft(&train, &mut stream(2));
         Ok(Splits { train, test, sft })

@@ -62,9 +62,14 @@ pub struct TaskSpec {
     /// Problems in the train split. Default: 3000.
     #[serde(default = "default_train")]
     pub train: usize,
-    /// Problems in the test split, none of whose questions appears in train. Default: 300.
+    /// Problems in the test split (its questions are distinct). Default: 300.
     #[serde(default = "default_test")]
     pub test: usize,
+    /// No train question is a test question (default `true`). `false` draws train
+    /// independently of test: for levels that are a small table the model is meant to learn
+    /// (single-digit sums), which a disjoint split would mostly hold out.
+    #[serde(default = "yes")]
+    pub disjoint: bool,
     /// Difficulty levels, each problem's drawn with probability proportional to its `weight`.
     /// Default (empty): arithmetic `easy` = 2-digit and `hard` = 5-digit operands with
     /// `+ - *`; countdown `easy` = 3 and `hard` = 5 numbers up to 100.
@@ -83,6 +88,10 @@ fn default_test() -> usize {
     300
 }
 
+fn yes() -> bool {
+    true
+}
+
 impl TaskSpec {
     /// The default specification of a task.
     pub fn new(task: TaskKind) -> TaskSpec {
@@ -90,6 +99,7 @@ impl TaskSpec {
             task,
             train: default_train(),
             test: default_test(),
+            disjoint: true,
             levels: Vec::new(),
             sft: SftSpec::default(),
         }
@@ -159,6 +169,8 @@ pub struct Task {
     pub train: usize,
     /// Problems in the test split.
     pub test: usize,
+    /// Whether train avoids test's questions.
+    pub disjoint: bool,
     /// The levels, in the spec's order.
     pub levels: Vec<Level>,
     /// Names of the levels whose train problems form the SFT set.
@@ -295,6 +307,7 @@ impl TaskSpec {
             task: self.task,
             train: self.train,
             test: self.test,
+            disjoint: self.disjoint,
             levels,
             sft_levels,
             unknown_share: share,

@@ -21,6 +21,46 @@ fn spec(task: TaskKind, train: usize, test: usize) -> TaskSpec {
 const TASKS: [TaskKind; 2] = [TaskKind::Arithmetic, TaskKind::Countdown];
 
 #[test]
+fn without_disjoint_train_reuses_test_questions_of_a_small_level() {
+    let spec = TaskSpec {
+        train: 400,
+        test: 40,
+        disjoint: false,
+        levels: vec![LevelSpec {
+            digits: Some(1),
+            ops: Some(vec!["+".into()]),
+            ..LevelSpec::named("easy")
+        }],
+        ..TaskSpec::new(TaskKind::Arithmetic)
+    };
+    let splits = generate(&spec, 3).expect("generates");
+    let test: std::collections::HashSet<&str> =
+        splits.test.iter().map(|e| e.question.as_str()).collect();
+    assert_eq!(test.len(), 40, "test questions stay distinct");
+    let shared = splits
+        .train
+        .iter()
+        .filter(|e| test.contains(e.question.as_str()))
+        .count();
+    // 400 draws from 100 sums: about 40% land on a test question.
+    assert!(shared > 100, "{shared} train rows share a test question");
+    let disjoint = generate(
+        &TaskSpec {
+            disjoint: true,
+            ..spec
+        },
+        3,
+    )
+    .expect("generates");
+    assert!(
+        disjoint
+            .train
+            .iter()
+            .all(|e| !test.contains(e.question.as_str()))
+    );
+}
+
+#[test]
 fn same_seed_same_splits_other_seed_differs() {
     for task in TASKS {
         let spec = spec(task, 200, 50);
