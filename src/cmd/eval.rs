@@ -408,7 +408,7 @@ fn router(
     };
     let format = PromptFormat {
         chat: true,
-        system_prompt: Some(template.system_prompt()),
+        system_prompt: template.system_prompt(),
         template: template.user_turn().to_owned(),
     };
     let encode = |questions: &mut dyn Iterator<Item = &String>| -> Result<Vec<Vec<u32>>> {

@@ -4,9 +4,9 @@
 //!
 //! The named templates are the paper's (PAPER.md, "Output format"). Each is a system prompt and a
 //! user turn; the `_task` variants are the same without the sentence that offers help (the "task
-//! tuning only" baseline). `arithmetic` (ours) is Template I's tag format in two short
-//! sentences, for the from-scratch models of the built-in demo, whose every prompt token costs
-//! CPU time.
+//! tuning only" baseline). `arithmetic` (ours) is the bare question, with one short sentence
+//! offering help: the built-in demo's from-scratch models learn the tag format from their warm
+//! start, and every prompt token costs them CPU time.
 
 use serde::Deserialize;
 
@@ -49,7 +49,7 @@ impl PromptParams {
         });
         let system_prompt = self
             .system_prompt
-            .or_else(|| self.template.map(NamedTemplate::system_prompt));
+            .or_else(|| self.template.and_then(NamedTemplate::system_prompt));
         if !template.contains("{question}") {
             return Err(params(
                 "prompt_template",
@@ -99,10 +99,6 @@ pub enum NamedTemplate {
 
 const COUNTDOWN: &str = "You are a helpful assistant. You first think about the reasoning process in your mind and then provide the user with the answer. Show all your reasoning in <think> </think> tags. And return the final answer in <answer> </answer> tags at the end.";
 const COUNTDOWN_HELP: &str = " If you did not find a solution after a thorough reasoning process, you can ask for external assistance at the end, for example, <unknown> I need external assistance </unknown>.";
-const ARITHMETIC: &str =
-    "Think in <think> </think> tags, then give the final answer in <answer> </answer> tags.";
-const ARITHMETIC_HELP: &str =
-    " If you cannot solve it, return <unknown> I need external assistance </unknown>.";
 const MATH: &str = "You are given a math problem. Solve it step by step. Organize your thoughts using this format: Step 1: ..., Step 2: ..., Step 3: ..., and so on. Put your final answer within \\boxed{}.";
 /// The paper's `{number}` is 6.
 const MATH_HELP: &str = " If you cannot solve the problem after 6 reasoning steps, stop reasoning and return: <unknown> I need external assistance </unknown>.";
@@ -118,15 +114,14 @@ impl NamedTemplate {
         NamedTemplate::ArithmeticTask,
     ];
 
-    /// The system prompt.
-    pub fn system_prompt(self) -> String {
+    /// The system prompt (`arithmetic` has none: its tiny models learn the format from data).
+    pub fn system_prompt(self) -> Option<String> {
         match self {
-            NamedTemplate::Countdown => format!("{COUNTDOWN}{COUNTDOWN_HELP}"),
-            NamedTemplate::CountdownTask => COUNTDOWN.to_owned(),
-            NamedTemplate::Math => format!("{MATH}{MATH_HELP}"),
-            NamedTemplate::MathTask => MATH.to_owned(),
-            NamedTemplate::Arithmetic => format!("{ARITHMETIC}{ARITHMETIC_HELP}"),
-            NamedTemplate::ArithmeticTask => ARITHMETIC.to_owned(),
+            NamedTemplate::Countdown => Some(format!("{COUNTDOWN}{COUNTDOWN_HELP}")),
+            NamedTemplate::CountdownTask => Some(COUNTDOWN.to_owned()),
+            NamedTemplate::Math => Some(format!("{MATH}{MATH_HELP}")),
+            NamedTemplate::MathTask => Some(MATH.to_owned()),
+            NamedTemplate::Arithmetic | NamedTemplate::ArithmeticTask => None,
         }
     }
 
@@ -139,7 +134,8 @@ impl NamedTemplate {
             NamedTemplate::Math | NamedTemplate::MathTask => {
                 "{question}. Let's think step by step."
             }
-            NamedTemplate::Arithmetic | NamedTemplate::ArithmeticTask => "{question}",
+            NamedTemplate::Arithmetic => "{question} Ask for help if you cannot solve it.",
+            NamedTemplate::ArithmeticTask => "{question}",
         }
     }
 }
@@ -150,23 +146,31 @@ mod tests {
 
     #[test]
     fn the_templates_are_the_papers_words_and_task_variants_only_lack_the_help_sentence() {
-        let countdown = NamedTemplate::Countdown.system_prompt();
+        let system = |t: NamedTemplate| t.system_prompt().unwrap_or_default();
+        let countdown = system(NamedTemplate::Countdown);
         assert!(countdown.starts_with("You are a helpful assistant. You first think"));
         assert!(countdown.ends_with(
             "you can ask for external assistance at the end, for example, <unknown> I need external assistance </unknown>."
         ));
-        let math = NamedTemplate::Math.system_prompt();
+        let math = system(NamedTemplate::Math);
         assert!(math.contains("Put your final answer within \\boxed{}. If you cannot solve the problem after 6 reasoning steps"));
         for (with, without) in [
             (NamedTemplate::Countdown, NamedTemplate::CountdownTask),
             (NamedTemplate::Math, NamedTemplate::MathTask),
-            (NamedTemplate::Arithmetic, NamedTemplate::ArithmeticTask),
         ] {
-            let task = without.system_prompt();
+            let task = system(without);
             assert!(!task.contains("<unknown>"), "{task}");
-            assert!(with.system_prompt().starts_with(&task));
+            assert!(system(with).starts_with(&task));
             assert_eq!(with.user_turn(), without.user_turn());
-            assert!(with.user_turn().starts_with("{question}"));
+            assert!(with.user_turn().starts_with("{question}. Let"));
         }
+        // Ours: no system prompt, the help option offered after the question.
+        let (with, without) = (NamedTemplate::Arithmetic, NamedTemplate::ArithmeticTask);
+        assert_eq!(
+            (with.system_prompt(), without.system_prompt()),
+            (None, None)
+        );
+        assert_eq!(without.user_turn(), "{question}");
+        assert!(with.user_turn().starts_with("{question} Ask for help"));
     }
 }
