@@ -117,6 +117,35 @@ pub(super) fn reward_range(group: &mut Group, stage_id: &str) -> Result<(f64, f6
     Ok(range)
 }
 
+/// A seeded choice of `k` of the groups at `indices`: the same for the same filter kind, seed
+/// and step whatever the worker count (the indices are put in prompt-id order first), and
+/// unrelated between nearby seeds and steps (FNV-1a of kind, seed and step seeds ChaCha8).
+pub(super) fn seeded_choice(
+    kind: &str,
+    seed: u64,
+    step: u64,
+    groups: &[Group],
+    mut indices: Vec<usize>,
+    k: usize,
+) -> BTreeSet<usize> {
+    indices.sort_by(|&a, &b| groups[a].prompt_id().cmp(groups[b].prompt_id()));
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in kind
+        .as_bytes()
+        .iter()
+        .chain(&seed.to_le_bytes())
+        .chain(&step.to_le_bytes())
+    {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(h);
+    let n = indices.len();
+    rand::seq::index::sample(&mut rng, n, k.min(n))
+        .into_iter()
+        .map(|position| indices[position])
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use tandem_schemas::{PromptRecord, RewardRecord, SampleRecord};
@@ -174,33 +203,4 @@ mod tests {
         assert!(reward_range(&mut g, "f").is_err());
         assert_eq!(g.errors[0].kind, "no_samples");
     }
-}
-
-/// A seeded choice of `k` of the groups at `indices`: the same for the same filter kind, seed
-/// and step whatever the worker count (the indices are put in prompt-id order first), and
-/// unrelated between nearby seeds and steps (FNV-1a of kind, seed and step seeds ChaCha8).
-pub(super) fn seeded_choice(
-    kind: &str,
-    seed: u64,
-    step: u64,
-    groups: &[Group],
-    mut indices: Vec<usize>,
-    k: usize,
-) -> BTreeSet<usize> {
-    indices.sort_by(|&a, &b| groups[a].prompt_id().cmp(groups[b].prompt_id()));
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in kind
-        .as_bytes()
-        .iter()
-        .chain(&seed.to_le_bytes())
-        .chain(&step.to_le_bytes())
-    {
-        h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-    }
-    let mut rng = ChaCha8Rng::seed_from_u64(h);
-    let n = indices.len();
-    rand::seq::index::sample(&mut rng, n, k.min(n))
-        .into_iter()
-        .map(|position| indices[position])
-        .collect()
 }
