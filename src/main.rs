@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod cloudsim;
 mod cmd;
+mod demo;
 mod report;
 
 /// Post-train small on-device LLMs to solve what they can and ask a cloud LLM when it pays.
@@ -22,6 +23,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The built-in demo: a small model learns on this CPU to solve easy problems itself and to
+    /// ask a simulated cloud for the hard ones; prints what RL changed.
+    Demo(cmd::demo::Args),
     /// Run a pipeline: every stage's stream is stored under `<out>/<run_id>/streams/`.
     Run(cmd::run::Args),
     /// Re-run a stored run's downstream stages with a new pipeline (`--from <stage>`), reading
@@ -59,6 +63,7 @@ fn main() -> ExitCode {
         .with_target(false)
         .init();
     let result = match cli.command {
+        Command::Demo(args) => cmd::demo::run(args),
         Command::Run(args) => cmd::run::run(args),
         Command::Replay(args) => cmd::replay::run(args),
         Command::Validate(args) => cmd::validate::run(args),

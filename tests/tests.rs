@@ -7,6 +7,7 @@ mod cloud_sim;
 mod common;
 mod data;
 mod dataflow;
+mod demo;
 mod eval;
 mod inspect;
 mod interop;

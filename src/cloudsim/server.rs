@@ -130,10 +130,6 @@ pub struct SimHandle {
 
 /// Starts a server on `bind` (port 0 picks a free one) on a thread of its own with a two-worker
 /// runtime; it stops when the handle is shut down or dropped.
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "in-process API, used by tests only so far")
-)]
 pub fn spawn(config: SimConfig, bind: SocketAddr) -> Result<SimHandle> {
     let sim = Simulator::new(config)?;
     let listener = std::net::TcpListener::bind(bind)?;
@@ -164,12 +160,12 @@ pub fn spawn(config: SimConfig, bind: SocketAddr) -> Result<SimHandle> {
     })
 }
 
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "in-process API, used by tests only so far")
-)]
 impl SimHandle {
     /// The address it listens on.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "tests use it; the demo uses base_url")
+    )]
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }

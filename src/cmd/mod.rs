@@ -2,6 +2,7 @@
 
 pub mod cloud_sim;
 pub mod data;
+pub mod demo;
 pub mod eval;
 pub mod inspect;
 pub mod model;

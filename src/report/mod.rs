@@ -15,6 +15,7 @@ mod summary;
 pub use compare::compare;
 pub use error::ReportError;
 pub use markdown::write_markdown;
+pub use metrics::{Breakdown, Tally};
 pub use plot::write_plots;
 pub use plot::write_rate_lines;
 pub use summary::summarise;

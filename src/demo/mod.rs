@@ -1,0 +1,179 @@
+//! `tandem demo`: the whole idea on a laptop CPU, from nothing but this repository. A seeded task
+//! suite, a tokenizer trained on it, a fresh small model warm-started by supervised fine-tuning
+//! (cached), an evaluation against a simulated cloud started on loopback, GAPG training against
+//! that cloud, the evaluation again, and a summary of what RL changed.
+//!
+//! Every step is an ordinary, stored run under the demo's directory; the demo only chains them
+//! and reads their results back.
+
+mod config;
+mod pipelines;
+mod summary;
+mod warm;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use tandem_schemas::layout::RunLayout;
+
+pub use config::{DemoConfig, Source, load};
+pub use summary::DemoReport;
+
+use crate::cloudsim::{SimConfig, spawn};
+use crate::cmd::eval;
+use summary::Evaluated;
+
+/// Where the demo writes and caches.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Directory the demo's directory is created in.
+    pub out: PathBuf,
+    /// Where warm starts are cached.
+    pub cache: PathBuf,
+    /// Make the warm start again even when the cache has it.
+    pub fresh: bool,
+}
+
+/// Seconds each phase took.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Seconds {
+    /// Data, tokenizer, model and supervised fine-tuning (0 when cached).
+    pub warm_start: f64,
+    /// Both evaluations.
+    pub eval: f64,
+    /// The RL run.
+    pub train: f64,
+    /// Everything.
+    pub total: f64,
+}
+
+/// Runs the demo; returns its report (also written as `demo.json` and `summary.md`).
+pub fn run(config: &DemoConfig, source: &Source, options: &Options) -> Result<DemoReport> {
+    let started = Instant::now();
+    let mut seconds = Seconds::default();
+    std::fs::create_dir_all(&options.out)
+        .with_context(|| format!("{}: cannot create", options.out.display()))?;
+    let (_, dir) = tandem_pipeline::rundir::create_run_dir(&options.out, &config.name)
+        .with_context(|| format!("creating the demo's directory in {}", options.out.display()))?;
+    eprintln!("demo: writing to {}", dir.display());
+
+    eprintln!("[1/4] warm start");
+    let warm = warm::prepare(config, source, &options.cache, &dir, options.fresh)?;
+    if warm.reused {
+        eprintln!(
+            "warm start: reusing {} (made by {}); --fresh makes it again",
+            warm.dir.display(),
+            warm.sft_run.display()
+        );
+    } else {
+        seconds.warm_start = warm.seconds;
+    }
+
+    let cloud = spawn(
+        SimConfig {
+            seed: config.seed,
+            accuracy: config.cloud.accuracy,
+            latency_mean: std::time::Duration::try_from_secs_f64(config.cloud.latency_ms / 1e3)
+                .context("cloud.latency_ms must be a finite number >= 0")?,
+            ..SimConfig::default()
+        },
+        "127.0.0.1:0".parse()?,
+    )?;
+    let url = cloud.base_url();
+    eprintln!(
+        "cloud: simulated, accuracy {}, at {url}",
+        config.cloud.accuracy
+    );
+
+    let eval_started = Instant::now();
+    eprintln!("[2/4] evaluation before RL");
+    let before = evaluate(config, &warm, &warm.model, &url, &dir)?;
+    seconds.eval += eval_started.elapsed().as_secs_f64();
+
+    eprintln!("[3/4] RL");
+    let train_started = Instant::now();
+    let vars = [
+        (
+            "TRAIN_DATA",
+            warm.data.join("train.jsonl").display().to_string(),
+        ),
+        ("WARM_MODEL", warm.model.display().to_string()),
+        ("CLOUD_URL", url.clone()),
+        ("SEED", config.seed.to_string()),
+        ("THREADS", config.threads.to_string()),
+    ];
+    let summary = pipelines::run_pipeline(source, &config.train, &vars, &dir, "RL")?;
+    seconds.train = train_started.elapsed().as_secs_f64();
+    let trained = final_checkpoint(&summary.run_dir, summary.steps)?;
+
+    let eval_started = Instant::now();
+    eprintln!("[4/4] evaluation after RL");
+    let after = evaluate(config, &warm, &trained, &url, &dir)?;
+    seconds.eval += eval_started.elapsed().as_secs_f64();
+    cloud.shutdown();
+
+    seconds.total = started.elapsed().as_secs_f64();
+    let report = summary::write(
+        &dir,
+        config,
+        &warm,
+        &summary.run_dir,
+        before,
+        after,
+        seconds,
+    )?;
+    Ok(report)
+}
+
+/// The newest checkpoint of a finished learning run.
+fn final_checkpoint(run_dir: &Path, steps: u64) -> Result<PathBuf> {
+    let Some(last) = steps.checked_sub(1) else {
+        bail!("{}: the RL run ran no step", run_dir.display());
+    };
+    let checkpoint = RunLayout::new(run_dir).checkpoint(last);
+    if !checkpoint.join("config.json").exists() {
+        bail!(
+            "{}: no final checkpoint at {}; the RL pipeline must end with learn.pg",
+            run_dir.display(),
+            checkpoint.display()
+        );
+    }
+    Ok(checkpoint)
+}
+
+/// `tandem eval` of `model` on the test split.
+fn evaluate(
+    config: &DemoConfig,
+    warm: &warm::Warm,
+    model: &Path,
+    cloud: &str,
+    dir: &Path,
+) -> Result<Evaluated> {
+    let task = match config.data.task {
+        tandem_datasets::tasks::TaskKind::Arithmetic => eval::Task::Arithmetic,
+        tandem_datasets::tasks::TaskKind::Countdown => eval::Task::Countdown,
+    };
+    let args = eval::Args {
+        model: model.to_owned(),
+        dataset: warm.data.join("test.jsonl"),
+        fields: vec!["id=id".into(), "difficulty=difficulty".into()],
+        task,
+        cloud: cloud.to_owned(),
+        cloud_model: "sim-oracle".into(),
+        api_key_env: None,
+        budget: config.eval.budget,
+        seed: config.seed,
+        temperature: config.eval.temperature,
+        threads: config.threads,
+        max_new_tokens: config.eval.max_new_tokens,
+        limit: config.eval.limit,
+        device: "cpu".into(),
+        out: dir.to_owned(),
+        router_from: None,
+        json: false,
+    };
+    let evaluation = eval::evaluate(&args)?;
+    summary::evaluated(model, evaluation)
+}

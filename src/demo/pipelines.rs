@@ -1,0 +1,52 @@
+//! Running the demo's pipeline files: the demo's values fill their `${VARS}` (the environment
+//! fills the rest), then `set` overrides apply, then the run goes as `tandem run` would.
+
+use std::path::Path;
+
+use anyhow::Result;
+use tandem_pipeline::yaml::Document;
+use tandem_pipeline::{Plan, RunOptions, RunSummary};
+use tandem_stages::Registry;
+
+use super::config::{PipelineRef, Source};
+use crate::cmd::run::progress;
+
+/// Plans `pipeline` with `vars`, runs it into `runs` with a progress bar labelled `label`.
+pub fn run_pipeline(
+    source: &Source,
+    pipeline: &PipelineRef,
+    vars: &[(&str, String)],
+    runs: &Path,
+    label: &str,
+) -> Result<RunSummary> {
+    let path = source.path(&pipeline.pipeline);
+    let mut document = Document::parse(&path, &source.read(&pipeline.pipeline)?)?;
+    document.interpolate_env(&|name| {
+        vars.iter()
+            .find(|(var, _)| *var == name)
+            .map(|(_, value)| value.clone())
+            .or_else(|| std::env::var(name).ok())
+    })?;
+    for set in &pipeline.set {
+        document.set(set)?;
+    }
+    let plan = Plan::from_document(document, Registry::builtin())?;
+    eprintln!("{label}: {} step(s) of {}", plan.steps, path.display());
+    let (bar, on_step) = progress(plan.steps, 0);
+    let result = tandem_pipeline::run(
+        plan,
+        RunOptions {
+            workers: 1,
+            out_dir: runs.to_owned(),
+            materialize: true,
+            on_step: Some(on_step),
+            parent: None,
+        },
+    );
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let summary = result?;
+    eprintln!("{label}: {}", summary.run_dir.display());
+    Ok(summary)
+}
