@@ -14,9 +14,8 @@ mod warm;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use serde::Serialize;
-use tandem_schemas::layout::RunLayout;
 
 pub use config::{DemoConfig, Source, load};
 pub use summary::DemoReport;
@@ -106,7 +105,7 @@ pub fn run(config: &DemoConfig, source: &Source, options: &Options) -> Result<De
     ];
     let summary = pipelines::run_pipeline(source, &config.train, &vars, &dir, "RL")?;
     seconds.train = train_started.elapsed().as_secs_f64();
-    let trained = final_checkpoint(&summary.run_dir, summary.steps)?;
+    let trained = pipelines::final_checkpoint(&summary, "learn.pg")?;
 
     let eval_started = Instant::now();
     eprintln!("[4/4] evaluation after RL");
@@ -125,22 +124,6 @@ pub fn run(config: &DemoConfig, source: &Source, options: &Options) -> Result<De
         seconds,
     )?;
     Ok(report)
-}
-
-/// The newest checkpoint of a finished learning run.
-fn final_checkpoint(run_dir: &Path, steps: u64) -> Result<PathBuf> {
-    let Some(last) = steps.checked_sub(1) else {
-        bail!("{}: the RL run ran no step", run_dir.display());
-    };
-    let checkpoint = RunLayout::new(run_dir).checkpoint(last);
-    if !checkpoint.join("config.json").exists() {
-        bail!(
-            "{}: no final checkpoint at {}; the RL pipeline must end with learn.pg",
-            run_dir.display(),
-            checkpoint.display()
-        );
-    }
-    Ok(checkpoint)
 }
 
 /// `tandem eval` of `model` on the test split.

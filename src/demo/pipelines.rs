@@ -1,11 +1,12 @@
 //! Running the demo's pipeline files: the demo's values fill their `${VARS}` (the environment
 //! fills the rest), then `set` overrides apply, then the run goes as `tandem run` would.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use tandem_pipeline::yaml::Document;
 use tandem_pipeline::{Plan, RunOptions, RunSummary};
+use tandem_schemas::layout::RunLayout;
 use tandem_stages::Registry;
 
 use super::config::{PipelineRef, Source};
@@ -49,4 +50,21 @@ pub fn run_pipeline(
     let summary = result?;
     eprintln!("{label}: {}", summary.run_dir.display());
     Ok(summary)
+}
+
+/// The checkpoint a finished learning run saved after its last step; `learner` names the kind
+/// the pipeline must end with, for the error.
+pub fn final_checkpoint(summary: &RunSummary, learner: &str) -> Result<PathBuf> {
+    let run = summary.run_dir.display();
+    let Some(last) = summary.steps.checked_sub(1) else {
+        bail!("{run}: the run took no step");
+    };
+    let checkpoint = RunLayout::new(&summary.run_dir).checkpoint(last);
+    if !checkpoint.join("config.json").exists() {
+        bail!(
+            "{run}: no final checkpoint at {}; the pipeline must end with {learner}",
+            checkpoint.display()
+        );
+    }
+    Ok(checkpoint)
 }

@@ -23,7 +23,9 @@ pub struct Level {
     pub questions: u64,
     /// Share of them the model asked for help on.
     pub help_rate: f64,
-    /// Share it answered correctly itself.
+    /// Share it answered correctly without asking (the `tandem report` definition: an ask
+    /// counts as not answered locally, unlike the overall `local_accuracy`, where asks past
+    /// the budget are answered on the device).
     pub local_accuracy: f64,
 }
 
@@ -169,7 +171,7 @@ fn table(config: &DemoConfig, before: &Evaluated, after: &Evaluated) -> String {
     for l in &after.levels {
         let b = level(before, &l.difficulty);
         rows.push((
-            format!("local accuracy, {}", l.difficulty),
+            format!("solved without asking, {}", l.difficulty),
             b.as_ref().map_or("–".into(), |b| pct(b.local_accuracy)),
             pct(l.local_accuracy),
         ));
@@ -178,7 +180,10 @@ fn table(config: &DemoConfig, before: &Evaluated, after: &Evaluated) -> String {
     let both = |name: String, f: fn(&Evaluated) -> f64| (name, pct(f(before)), pct(f(after)));
     rows.extend([
         both("help rate, all".into(), |e| e.help_rate),
-        both("local accuracy".into(), |e| e.local_accuracy),
+        both(
+            "local accuracy (asks past the budget answered on the device)".into(),
+            |e| e.local_accuracy,
+        ),
         both("conditional accuracy (answered locally)".into(), |e| {
             e.conditional_accuracy
         }),

@@ -4,16 +4,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tandem_datasets::tasks;
-use tandem_schemas::layout::RunLayout;
 use tandem_stages::policy::{self, Arch, InitOptions, TokenizerTrainOptions, WeightDtype};
 use tandem_stages::prompt::NamedTemplate;
 
 use super::config::{DemoConfig, Source};
-use super::pipelines::run_pipeline;
+use super::pipelines::{final_checkpoint, run_pipeline};
 
 /// Bumped when what a cache entry holds, or how it is made, changes.
 const CACHE_FORMAT: u32 = 1;
@@ -79,16 +78,47 @@ pub fn prepare(
     if staging.exists() {
         std::fs::remove_dir_all(&staging)?;
     }
+    let made = make(config, source, runs, &staging);
+    let sft_run = match made {
+        Ok(run) => run,
+        Err(e) => {
+            // Nothing half-made stays in the cache; the runs under `runs` stay for inspection.
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+    };
+    if entry.exists() {
+        std::fs::remove_dir_all(&entry)
+            .with_context(|| format!("{}: cannot replace", entry.display()))?;
+    }
+    std::fs::rename(&staging, &entry)
+        .with_context(|| format!("{}: cannot create", entry.display()))?;
+    let warm = Warm {
+        data: entry.join("data"),
+        model: entry.join("model"),
+        dir: entry,
+        sft_run,
+        seconds: started.elapsed().as_secs_f64(),
+        reused: false,
+    };
+    let json = serde_json::to_string_pretty(&warm)?;
+    std::fs::write(&record, format!("{json}\n"))
+        .with_context(|| format!("{}: cannot write", record.display()))?;
+    Ok(warm)
+}
+
+/// Makes the data, tokenizer, initial and fine-tuned models in `staging`; returns the
+/// supervised run's directory.
+fn make(config: &DemoConfig, source: &Source, runs: &Path, staging: &Path) -> Result<PathBuf> {
     let data = staging.join("data");
     let task = config.data.resolve()?;
     let splits = tasks::generate(&config.data, config.seed)?;
     tasks::write_dataset(&data, &task, config.seed, &splits, tasks::Format::Jsonl)?;
     eprintln!(
-        "data: {} train, {} test, {} warm-start problems in {}",
+        "data: {} train, {} test, {} warm-start problems",
         splits.train.len(),
         splits.test.len(),
         splits.sft.len(),
-        entry.join("data").display()
     );
 
     let tokenizer = staging.join("tokenizer");
@@ -134,39 +164,9 @@ pub fn prepare(
         ("THREADS", config.threads.to_string()),
     ];
     let summary = run_pipeline(source, &config.warm_start, &vars, runs, "warm start")?;
-    let last = summary
-        .steps
-        .checked_sub(1)
-        .context("the warm-start pipeline ran no step")?;
-    let checkpoint = RunLayout::new(&summary.run_dir).checkpoint(last);
-    if !checkpoint.join("config.json").exists() {
-        bail!(
-            "the warm-start run {} left no checkpoint at {}: its pipeline must end with learn.sft",
-            summary.run_dir.display(),
-            checkpoint.display()
-        );
-    }
-    let model = staging.join("model");
-    copy_model(&checkpoint, &model)?;
-
-    if entry.exists() {
-        std::fs::remove_dir_all(&entry)
-            .with_context(|| format!("{}: cannot replace", entry.display()))?;
-    }
-    std::fs::rename(&staging, &entry)
-        .with_context(|| format!("{}: cannot create", entry.display()))?;
-    let warm = Warm {
-        data: entry.join("data"),
-        model: entry.join("model"),
-        dir: entry,
-        sft_run: summary.run_dir,
-        seconds: started.elapsed().as_secs_f64(),
-        reused: false,
-    };
-    let json = serde_json::to_string_pretty(&warm)?;
-    std::fs::write(&record, format!("{json}\n"))
-        .with_context(|| format!("{}: cannot write", record.display()))?;
-    Ok(warm)
+    let checkpoint = final_checkpoint(&summary, "learn.sft")?;
+    copy_model(&checkpoint, &staging.join("model"))?;
+    Ok(summary.run_dir)
 }
 
 /// What the tokenizer learns from: every question and response, and the prompt templates.
@@ -189,16 +189,19 @@ fn corpus(splits: &tasks::Splits) -> Vec<String> {
     texts
 }
 
-/// Copies a checkpoint's HF files (not its optimiser state) into `to`.
+/// Copies a checkpoint's HF directory into `to`: everything but the files only a resumed run
+/// reads (optimiser moments, f32 master weights, trainer state).
 fn copy_model(checkpoint: &Path, to: &Path) -> Result<()> {
     std::fs::create_dir_all(to)?;
+    let trainer_only = [
+        policy::OPTIMIZER_FILE,
+        policy::MASTER_FILE,
+        policy::STATE_FILE,
+    ];
     for entry in std::fs::read_dir(checkpoint)? {
         let path = entry?.path();
         let name = path.file_name().unwrap_or_default().to_string_lossy();
-        let hf = name.ends_with(".json") && name != "trainer_state.json"
-            || name == "model.safetensors"
-            || name.ends_with(".jinja");
-        if hf && path.is_file() {
+        if path.is_file() && !trainer_only.contains(&&*name) {
             std::fs::copy(&path, to.join(&*name))
                 .with_context(|| format!("copying {}", path.display()))?;
         }

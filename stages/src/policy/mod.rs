@@ -29,8 +29,8 @@ mod weights;
 use std::path::{Path, PathBuf};
 
 pub use checkpoint::{
-    TrainerState, load_master_weights, load_trainer_state, read_trainer_state, save_pretrained,
-    save_trainer_state, start_point,
+    MASTER_FILE, OPTIMIZER_FILE, STATE_FILE, TrainerState, load_master_weights, load_trainer_state,
+    read_trainer_state, save_pretrained, save_trainer_state, start_point,
 };
 pub use config::{Arch, ModelConfig, RopeScaling, Shape, WeightDtype};
 pub use device::{DeviceSpec, describe_device, set_threads};
