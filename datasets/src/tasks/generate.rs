@@ -45,7 +45,8 @@ pub struct Splits {
     /// Held-out problems, each question once.
     pub test: Vec<TaskExample>,
     /// The train problems of the SFT levels, in train order, some answering with
-    /// [`HELP_RESPONSE`].
+    /// [`HELP_RESPONSE`]; with an instruction, its questions carry it, and some worked rows are
+    /// followed by a bare copy (`<id>-bare`).
     pub sft: Vec<TaskExample>,
 }
 
@@ -128,7 +129,9 @@ impl Task {
     }
 
     /// The train rows of the SFT levels, with exactly `round(unknown_share × rows)` of them,
-    /// chosen at random, answering with the help response.
+    /// chosen at random, answering with the help response; with an instruction, every question
+    /// carries it, and `round(bare_share × worked rows)` worked rows, chosen at random, are
+    /// followed by a copy with the bare question.
     fn sft(&self, train: &[TaskExample], rng: &mut ChaCha8Rng) -> Vec<TaskExample> {
         let names: HashSet<&str> = self.sft_levels.iter().map(String::as_str).collect();
         let mut rows: Vec<TaskExample> = train
@@ -140,10 +143,46 @@ impl Task {
         let mut order: Vec<usize> = (0..rows.len()).collect();
         order.shuffle(rng);
         for &i in &order[..unknown] {
-            rows[i].solution = HELP_RESPONSE.to_owned();
+            rows[i].solution = match self.sft_think_before_asking {
+                true => format!("<think>{}</think> {HELP_RESPONSE}", first_step(&rows[i].solution)),
+                false => HELP_RESPONSE.to_owned(),
+            };
         }
-        rows
+        let Some(instruction) = &self.sft_instruction else {
+            return rows;
+        };
+        // `order` is a random permutation: past the help rows, its first ones are a random
+        // choice of worked rows.
+        let worked = rows.len() - unknown;
+        let bare = (self.sft_bare_share * worked as f64).round() as usize;
+        let mut with_bare = vec![false; rows.len()];
+        for &i in &order[unknown..unknown + bare] {
+            with_bare[i] = true;
+        }
+        let mut out = Vec::with_capacity(rows.len() + bare);
+        for (row, bare) in rows.into_iter().zip(with_bare) {
+            let copy = bare.then(|| TaskExample {
+                id: format!("{}-bare", row.id),
+                ..row.clone()
+            });
+            out.push(TaskExample {
+                question: format!("{}{instruction}", row.question),
+                ..row
+            });
+            out.extend(copy);
+        }
+        out
     }
+}
+
+/// The first step of a worked solution `<think>a op b = c, …</think> …`, without its result:
+/// `a op b`.
+fn first_step(solution: &str) -> &str {
+    let think = solution
+        .strip_prefix("<think>")
+        .and_then(|rest| rest.split("</think>").next())
+        .unwrap_or_default();
+    think.split(" = ").next().unwrap_or(think)
 }
 
 fn draw(kind: &LevelKind, rng: &mut ChaCha8Rng) -> (String, Value, String) {

@@ -158,6 +158,24 @@ pub struct SftSpec {
     /// [`HELP_RESPONSE`]: crate::tasks::HELP_RESPONSE
     #[serde(default)]
     pub unknown_share: f64,
+    /// A sentence appended to the question of every SFT row, e.g. the help option of the RL
+    /// prompt (`" Ask for help if you cannot solve it."`), so that the rows are the exact user
+    /// turns the model will see. Default: none, the bare question.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instruction: Option<String>,
+    /// With an `instruction`: the share of the worked-solution rows, chosen at random, that also
+    /// appear once more with the bare question, so the model answers the prompt without the
+    /// help option too (the device-only baseline's). Such a copy never asks for help; its id
+    /// ends in `-bare`. Between 0 and 1; default 0.
+    #[serde(default)]
+    pub bare_share: f64,
+    /// Help rows first write out the first step of the worked solution without its result,
+    /// then ask: `<think>5193 * 7292</think> <unknown> I need external assistance </unknown>`.
+    /// Template I asks for help at the end of the reasoning; this way the help decision is made
+    /// with the problem in view, where a small model can tell an easy one from a hard one.
+    /// Default false: the help response alone.
+    #[serde(default)]
+    pub think_before_asking: bool,
 }
 
 /// A checked [`TaskSpec`]: defaults filled in, operators parsed, names resolved.
@@ -177,6 +195,13 @@ pub struct Task {
     pub sft_levels: Vec<String>,
     /// Share of SFT rows answered with the help response.
     pub unknown_share: f64,
+    /// Appended to every SFT question but the bare copies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sft_instruction: Option<String>,
+    /// Share of worked-solution rows that also appear with the bare question.
+    pub sft_bare_share: f64,
+    /// Help rows start with the worked solution's first step, without its result.
+    pub sft_think_before_asking: bool,
 }
 
 /// A checked difficulty level.
@@ -300,6 +325,15 @@ impl TaskSpec {
             let message = format!("must be between 0 and 1, found {share}");
             return Err(TaskError::invalid("sft.unknown_share", message));
         }
+        let bare = self.sft.bare_share;
+        if !(0.0..=1.0).contains(&bare) {
+            let message = format!("must be between 0 and 1, found {bare}");
+            return Err(TaskError::invalid("sft.bare_share", message));
+        }
+        if bare > 0.0 && self.sft.instruction.is_none() {
+            let message = "bare copies differ from the other rows only by `sft.instruction`; set it";
+            return Err(TaskError::invalid("sft.bare_share", message));
+        }
         if self.train + self.test == 0 {
             return Err(TaskError::invalid("train", "train and test are both 0"));
         }
@@ -311,6 +345,9 @@ impl TaskSpec {
             levels,
             sft_levels,
             unknown_share: share,
+            sft_instruction: self.sft.instruction.clone(),
+            sft_bare_share: bare,
+            sft_think_before_asking: self.sft.think_before_asking,
         })
     }
 }

@@ -227,7 +227,11 @@ proptest! {
         seed in any::<u64>(),
     ) {
         let mut spec = spec(TaskKind::Arithmetic, 300, 0);
-        spec.sft = SftSpec { levels: Some(vec!["easy".into()]), unknown_share: share };
+        spec.sft = SftSpec {
+            levels: Some(vec!["easy".into()]),
+            unknown_share: share,
+            ..SftSpec::default()
+        };
         let splits = generate(&spec, seed).expect("generates");
         let easy: Vec<&TaskExample> =
             splits.train.iter().filter(|e| e.difficulty == "easy").collect();
@@ -244,6 +248,78 @@ proptest! {
         }
         let expected = share * easy.len() as f64;
         prop_assert!((unknown as f64 - expected).abs() <= 0.5, "{} of {}", unknown, easy.len());
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    #[test]
+    fn an_instruction_ends_every_question_and_bare_copies_follow_worked_rows(
+        unknown_share in 0.0..=1.0f64,
+        bare_share in 0.0..=1.0f64,
+        seed in any::<u64>(),
+    ) {
+        const INSTRUCTION: &str = " Ask for help if you cannot solve it.";
+        let mut spec = spec(TaskKind::Arithmetic, 300, 0);
+        spec.sft.unknown_share = unknown_share;
+        let base = generate(&spec, seed).expect("generates").sft;
+        spec.sft.instruction = Some(INSTRUCTION.to_owned());
+        spec.sft.bare_share = bare_share;
+        let sft = generate(&spec, seed).expect("generates").sft;
+        // Every row of the set without the instruction, with it, each possibly followed by its
+        // bare copy: the same answer and solution, never the help response.
+        let mut rows = sft.iter().peekable();
+        let mut bare = 0;
+        for original in &base {
+            let row = rows.next().expect("a row per original");
+            prop_assert_eq!(&row.id, &original.id);
+            prop_assert_eq!(&row.question, &format!("{}{INSTRUCTION}", original.question));
+            prop_assert_eq!(&row.solution, &original.solution);
+            if let Some(copy) = rows.next_if(|r| r.id.ends_with("-bare")) {
+                bare += 1;
+                prop_assert_eq!(&copy.id, &format!("{}-bare", original.id));
+                prop_assert_eq!(&copy.question, &original.question);
+                prop_assert_eq!(&copy.solution, &original.solution);
+                prop_assert_ne!(copy.solution.as_str(), HELP_RESPONSE);
+            }
+        }
+        prop_assert!(rows.next().is_none());
+        let worked = base.iter().filter(|r| r.solution != HELP_RESPONSE).count();
+        let expected = bare_share * worked as f64;
+        prop_assert!((bare as f64 - expected).abs() <= 0.5, "{} of {}", bare, worked);
+    }
+}
+
+#[test]
+fn thinking_before_asking_writes_the_first_step_without_its_result() {
+    for task in TASKS {
+        let mut spec = spec(task, 200, 0);
+        spec.sft.unknown_share = 0.5;
+        let plain = generate(&spec, 4).expect("generates");
+        spec.sft.think_before_asking = true;
+        let thinking = generate(&spec, 4).expect("generates");
+        let train: std::collections::HashMap<&str, &str> = plain
+            .train
+            .iter()
+            .map(|e| (e.id.as_str(), e.solution.as_str()))
+            .collect();
+        let mut asked = 0;
+        for (row, before) in thinking.sft.iter().zip(&plain.sft) {
+            if before.solution != HELP_RESPONSE {
+                assert_eq!(row.solution, before.solution);
+                continue;
+            }
+            asked += 1;
+            // The worked solution `<think>a op b = c…` of the same problem starts `<think>a op b`.
+            let step = row
+                .solution
+                .strip_suffix(&format!("</think> {HELP_RESPONSE}"))
+                .expect("a help row ends with the help response");
+            let worked = train[row.id.as_str()];
+            assert!(worked.starts_with(&format!("{step} = ")), "{step} / {worked}");
+            assert!(!step["<think>".len()..].contains('='), "{step}");
+        }
+        assert!(asked > 50, "{task:?}: {asked}");
     }
 }
 
@@ -441,9 +517,18 @@ fn bad_specs_name_the_field() {
     spec.sft = SftSpec {
         levels: None,
         unknown_share: 1.5,
+        ..SftSpec::default()
     };
     assert_eq!(
         spec.resolve().expect_err("share").to_string(),
         "sft.unknown_share: must be between 0 and 1, found 1.5"
+    );
+    spec.sft = SftSpec {
+        bare_share: 0.5,
+        ..SftSpec::default()
+    };
+    assert_eq!(
+        spec.resolve().expect_err("bare without instruction").to_string(),
+        "sft.bare_share: bare copies differ from the other rows only by `sft.instruction`; set it"
     );
 }

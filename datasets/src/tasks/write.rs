@@ -98,7 +98,7 @@ pub fn write_dataset(
     let sft_unknown = splits
         .sft
         .iter()
-        .filter(|e| e.solution == HELP_RESPONSE)
+        .filter(|e| e.solution.ends_with(HELP_RESPONSE))
         .count();
     let mut count_json = Map::new();
     for (split, per_level) in &counts {
