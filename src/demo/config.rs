@@ -242,3 +242,31 @@ pub fn load(file: Option<&Path>, sets: &[String]) -> Result<(DemoConfig, Source)
     let config: DemoConfig = document.deserialize_at(&[])?;
     Ok((config, source))
 }
+
+#[cfg(test)]
+mod tests {
+    use tandem_stages::prompt::NamedTemplate;
+
+    use super::*;
+
+    /// The warm start's questions end in the help sentence of the prompt the RL run samples
+    /// with, and are trained with the bare template: a typo in either would teach the model a
+    /// prompt it never sees again.
+    #[test]
+    fn the_sft_rows_are_the_user_turns_of_the_rl_prompts() {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        for file in [None, Some(repo.join("configs/demo-ci.yaml"))] {
+            let (config, source) = load(file.as_deref(), &[]).expect("the demo file loads");
+            let instruction = config.data.sft.instruction.expect("data.sft.instruction");
+            assert_eq!(
+                NamedTemplate::Arithmetic.user_turn(),
+                format!("{{question}}{instruction}")
+            );
+            assert_eq!(NamedTemplate::ArithmeticTask.user_turn(), "{question}");
+            let warm = source.read(&config.warm_start.pipeline).expect("warm start");
+            assert!(warm.contains("template: arithmetic_task\n"), "{warm}");
+            let train = source.read(&config.train.pipeline).expect("train");
+            assert!(train.contains("template: arithmetic\n"), "{train}");
+        }
+    }
+}
