@@ -102,7 +102,10 @@ fn the_ci_demo_runs_every_step_from_scratch_then_reuses_its_warm_start() {
     let after = &first["after"];
     let (easy, hard) = (level(after, "easy"), level(after, "hard"));
     let gap = number(&hard["help_rate"]) - number(&easy["help_rate"]);
-    assert!(gap >= HELP_RATE_MARGIN, "help rate hard - easy = {gap}: {after}");
+    assert!(
+        gap >= HELP_RATE_MARGIN,
+        "help rate hard - easy = {gap}: {after}"
+    );
     let over_random = number(&after["overall_accuracy"]) - number(&after["random_offloading"]);
     assert!(
         over_random >= ACCURACY_MARGIN,

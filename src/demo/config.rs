@@ -263,7 +263,9 @@ mod tests {
                 format!("{{question}}{instruction}")
             );
             assert_eq!(NamedTemplate::ArithmeticTask.user_turn(), "{question}");
-            let warm = source.read(&config.warm_start.pipeline).expect("warm start");
+            let warm = source
+                .read(&config.warm_start.pipeline)
+                .expect("warm start");
             assert!(warm.contains("template: arithmetic_task\n"), "{warm}");
             let train = source.read(&config.train.pipeline).expect("train");
             assert!(train.contains("template: arithmetic\n"), "{train}");

@@ -144,7 +144,10 @@ impl Task {
         order.shuffle(rng);
         for &i in &order[..unknown] {
             rows[i].solution = match self.sft_think_before_asking {
-                true => format!("<think>{}</think> {HELP_RESPONSE}", first_step(&rows[i].solution)),
+                true => format!(
+                    "<think>{}</think> {HELP_RESPONSE}",
+                    first_step(&rows[i].solution)
+                ),
                 false => HELP_RESPONSE.to_owned(),
             };
         }

@@ -331,7 +331,8 @@ impl TaskSpec {
             return Err(TaskError::invalid("sft.bare_share", message));
         }
         if bare > 0.0 && self.sft.instruction.is_none() {
-            let message = "bare copies differ from the other rows only by `sft.instruction`; set it";
+            let message =
+                "bare copies differ from the other rows only by `sft.instruction`; set it";
             return Err(TaskError::invalid("sft.bare_share", message));
         }
         if self.train + self.test == 0 {

@@ -316,7 +316,10 @@ fn thinking_before_asking_writes_the_first_step_without_its_result() {
                 .strip_suffix(&format!("</think> {HELP_RESPONSE}"))
                 .expect("a help row ends with the help response");
             let worked = train[row.id.as_str()];
-            assert!(worked.starts_with(&format!("{step} = ")), "{step} / {worked}");
+            assert!(
+                worked.starts_with(&format!("{step} = ")),
+                "{step} / {worked}"
+            );
             assert!(!step["<think>".len()..].contains('='), "{step}");
         }
         assert!(asked > 50, "{task:?}: {asked}");
@@ -528,7 +531,9 @@ fn bad_specs_name_the_field() {
         ..SftSpec::default()
     };
     assert_eq!(
-        spec.resolve().expect_err("bare without instruction").to_string(),
+        spec.resolve()
+            .expect_err("bare without instruction")
+            .to_string(),
         "sft.bare_share: bare copies differ from the other rows only by `sft.instruction`; set it"
     );
 }
