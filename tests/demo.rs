@@ -25,11 +25,11 @@ fn number(value: &Value) -> f64 {
 }
 
 /// After RL, the hard help rate exceeds the easy one by at least this much. Seeds 0–2 of the
-/// CI-sized demo gave MARGIN_SPREAD (BENCHMARKS.md).
+/// CI-sized demo gave 1.0 each (BENCHMARKS.md).
 const HELP_RATE_MARGIN: f64 = 0.5;
 /// After RL, overall accuracy at the budget exceeds random offloading at the same call rate by
-/// at least this much (seeds 0–2: ACC_SPREAD).
-const ACCURACY_MARGIN: f64 = 0.05;
+/// at least this much (seeds 0–2: 0.19–0.21).
+const ACCURACY_MARGIN: f64 = 0.1;
 
 /// `train.set: [run.steps=…]` in configs/demo-ci.yaml.
 const RL_STEPS: u64 = 100;
@@ -111,9 +111,9 @@ fn the_ci_demo_runs_every_step_from_scratch_then_reuses_its_warm_start() {
         over_random >= ACCURACY_MARGIN,
         "overall accuracy - random offloading = {over_random}: {after}"
     );
-    // The device-only baseline is the same model without the help sentence: the warm start
-    // answered those prompts too (`sft.bare_share`), so random offloading is a fair baseline.
-    assert!(number(&after["local_only"]) > 0.3, "{after}");
+    // The device-only baseline is the model without the help sentence: the warm start learned
+    // to answer those prompts too (`sft.bare_share`), so random offloading is no straw man.
+    assert!(number(&first["before"]["local_only"]) > 0.3, "{}", first["before"]);
 
     // Everything it reports is on disk: the summary, the plots, the stored runs.
     let demo_dir = Path::new(first["dir"].as_str().expect("dir"));
