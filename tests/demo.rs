@@ -113,7 +113,11 @@ fn the_ci_demo_runs_every_step_from_scratch_then_reuses_its_warm_start() {
     );
     // The device-only baseline is the model without the help sentence: the warm start learned
     // to answer those prompts too (`sft.bare_share`), so random offloading is no straw man.
-    assert!(number(&first["before"]["local_only"]) > 0.3, "{}", first["before"]);
+    assert!(
+        number(&first["before"]["local_only"]) > 0.3,
+        "{}",
+        first["before"]
+    );
 
     // Everything it reports is on disk: the summary, the plots, the stored runs.
     let demo_dir = Path::new(first["dir"].as_str().expect("dir"));
