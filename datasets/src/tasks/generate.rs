@@ -133,17 +133,18 @@ impl Task {
     /// carries it, and `round(bare_share × worked rows)` worked rows, chosen at random, are
     /// followed by a copy with the bare question.
     fn sft(&self, train: &[TaskExample], rng: &mut ChaCha8Rng) -> Vec<TaskExample> {
-        let names: HashSet<&str> = self.sft_levels.iter().map(String::as_str).collect();
+        let sft = &self.sft;
+        let names: HashSet<&str> = sft.levels.iter().flatten().map(String::as_str).collect();
         let mut rows: Vec<TaskExample> = train
             .iter()
             .filter(|e| names.contains(e.difficulty.as_str()))
             .cloned()
             .collect();
-        let unknown = (self.unknown_share * rows.len() as f64).round() as usize;
+        let unknown = (sft.unknown_share * rows.len() as f64).round() as usize;
         let mut order: Vec<usize> = (0..rows.len()).collect();
         order.shuffle(rng);
         for &i in &order[..unknown] {
-            rows[i].solution = match self.sft_think_before_asking {
+            rows[i].solution = match sft.think_before_asking {
                 true => format!(
                     "<think>{}</think> {HELP_RESPONSE}",
                     first_step(&rows[i].solution)
@@ -151,13 +152,13 @@ impl Task {
                 false => HELP_RESPONSE.to_owned(),
             };
         }
-        let Some(instruction) = &self.sft_instruction else {
+        let Some(instruction) = &sft.instruction else {
             return rows;
         };
         // `order` is a random permutation: past the help rows, its first ones are a random
         // choice of worked rows.
         let worked = rows.len() - unknown;
-        let bare = (self.sft_bare_share * worked as f64).round() as usize;
+        let bare = (sft.bare_share * worked as f64).round() as usize;
         let mut with_bare = vec![false; rows.len()];
         for &i in &order[unknown..unknown + bare] {
             with_bare[i] = true;

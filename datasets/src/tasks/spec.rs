@@ -191,17 +191,8 @@ pub struct Task {
     pub disjoint: bool,
     /// The levels, in the spec's order.
     pub levels: Vec<Level>,
-    /// Names of the levels whose train problems form the SFT set.
-    pub sft_levels: Vec<String>,
-    /// Share of SFT rows answered with the help response.
-    pub unknown_share: f64,
-    /// Appended to every SFT question but the bare copies.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sft_instruction: Option<String>,
-    /// Share of worked-solution rows that also appear with the bare question.
-    pub sft_bare_share: f64,
-    /// Help rows start with the worked solution's first step, without its result.
-    pub sft_think_before_asking: bool,
+    /// The SFT set, checked, with `levels` always named (the spec's default filled in).
+    pub sft: SftSpec,
 }
 
 /// A checked difficulty level.
@@ -344,11 +335,10 @@ impl TaskSpec {
             test: self.test,
             disjoint: self.disjoint,
             levels,
-            sft_levels,
-            unknown_share: share,
-            sft_instruction: self.sft.instruction.clone(),
-            sft_bare_share: bare,
-            sft_think_before_asking: self.sft.think_before_asking,
+            sft: SftSpec {
+                levels: Some(sft_levels),
+                ..self.sft.clone()
+            },
         })
     }
 }

@@ -446,7 +446,7 @@ fn the_yaml_section_shape_deserializes_with_defaults() {
         })
         .collect();
     assert_eq!(digits, [2, 5]);
-    assert_eq!(defaults.sft_levels, ["easy"]);
+    assert_eq!(defaults.sft.levels, Some(vec!["easy".to_owned()]));
 }
 
 #[test]
