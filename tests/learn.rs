@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use tandem_stages::policy::{
-    self, DeviceSpec, Learner, LearnerConfig, PolicyGradient, Sequence, Transformer,
+    self, DeviceSpec, Gradients, Learner, LearnerConfig, PolicyGradient, Sequence, Transformer,
     sequence_logprobs,
 };
 use tch::{Kind, Tensor};
@@ -61,23 +61,18 @@ fn the_weighted_loss_has_the_gradient_finite_differences_give() {
     let seqs = sequences();
     // The paper's aggregation over one prompt: sum over each sequence's tokens.
     for scales in [vec![1.0, 1.0], vec![1.0 / 3.0, 1.0 / 5.0]] {
-        for (_, p) in model.named_parameters() {
-            let mut g = p.grad();
-            if g.defined() {
-                let _ = g.zero_();
-            }
-        }
         let objective = PolicyGradient {
             clip_eps: None,
             clip_eps_high: None,
             kl_coef: 0.0,
         };
+        let mut grads = Gradients::default();
         learner
-            .accumulate(&model, None, &seqs, &scales, &objective)
+            .accumulate(&model, None, &seqs, &scales, &objective, &mut grads)
             .expect("backward");
         // The element of the output embedding with the largest gradient.
         let (name, param) = &model.named_parameters()[0];
-        let grad = param.grad();
+        let grad = grads.get(0).expect("a gradient");
         let flat = grad.abs().flatten(0, -1);
         let index = flat.argmax(0, false).int64_value(&[]);
         let analytic = grad.flatten(0, -1).double_value(&[index]);

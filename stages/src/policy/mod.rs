@@ -44,8 +44,8 @@ pub use tokenizer_train::{
     train_tokenizer,
 };
 pub use train::{
-    AdamW, AdamWConfig, Learner, LearnerConfig, Likelihood, LrSchedule, Objective, PolicyGradient,
-    Sequence, StepStats, sequence_logprobs,
+    AdamW, AdamWConfig, Gradients, Learner, LearnerConfig, Likelihood, LrSchedule, Objective,
+    PolicyGradient, Sequence, StepStats, sequence_logprobs,
 };
 
 /// Errors of the policy engine. Each names the file, field or tensor at fault.
