@@ -38,26 +38,32 @@ impl Linear {
 /// Rows up to which `project` multiplies as `W · xᵀ`.
 const FEW_ROWS: i64 = 256;
 
+/// Weights from which `project` multiplies as `W · xᵀ` (4 MB in f32): smaller ones stay in
+/// cache, where `linear` is as fast and the extra copies cost more than they save.
+const LARGE_WEIGHT: i64 = 1 << 20;
+
 /// `x · Wᵀ (+ b)` for `x` `[.., K]` and `W` `[N, K]`, as `linear` computes it. For a few rows
-/// (a decoding step) it is computed as `(W · xᵀ)ᵀ`: MKL then streams the weight once on every
+/// (a decoding step) and a large weight it is computed as `(W · xᵀ)ᵀ`: MKL then streams the weight once on every
 /// thread instead of repacking it into panels on one, which on a 2-core CPU makes the output
 /// projection of a decoding step 2× faster (BENCHMARKS.md, "Policy engine").
 fn project(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Tensor {
     let size = x.size();
     let k = size[size.len() - 1];
     let rows = x.numel() as i64 / k.max(1);
-    if rows > FEW_ROWS || x.device() != Device::Cpu {
+    if rows > FEW_ROWS || weight.numel() < LARGE_WEIGHT as usize || x.device() != Device::Cpu {
         return x.linear(weight, bias);
     }
     let mut out_size = size.clone();
     out_size[size.len() - 1] = weight.size()[0];
-    // MKL is fastest with the rows contiguous (a transposed `B`), whatever layout `x` has.
+    // MKL is fastest with the rows contiguous (a transposed `B`), whatever layout `x` has. The
+    // result is made row-major again: a transposed q, k or v would push SDPA off its fused
+    // kernel (which needs unit stride in the last dimension) onto the unfused path.
     let out = weight.mm(&x.reshape([rows, k]).contiguous().tr()).tr();
     let out = match bias {
         Some(b) => out + b,
         None => out,
     };
-    out.reshape(out_size.as_slice())
+    out.contiguous().reshape(out_size.as_slice())
 }
 
 /// A Qwen2 or Llama decoder with its weights on a device.

@@ -324,21 +324,14 @@ impl AdamW {
                 let _ = v
                     .g_mul_scalar_(c.beta2)
                     .addcmul_(&(&g * (1.0 - c.beta2)), &g);
-                if lr == 0.0 {
-                    continue;
-                }
-                // p ← p·(1 − lr·wd) − (lr/bc1)·m / (√v/√bc2 + eps), as torch.optim.AdamW. The
-                // denominator carries the factor −bc1/lr, so `addcdiv_` takes the step in one
-                // pass: one temporary and four passes over the parameter instead of eight.
-                let scale = -bc1 / lr;
-                let mut denom = v.sqrt();
-                let _ = denom
-                    .g_mul_scalar_(scale / bc2_sqrt)
-                    .g_add_scalar_(scale * c.eps);
+                // One temporary for the update, modified in place from there.
+                let mut update = v.sqrt();
+                let _ = update.g_div_scalar_(bc2_sqrt).g_add_scalar_(c.eps);
+                let _ = update.reciprocal_().g_mul_(m).g_mul_scalar_(lr / bc1);
                 if self.decay[i] && c.weight_decay > 0.0 {
                     let _ = p.g_mul_scalar_(1.0 - lr * c.weight_decay);
                 }
-                let _ = p.addcdiv_(m, &denom);
+                let _ = p.g_sub_(&update.to_kind(p.kind()));
             }
         });
     }
