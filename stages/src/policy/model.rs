@@ -40,17 +40,18 @@ const FEW_ROWS: i64 = 256;
 
 /// Weights from which `project` multiplies as `W · xᵀ` (4 MB in f32): smaller ones stay in
 /// cache, where `linear` is as fast and the extra copies cost more than they save.
-const LARGE_WEIGHT: i64 = 1 << 20;
+const LARGE_WEIGHT: usize = 1 << 20;
 
 /// `x · Wᵀ (+ b)` for `x` `[.., K]` and `W` `[N, K]`, as `linear` computes it. For a few rows
-/// (a decoding step) and a large weight it is computed as `(W · xᵀ)ᵀ`: MKL then streams the weight once on every
-/// thread instead of repacking it into panels on one, which on a 2-core CPU makes the output
-/// projection of a decoding step 2× faster (BENCHMARKS.md, "Policy engine").
+/// (a decoding step) and a large weight on CPU it is computed as `(W · xᵀ)ᵀ`: MKL then streams
+/// the weight on every thread instead of repacking it into panels on one, which on a 2-core
+/// CPU makes the output projection of a decoding step 2× faster (BENCHMARKS.md, "Policy
+/// engine").
 fn project(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Tensor {
     let size = x.size();
     let k = size[size.len() - 1];
     let rows = x.numel() as i64 / k.max(1);
-    if rows > FEW_ROWS || weight.numel() < LARGE_WEIGHT as usize || x.device() != Device::Cpu {
+    if rows > FEW_ROWS || weight.numel() < LARGE_WEIGHT || x.device() != Device::Cpu {
         return x.linear(weight, bias);
     }
     let mut out_size = size.clone();
@@ -432,4 +433,31 @@ pub fn attention_mask(key_valid: &Tensor, past: i64, t: i64) -> Tensor {
 pub fn positions_from_mask(mask: &Tensor) -> Tensor {
     let pos = mask.to_kind(Kind::Int64).cumsum(-1, Kind::Int64) - 1;
     pos.masked_fill(&mask.to_kind(Kind::Int64).eq(0), 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn project_takes_the_transposed_route_with_linear_s_result() {
+        // 1,024 × 1,024 = LARGE_WEIGHT elements: the (W · xᵀ)ᵀ route, for a decoding step's
+        // [B, 1, K] rows and for rows laid out non-contiguously; above FEW_ROWS, linear.
+        tch::manual_seed(0);
+        let weight = Tensor::randn([1024, 1024], (Kind::Float, Device::Cpu));
+        let bias = Tensor::randn([1024], (Kind::Float, Device::Cpu));
+        let decode = Tensor::randn([8, 1, 1024], (Kind::Float, Device::Cpu));
+        let strided = Tensor::randn([1024, 4], (Kind::Float, Device::Cpu)).tr();
+        let prefill = Tensor::randn([2, 200, 1024], (Kind::Float, Device::Cpu));
+        for x in [&decode, &strided, &prefill] {
+            for b in [None, Some(&bias)] {
+                let got = project(x, &weight, b);
+                let want = x.linear(&weight, b);
+                assert_eq!(got.size(), want.size());
+                assert!(got.is_contiguous(), "a row-major result for SDPA");
+                let diff = (&got - &want).abs().max().double_value(&[]);
+                assert!(diff < 1e-3, "{:?}: max |Δ| {diff}", x.size());
+            }
+        }
+    }
 }

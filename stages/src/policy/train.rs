@@ -216,10 +216,16 @@ impl Gradients {
     /// The backward pass returns them instead of accumulating into `.grad()`.
     pub fn backward(&mut self, loss: &Tensor, params: &[(String, Tensor)]) -> Result<()> {
         let inputs: Vec<&Tensor> = params.iter().map(|(_, p)| p).collect();
-        let new = Tensor::f_run_backward(&[loss], &inputs, false, false)?;
-        if self.grads.len() != new.len() {
-            self.grads = (0..new.len()).map(|_| None).collect();
+        if self.grads.is_empty() {
+            self.grads = (0..params.len()).map(|_| None).collect();
+        } else if self.grads.len() != params.len() {
+            return Err(PolicyError::Invalid(format!(
+                "gradients of {} parameters cannot take a backward pass over {}",
+                self.grads.len(),
+                params.len()
+            )));
         }
+        let new = Tensor::f_run_backward(&[loss], &inputs, false, false)?;
         for (slot, g) in self.grads.iter_mut().zip(new) {
             if !g.defined() {
                 continue;
@@ -717,6 +723,9 @@ mod tests {
         let g = Vec::<f32>::try_from(grads.get(0).unwrap().flatten(0, -1)).unwrap();
         assert_eq!(g, [2.0, -2.0, 4.0, 0.0]);
         assert!(!w.grad().defined());
+        // Another parameter list cannot add to these.
+        let err = grads.backward(&loss(), &params[..1]).unwrap_err();
+        assert!(err.to_string().contains("2 parameters"), "{err}");
         opt.step(0.1, &grads);
         let w_after = Vec::<f32>::try_from(w.detach().flatten(0, -1)).unwrap();
         let decay = 1.0 - 0.1 * 0.5;
