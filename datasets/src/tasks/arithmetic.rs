@@ -1,5 +1,14 @@
-//! Arithmetic problems: two operands of a level's digit count and one operator,
-//! `What is 66 * 84?`, answered with the exact integer.
+//! Arithmetic problems: operands of a level's digit count joined by operators, answered with the
+//! exact integer. Two operands give `What is 66 * 84?`; more give a chain such as
+//! `What is 3 + 5 - 6 + 4?`, worked left to right one step at a time
+//! (`3 + 5 = 8, 8 - 6 = 2, 2 + 4 = 6`).
+//!
+//! A chain level can ask that every intermediate value (each step's result but the last, which
+//! is the answer) stay within a range, or that some intermediate value leave it. A chain of
+//! single digits whose intermediate values stay within `[0, 9]` is worked with the single-digit
+//! table alone (`digit op digit`, whatever the answer); one that leaves it has to go on from a
+//! number outside the table (`12 - 5`). Both kinds read the same (the same form, length and
+//! operand range): which one a question is shows only when it is worked out, step by step.
 
 use rand::Rng;
 use serde::Serialize;
@@ -56,32 +65,121 @@ impl std::str::FromStr for Operator {
 /// A checked arithmetic level.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ArithmeticLevel {
-    /// Digits of each operand: both are drawn uniformly from `10^(digits-1) ..= 10^digits - 1`.
+    /// Digits of each operand: all are drawn uniformly from `10^(digits-1) ..= 10^digits - 1`
+    /// (`1..=9` for one digit).
     pub digits: u32,
-    /// Operators, drawn uniformly.
+    /// Operators, drawn uniformly for each step.
     pub ops: Vec<Operator>,
+    /// Operands per problem: 2 is one operation, more is a chain worked left to right.
+    #[serde(skip_serializing_if = "is_two")]
+    pub operands: usize,
+    /// What the intermediate values (every step's result but the last) must do.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub intermediate: Option<Intermediate>,
+}
+
+fn is_two(n: &usize) -> bool {
+    *n == 2
+}
+
+/// A condition on a chain's intermediate values: the results of its steps but the last (the
+/// answer), each of which the next step starts from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Intermediate {
+    /// Every intermediate value lies in `[low, high]`.
+    Within([i64; 2]),
+    /// At least one intermediate value lies outside `[low, high]`.
+    Outside([i64; 2]),
+}
+
+impl Intermediate {
+    /// Whether the intermediate `values` meet the condition.
+    pub fn holds(self, values: &[i64]) -> bool {
+        match self {
+            Intermediate::Within([low, high]) => values.iter().all(|v| (low..=high).contains(v)),
+            Intermediate::Outside([low, high]) => values.iter().any(|v| !(low..=high).contains(v)),
+        }
+    }
 }
 
 impl ArithmeticLevel {
-    /// The most operand digits: two 9-digit operands multiply to less than `i64::MAX`.
-    pub const MAX_DIGITS: u32 = 9;
+    /// The single steps a chain of this level can take: `(question, answer, worked solution)`
+    /// of `a op b` for every value `a` it carries into a step (an operand, or an intermediate
+    /// value within its `within` range), every operand `b` and every operator, in that order.
+    /// Empty without a `within` range.
+    pub(crate) fn step_table(&self) -> Vec<(String, i64, String)> {
+        let Some(Intermediate::Within([low, high])) = self.intermediate else {
+            return Vec::new();
+        };
+        let (first, last) = self.operand_range();
+        let mut table = Vec::new();
+        for a in low.min(first)..=high.max(last) {
+            for op in &self.ops {
+                for b in first..=last {
+                    let value = op.apply(a, b);
+                    let expression = format!("{a} {} {b}", op.symbol());
+                    table.push((
+                        format!("What is {expression}?"),
+                        value,
+                        format!("<think>{expression} = {value}</think> <answer>{value}</answer>"),
+                    ));
+                }
+            }
+        }
+        table
+    }
 
-    /// Draws one problem: `(question, answer, worked solution)`.
-    pub(crate) fn draw(&self, rng: &mut impl Rng) -> (String, i64, String) {
+    /// The smallest and largest operand.
+    fn operand_range(&self) -> (i64, i64) {
         let low = if self.digits == 1 {
             1
         } else {
             10_i64.pow(self.digits - 1)
         };
-        let high = 10_i64.pow(self.digits) - 1;
-        let a = rng.random_range(low..=high);
-        let b = rng.random_range(low..=high);
-        let op = self.ops[rng.random_range(0..self.ops.len())];
-        let value = op.apply(a, b);
-        let expression = format!("{a} {} {b}", op.symbol());
-        let question = format!("What is {expression}?");
-        let solution = format!("<think>{expression} = {value}</think> <answer>{value}</answer>");
-        (question, value, solution)
+        (low, 10_i64.pow(self.digits) - 1)
+    }
+
+    /// The most operand digits: two 9-digit operands multiply to less than `i64::MAX`.
+    pub const MAX_DIGITS: u32 = 9;
+
+    /// The most operands of a chain.
+    pub const MAX_OPERANDS: usize = 8;
+
+    /// Draws of a chain before a level whose `intermediate` condition is (nearly) never met is
+    /// given up on.
+    pub const MAX_DRAWS: usize = 100_000;
+
+    /// Draws one problem: `(question, answer, worked solution)`; `None` when
+    /// [`Self::MAX_DRAWS`] chains in a row miss the `intermediate` condition.
+    pub(crate) fn draw(&self, rng: &mut impl Rng) -> Option<(String, i64, String)> {
+        let (low, high) = self.operand_range();
+        for _ in 0..Self::MAX_DRAWS {
+            let mut expression = String::new();
+            let mut steps = Vec::with_capacity(self.operands - 1);
+            let mut values = Vec::with_capacity(self.operands - 1);
+            let mut value = rng.random_range(low..=high);
+            expression.push_str(&value.to_string());
+            for _ in 1..self.operands {
+                let operand = rng.random_range(low..=high);
+                let op = self.ops[rng.random_range(0..self.ops.len())];
+                let next = op.apply(value, operand);
+                steps.push(format!("{value} {} {operand} = {next}", op.symbol()));
+                expression.push_str(&format!(" {} {operand}", op.symbol()));
+                values.push(next);
+                value = next;
+            }
+            let intermediate = &values[..values.len() - 1];
+            if self.intermediate.is_none_or(|c| c.holds(intermediate)) {
+                let question = format!("What is {expression}?");
+                let solution = format!(
+                    "<think>{}</think> <answer>{value}</answer>",
+                    steps.join(", ")
+                );
+                return Some((question, value, solution));
+            }
+        }
+        None
     }
 }
 
@@ -121,10 +219,12 @@ mod tests {
             let level = ArithmeticLevel {
                 digits,
                 ops: vec![Operator::Add, Operator::Sub, Operator::Mul],
+                operands: 2,
+                intermediate: None,
             };
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
             for _ in 0..8 {
-                let (question, answer, solution) = level.draw(&mut rng);
+                let (question, answer, solution) = level.draw(&mut rng).expect("no condition");
                 let (a, b, op, value) = oracle(&question);
                 prop_assert_eq!(i128::from(answer), value);
                 for operand in [a, b] {
@@ -134,5 +234,91 @@ mod tests {
                 prop_assert_eq!(solution, expected);
             }
         }
+    }
+
+    /// Works `What is a op b op c …?` out left to right, independently of the generator:
+    /// `(answer, intermediate values, operands)`.
+    fn chain_oracle(question: &str) -> (i64, Vec<i64>, Vec<i64>) {
+        let expr = question
+            .strip_prefix("What is ")
+            .and_then(|q| q.strip_suffix('?'))
+            .expect("question form");
+        let tokens: Vec<&str> = expr.split(' ').collect();
+        let mut value: i64 = tokens[0].parse().expect("operand");
+        let mut operands = vec![value];
+        let mut values = Vec::new();
+        for pair in tokens[1..].chunks(2) {
+            let operand: i64 = pair[1].parse().expect("operand");
+            operands.push(operand);
+            value = match pair[0] {
+                "+" => value + operand,
+                "-" => value - operand,
+                other => panic!("operator {other} in a chain"),
+            };
+            values.push(value);
+        }
+        (value, values, operands)
+    }
+
+    fn chain(operands: usize, intermediate: Option<Intermediate>) -> ArithmeticLevel {
+        ArithmeticLevel {
+            digits: 1,
+            ops: vec![Operator::Add, Operator::Sub],
+            operands,
+            intermediate,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn chains_are_worked_left_to_right_and_meet_their_condition(
+            operands in 3..=ArithmeticLevel::MAX_OPERANDS,
+            within in any::<bool>(),
+            seed in any::<u64>(),
+        ) {
+            let condition = match within {
+                true => Intermediate::Within([0, 9]),
+                false => Intermediate::Outside([0, 9]),
+            };
+            let level = chain(operands, Some(condition));
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            for _ in 0..8 {
+                let (question, answer, solution) = level.draw(&mut rng).expect("reachable");
+                let (value, values, given) = chain_oracle(&question);
+                prop_assert_eq!(answer, value);
+                prop_assert_eq!(given.len(), operands);
+                prop_assert!(given.iter().all(|n| (1..=9).contains(n)), "{}", question);
+                // Intermediate values: every step's result but the answer.
+                let inside = values[..values.len() - 1].iter().all(|v| (0..=9).contains(v));
+                prop_assert_eq!(inside, within, "{}", question);
+                // One step per operation, each `previous op operand = value`.
+                let think = solution
+                    .strip_prefix("<think>")
+                    .and_then(|s| s.split_once("</think> "))
+                    .expect("worked solution");
+                let steps: Vec<&str> = think.0.split(", ").collect();
+                prop_assert_eq!(steps.len(), operands - 1);
+                let mut previous = given[0];
+                for (i, step) in steps.iter().enumerate() {
+                    let (left, result) = step.split_once(" = ").expect("a step");
+                    prop_assert!(left.starts_with(&format!("{previous} ")), "{}", step);
+                    prop_assert!(left.ends_with(&format!(" {}", given[i + 1])), "{}", step);
+                    prop_assert_eq!(result.parse::<i64>().ok(), Some(values[i]));
+                    previous = values[i];
+                }
+                prop_assert_eq!(think.1, format!("<answer>{answer}</answer>"));
+            }
+        }
+    }
+
+    #[test]
+    fn an_unreachable_condition_gives_up_instead_of_looping() {
+        // With `+` only, the first intermediate value of 1..=9 operands is at least 2: never
+        // within [0, 1].
+        let level = ArithmeticLevel {
+            ops: vec![Operator::Add],
+            ..chain(4, Some(Intermediate::Within([0, 1])))
+        };
+        assert_eq!(level.draw(&mut ChaCha8Rng::seed_from_u64(1)), None);
     }
 }

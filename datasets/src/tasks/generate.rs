@@ -99,7 +99,18 @@ impl Task {
             let level = &self.levels[level_index];
             let mut attempts = 0;
             let (question, answer, solution) = loop {
-                let drawn = draw(&level.kind, rng);
+                let Some(drawn) = draw(&level.kind, rng) else {
+                    let message = format!(
+                        "level `{}`: {} chains in a row missed its `within`/`outside` condition; \
+                         widen the range or change the operands",
+                        level.name,
+                        super::ArithmeticLevel::MAX_DRAWS
+                    );
+                    return Err(TaskError::invalid(
+                        format!("levels[{level_index}]"),
+                        message,
+                    ));
+                };
                 if accept(&drawn.0) {
                     break drawn;
                 }
@@ -147,12 +158,14 @@ impl Task {
             rows[i].solution = match sft.think_before_asking {
                 true => format!(
                     "<think>{}</think> {HELP_RESPONSE}",
-                    first_step(&rows[i].solution)
+                    worked_part(&rows[i].solution, rng)
                 ),
                 false => HELP_RESPONSE.to_owned(),
             };
         }
+        let table = self.step_table();
         let Some(instruction) = &sft.instruction else {
+            rows.extend(table);
             return rows;
         };
         // `order` is a random permutation: past the help rows, its first ones are a random
@@ -175,31 +188,90 @@ impl Task {
             });
             out.extend(copy);
         }
+        for row in table {
+            out.push(TaskExample {
+                id: format!("{}-bare", row.id),
+                ..row.clone()
+            });
+            out.push(TaskExample {
+                question: format!("{}{instruction}", row.question),
+                ..row
+            });
+        }
         out
+    }
+
+    /// With `sft.step_table`, the single steps of the SFT levels (`arithmetic-step-3+4`), in
+    /// level order, each step once.
+    fn step_table(&self) -> Vec<TaskExample> {
+        if !self.sft.step_table {
+            return Vec::new();
+        }
+        let names: HashSet<&str> = self
+            .sft
+            .levels
+            .iter()
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        let mut seen = HashSet::new();
+        let mut rows = Vec::new();
+        for level in self
+            .levels
+            .iter()
+            .filter(|l| names.contains(l.name.as_str()))
+        {
+            let LevelKind::Arithmetic(arithmetic) = &level.kind else {
+                continue;
+            };
+            for (question, answer, solution) in arithmetic.step_table() {
+                if !seen.insert(question.clone()) {
+                    continue;
+                }
+                let expression = &question["What is ".len()..question.len() - 1];
+                rows.push(TaskExample {
+                    id: format!("{}-step-{}", self.task.name(), expression.replace(' ', "")),
+                    question,
+                    answer: Value::from(answer),
+                    difficulty: level.name.clone(),
+                    solution,
+                });
+            }
+        }
+        rows
     }
 }
 
-/// The first step of a worked solution `<think>a op b = c, …</think> …`, without its result:
-/// `a op b`.
-fn first_step(solution: &str) -> &str {
+/// What a help row writes of a worked solution `<think>s₁ = v₁, …, sₙ = vₙ</think> …` before
+/// it asks. With several steps: the steps up to one chosen at random before the last, with their
+/// results (`s₁ = v₁, s₂ = v₂`), so the model learns to stop right after a result and ask.
+/// With one step: that step without its result (`s₁`), as there is nothing to stop after; no
+/// draw from `rng` then.
+fn worked_part<'a>(solution: &'a str, rng: &mut impl Rng) -> &'a str {
     let think = solution
         .strip_prefix("<think>")
         .and_then(|rest| rest.split("</think>").next())
         .unwrap_or_default();
-    think.split(" = ").next().unwrap_or(think)
+    let steps: Vec<&str> = think.split(", ").collect();
+    if steps.len() < 2 {
+        return think.split(" = ").next().unwrap_or(think);
+    }
+    let written = rng.random_range(1..steps.len());
+    let end = steps[..written].iter().map(|s| s.len()).sum::<usize>() + ", ".len() * (written - 1);
+    &think[..end]
 }
 
-fn draw(kind: &LevelKind, rng: &mut ChaCha8Rng) -> (String, Value, String) {
+fn draw(kind: &LevelKind, rng: &mut ChaCha8Rng) -> Option<(String, Value, String)> {
     match kind {
         LevelKind::Arithmetic(level) => {
-            let (question, answer, solution) = level.draw(rng);
-            (question, Value::from(answer), solution)
+            let (question, answer, solution) = level.draw(rng)?;
+            Some((question, Value::from(answer), solution))
         }
         LevelKind::Countdown(level) => {
             let (numbers, target, solution) = level.draw(rng);
             let question = countdown::question(&numbers, target);
             let answer = Value::String(countdown::answer(&numbers, target));
-            (question, answer, solution)
+            Some((question, answer, solution))
         }
     }
 }

@@ -23,7 +23,7 @@ mod generate;
 mod spec;
 mod write;
 
-pub use arithmetic::{ArithmeticLevel, Operator};
+pub use arithmetic::{ArithmeticLevel, Intermediate, Operator};
 pub use countdown::{CountdownLevel, MAX_NUMBERS, MAX_VALUE};
 pub use generate::{HELP_RESPONSE, Splits, TaskExample, generate};
 pub use spec::{Level, LevelKind, LevelSpec, SftSpec, Task, TaskError, TaskKind, TaskSpec};

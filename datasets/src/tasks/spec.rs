@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::arithmetic::{ArithmeticLevel, Operator};
+use super::arithmetic::{ArithmeticLevel, Intermediate, Operator};
 use super::countdown::{self, CountdownLevel};
 
 /// Which task to generate.
@@ -122,6 +122,17 @@ pub struct LevelSpec {
     /// Arithmetic: the operators to draw from, of `+`, `-` and `*`. Default: all three.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ops: Option<Vec<String>>,
+    /// Arithmetic: operands per problem (2 to 8). More than 2 makes a chain, worked left to
+    /// right (`What is 3 + 5 - 6 + 4?`), which takes `+` and `-` only. Default: 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operands: Option<usize>,
+    /// Arithmetic chains: every intermediate value (each step's result but the last, the
+    /// answer) lies in `[low, high]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub within: Option<[i64; 2]>,
+    /// Arithmetic chains: at least one intermediate value lies outside `[low, high]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outside: Option<[i64; 2]>,
     /// Countdown: how many numbers to combine (2 to 6). Default: 4.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub numbers: Option<usize>,
@@ -138,6 +149,9 @@ impl LevelSpec {
             weight: None,
             digits: None,
             ops: None,
+            operands: None,
+            within: None,
+            outside: None,
             numbers: None,
             max_number: None,
         }
@@ -169,13 +183,23 @@ pub struct SftSpec {
     /// ends in `-bare`. Between 0 and 1; default 0.
     #[serde(default)]
     pub bare_share: f64,
-    /// Help rows first write out the first step of the worked solution without its result,
-    /// then ask: `<think>5193 * 7292</think> <unknown> I need external assistance </unknown>`.
-    /// Template I asks for help at the end of the reasoning; this way the help decision is made
-    /// with the problem in view, where a small model can tell an easy one from a hard one.
-    /// Default false: the help response alone.
+    /// Help rows first work part of the problem, then ask. A worked solution of several steps
+    /// is written up to a step chosen at random before the last, results included
+    /// (`<think>5 + 9 = 14, 14 - 8 = 6</think> <unknown> I need external assistance
+    /// </unknown>`); a one-step solution is written without its result
+    /// (`<think>5193 * 7292</think> <unknown> …`). Template I asks for help at the end of the
+    /// reasoning; this way the help decision is made with the work in view, where a small model
+    /// can tell what it can finish from what it cannot. Default false: the help response alone.
     #[serde(default)]
     pub think_before_asking: bool,
+    /// Also teach the single steps the SFT levels' chains are made of: one worked problem
+    /// `What is a op b?` for every value `a` a chain can carry into a step (its operands and
+    /// its `within` range), every operand `b` and every operator of the level; with an
+    /// `instruction`, once with it and once bare. The warm start then writes any step's result,
+    /// values outside the range included (`6 + 9 = 15`); what it has not learned is to go on
+    /// from such a value. Only for chain levels with `within`. Default false.
+    #[serde(default)]
+    pub step_table: bool,
 }
 
 /// A checked [`TaskSpec`]: defaults filled in, operators parsed, names resolved.
@@ -326,6 +350,28 @@ impl TaskSpec {
                 "bare copies differ from the other rows only by `sft.instruction`; set it";
             return Err(TaskError::invalid("sft.bare_share", message));
         }
+        if self.sft.step_table {
+            for name in &sft_levels {
+                let level = levels
+                    .iter()
+                    .find(|l| &l.name == name)
+                    .expect("resolved above");
+                let chain_within = matches!(
+                    &level.kind,
+                    LevelKind::Arithmetic(ArithmeticLevel {
+                        intermediate: Some(Intermediate::Within(_)),
+                        ..
+                    })
+                );
+                if !chain_within {
+                    let message = format!(
+                        "level `{name}` is not an arithmetic chain with `within`; the table is \
+                         the steps such chains are made of"
+                    );
+                    return Err(TaskError::invalid("sft.step_table", message));
+                }
+            }
+        }
         if self.train + self.test == 0 {
             return Err(TaskError::invalid("train", "train and test are both 0"));
         }
@@ -372,7 +418,7 @@ fn arithmetic_level(
     spec: &LevelSpec,
     field: &dyn Fn(&str) -> String,
 ) -> Result<ArithmeticLevel, TaskError> {
-    let keys = "name, weight, digits, ops";
+    let keys = "name, weight, digits, ops, operands, within, outside";
     // A key of the other task is refused, so a mixed-up spec does not silently generate
     // something else.
     for (present, key) in [
@@ -413,7 +459,47 @@ fn arithmetic_level(
             parsed
         }
     };
-    Ok(ArithmeticLevel { digits, ops })
+    let operands = spec.operands.unwrap_or(2);
+    if !(2..=ArithmeticLevel::MAX_OPERANDS).contains(&operands) {
+        let message = format!(
+            "must be between 2 and {}, found {operands}",
+            ArithmeticLevel::MAX_OPERANDS
+        );
+        return Err(TaskError::invalid(field("operands"), message));
+    }
+    if operands > 2 && ops.contains(&Operator::Mul) {
+        // Worked left to right, `2 + 3 * 4` would be 20; the usual reading is 14.
+        let message = "a chain of more than 2 operands is worked left to right, which is the \
+                       usual reading only with `+` and `-`";
+        return Err(TaskError::invalid(field("ops"), message));
+    }
+    let intermediate = match (spec.within, spec.outside) {
+        (Some(_), Some(_)) => {
+            let message = "`within` and `outside` exclude each other; give one";
+            return Err(TaskError::invalid(field("outside"), message));
+        }
+        (Some(range), None) => Some((Intermediate::Within(range), "within")),
+        (None, Some(range)) => Some((Intermediate::Outside(range), "outside")),
+        (None, None) => None,
+    };
+    if let Some((_, key)) = intermediate {
+        if operands < 3 {
+            let message = "needs a chain (`operands` of 3 or more): two operands have no \
+                           intermediate value, only the answer";
+            return Err(TaskError::invalid(field(key), message));
+        }
+        let [low, high] = spec.within.or(spec.outside).expect("one is set");
+        if low > high {
+            let message = format!("[low, high] with low <= high, found [{low}, {high}]");
+            return Err(TaskError::invalid(field(key), message));
+        }
+    }
+    Ok(ArithmeticLevel {
+        digits,
+        ops,
+        operands,
+        intermediate: intermediate.map(|(condition, _)| condition),
+    })
 }
 
 fn countdown_level(
@@ -424,6 +510,9 @@ fn countdown_level(
     for (present, key) in [
         (spec.digits.is_some(), "digits"),
         (spec.ops.is_some(), "ops"),
+        (spec.operands.is_some(), "operands"),
+        (spec.within.is_some(), "within"),
+        (spec.outside.is_some(), "outside"),
     ] {
         if present {
             let message = format!("countdown levels do not take `{key}` (they take {keys})");

@@ -291,10 +291,11 @@ proptest! {
 }
 
 #[test]
-fn thinking_before_asking_writes_the_first_step_without_its_result() {
+fn thinking_before_asking_writes_some_steps_with_their_results_then_asks() {
     for task in TASKS {
         let mut spec = spec(task, 200, 0);
         spec.sft.unknown_share = 0.5;
+        spec.sft.levels = Some(vec!["easy".into(), "hard".into()]);
         let plain = generate(&spec, 4).expect("generates");
         spec.sft.think_before_asking = true;
         let thinking = generate(&spec, 4).expect("generates");
@@ -304,25 +305,44 @@ fn thinking_before_asking_writes_the_first_step_without_its_result() {
             .map(|e| (e.id.as_str(), e.solution.as_str()))
             .collect();
         let mut asked = 0;
+        let mut written_steps = HashSet::new();
         for (row, before) in thinking.sft.iter().zip(&plain.sft) {
             if before.solution != HELP_RESPONSE {
                 assert_eq!(row.solution, before.solution);
                 continue;
             }
             asked += 1;
-            // The worked solution `<think>a op b = c…` of the same problem starts `<think>a op b`.
-            let step = row
+            let written = row
                 .solution
                 .strip_suffix(&format!("</think> {HELP_RESPONSE}"))
                 .expect("a help row ends with the help response");
             let worked = train[row.id.as_str()];
-            assert!(
-                worked.starts_with(&format!("{step} = ")),
-                "{step} / {worked}"
-            );
-            assert!(!step["<think>".len()..].contains('='), "{step}");
+            let steps = worked.matches(", ").count() + 1;
+            if steps == 1 {
+                // `<think>a op b`: the one step without its result.
+                assert!(
+                    worked.starts_with(&format!("{written} = ")),
+                    "{written} / {worked}"
+                );
+                assert!(!written.contains('='), "{written}");
+            } else {
+                // `<think>s1 = v1, s2 = v2`: whole steps of the worked solution, not all of them.
+                assert!(
+                    worked.starts_with(&format!("{written}, ")),
+                    "{written} / {worked}"
+                );
+                let count = written.matches(", ").count() + 1;
+                assert_eq!(written.matches(" = ").count(), count, "{written}");
+                assert!(count < steps, "{written} / {worked}");
+                written_steps.insert(count);
+            }
         }
         assert!(asked > 50, "{task:?}: {asked}");
+        // Countdown's default levels take 2 and 4 steps: help rows stop after 1, 2 or 3;
+        // arithmetic's take one, written without its result.
+        if task == TaskKind::Countdown {
+            assert_eq!(written_steps, HashSet::from([1, 2, 3]));
+        }
     }
 }
 
@@ -465,7 +485,47 @@ fn bad_specs_name_the_field() {
         edit(&mut level);
         level
     };
-    let cases: [(TaskKind, Vec<LevelSpec>, &str); 7] = [
+    let cases: [(TaskKind, Vec<LevelSpec>, &str); 13] = [
+        (
+            TaskKind::Arithmetic,
+            vec![level(|l| l.operands = Some(9))],
+            "levels[0].operands: must be between 2 and 8, found 9",
+        ),
+        (
+            TaskKind::Arithmetic,
+            vec![level(|l| l.operands = Some(4))],
+            "levels[0].ops: a chain of more than 2 operands is worked left to right, which is the \
+             usual reading only with `+` and `-`",
+        ),
+        (
+            TaskKind::Arithmetic,
+            vec![level(|l| {
+                l.within = Some([0, 9]);
+                l.outside = Some([0, 9]);
+            })],
+            "levels[0].outside: `within` and `outside` exclude each other; give one",
+        ),
+        (
+            TaskKind::Arithmetic,
+            vec![level(|l| l.within = Some([9, 0]))],
+            "levels[0].within: needs a chain (`operands` of 3 or more): two operands have no \
+             intermediate value, only the answer",
+        ),
+        (
+            TaskKind::Arithmetic,
+            vec![level(|l| {
+                l.operands = Some(3);
+                l.ops = Some(vec!["+".into()]);
+                l.within = Some([9, 0]);
+            })],
+            "levels[0].within: [low, high] with low <= high, found [9, 0]",
+        ),
+        (
+            TaskKind::Countdown,
+            vec![level(|l| l.outside = Some([0, 9]))],
+            "levels[0].outside: countdown levels do not take `outside` (they take name, weight, \
+             numbers, max_number)",
+        ),
         (
             TaskKind::Arithmetic,
             vec![level(|l| l.digits = Some(0))],
@@ -480,7 +540,7 @@ fn bad_specs_name_the_field() {
             TaskKind::Arithmetic,
             vec![level(|l| l.numbers = Some(3))],
             "levels[0].numbers: arithmetic levels do not take `numbers` (they take name, weight, \
-             digits, ops)",
+             digits, ops, operands, within, outside)",
         ),
         (
             TaskKind::Countdown,
@@ -535,5 +595,112 @@ fn bad_specs_name_the_field() {
             .expect_err("bare without instruction")
             .to_string(),
         "sft.bare_share: bare copies differ from the other rows only by `sft.instruction`; set it"
+    );
+}
+
+/// The hidden-difficulty suite of the demo: chains of four single digits whose intermediate
+/// values stay within the single-digit table, and chains of the same form where one leaves it.
+fn chain_suite() -> TaskSpec {
+    let level = |name: &str, within: bool| LevelSpec {
+        digits: Some(1),
+        ops: Some(vec!["+".into(), "-".into()]),
+        operands: Some(4),
+        within: within.then_some([0, 9]),
+        outside: (!within).then_some([0, 9]),
+        ..LevelSpec::named(name)
+    };
+    TaskSpec {
+        train: 600,
+        test: 200,
+        levels: vec![level("stays", true), level("leaves", false)],
+        ..TaskSpec::new(TaskKind::Arithmetic)
+    }
+}
+
+#[test]
+fn chain_levels_are_labelled_by_where_their_intermediate_values_go() {
+    let splits = generate(&chain_suite(), 11).expect("generates");
+    let mut seen = std::collections::HashMap::new();
+    for example in splits.train.iter().chain(&splits.test) {
+        // Worked out here from the question alone, left to right.
+        let expr = example.question["What is ".len()..].trim_end_matches('?');
+        let tokens: Vec<&str> = expr.split(' ').collect();
+        assert_eq!(tokens.len(), 7, "{}", example.question);
+        let mut value: i64 = tokens[0].parse().expect("operand");
+        let mut inside = true;
+        for (i, pair) in tokens[1..].chunks(2).enumerate() {
+            // Every value a next step starts from: the results of the first two steps.
+            if i > 0 {
+                inside &= (0..=9).contains(&value);
+            }
+            let operand: i64 = pair[1].parse().expect("operand");
+            value += if pair[0] == "+" { operand } else { -operand };
+        }
+        assert_eq!(example.answer.as_i64(), Some(value), "{example:?}");
+        let expected = if inside { "stays" } else { "leaves" };
+        assert_eq!(example.difficulty, expected, "{example:?}");
+        *seen.entry(expected).or_insert(0) += 1;
+    }
+    assert!(seen["stays"] > 300 && seen["leaves"] > 300, "{seen:?}");
+}
+
+#[test]
+fn a_chain_level_that_cannot_be_drawn_is_named() {
+    let mut spec = chain_suite();
+    spec.levels[1].ops = Some(vec!["+".into()]);
+    spec.levels[1].outside = None;
+    spec.levels[1].within = Some([0, 1]);
+    let message = generate(&spec, 1).expect_err("unreachable").to_string();
+    assert!(
+        message.starts_with("levels[1]: level `leaves`: 100000 chains in a row missed"),
+        "{message}"
+    );
+}
+
+#[test]
+fn the_step_table_teaches_every_single_step_of_the_chains_once_with_and_without_help() {
+    let mut spec = chain_suite();
+    spec.sft = SftSpec {
+        levels: Some(vec!["stays".into()]),
+        instruction: Some(" Ask for help if you cannot solve it.".into()),
+        step_table: true,
+        ..SftSpec::default()
+    };
+    let sft = generate(&spec, 3).expect("generates").sft;
+    let table: Vec<&TaskExample> = sft.iter().filter(|e| e.id.contains("-step-")).collect();
+    // Values 0..=9 carried into a step, operands 1..=9, two operators; each bare and with help.
+    assert_eq!(table.len(), 10 * 9 * 2 * 2);
+    let mut bare = HashSet::new();
+    for row in &table {
+        let question = match row
+            .question
+            .strip_suffix(" Ask for help if you cannot solve it.")
+        {
+            Some(question) => question,
+            None => {
+                assert!(row.id.ends_with("-bare"), "{row:?}");
+                assert!(bare.insert(row.question.clone()), "{row:?} twice");
+                &row.question
+            }
+        };
+        let expr = question["What is ".len()..].trim_end_matches('?');
+        let parts: Vec<&str> = expr.split(' ').collect();
+        let (a, b): (i64, i64) = (parts[0].parse().expect("a"), parts[2].parse().expect("b"));
+        let value = if parts[1] == "+" { a + b } else { a - b };
+        assert_eq!(row.answer.as_i64(), Some(value), "{row:?}");
+        assert_eq!(
+            row.solution,
+            format!("<think>{expr} = {value}</think> <answer>{value}</answer>")
+        );
+    }
+    assert!(bare.contains("What is 0 - 9?") && bare.contains("What is 9 + 9?"));
+
+    // Only chains that stay within a range have a table small enough to teach.
+    let mut spec = TaskSpec::new(TaskKind::Arithmetic);
+    spec.sft.step_table = true;
+    assert_eq!(
+        spec.resolve().expect_err("not a chain").to_string(),
+        "sft.step_table: level `easy` is not an arithmetic chain with `within`; the table is the \
+         steps such chains are made of"
     );
 }
