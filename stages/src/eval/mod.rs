@@ -9,6 +9,6 @@ mod runs;
 
 pub use router::{Router, RouterTraining, prompt_features};
 pub use routing::{
-    AtBudget, Outcome, RoutingCurve, ranking_by_scores, ranking_for_policy, ranking_random,
+    AtBudget, Outcome, RoutingCurve, ranking_by_scores, ranking_for_policy, ranking_random, roc_auc,
 };
 pub use runs::{joined_outcomes, solved_questions};

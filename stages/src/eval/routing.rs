@@ -185,6 +185,36 @@ pub fn ranking_by_scores(scores: &[f64]) -> Vec<usize> {
     order
 }
 
+/// The ROC AUC of `scores` for telling the `positive` rows from the others: the probability that
+/// a random positive scores above a random negative, ties counting one half (the Mann–Whitney
+/// statistic). `None` without a positive and a negative. A router's AUC for "solved on the
+/// device" says how well the question alone predicts what the device can do: 0.5 is chance.
+pub fn roc_auc(scores: &[f64], positive: &[bool]) -> Option<f64> {
+    assert_eq!(scores.len(), positive.len(), "one label per score");
+    let positives = positive.iter().filter(|p| **p).count();
+    let negatives = positive.len() - positives;
+    if positives == 0 || negatives == 0 {
+        return None;
+    }
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+    // Sum of the positives' ranks (1-based, ties given their mean rank).
+    let mut rank_sum = 0.0;
+    let mut start = 0;
+    while start < order.len() {
+        let mut end = start + 1;
+        while end < order.len() && scores[order[end]] == scores[order[start]] {
+            end += 1;
+        }
+        let mean_rank = (start + 1 + end) as f64 / 2.0;
+        let tied_positives = order[start..end].iter().filter(|&&i| positive[i]).count();
+        rank_sum += mean_rank * tied_positives as f64;
+        start = end;
+    }
+    let p = positives as f64;
+    Some((rank_sum - p * (p + 1.0) / 2.0) / (p * negatives as f64))
+}
+
 /// The most questions a budget (a share in [0, 1]) lets go to the cloud: `floor(budget × n)`,
 /// with the product rounded to 12 decimals first, so that 0.3 × 10 is 3 and not
 /// 2.9999999999999996 floored to 2.
@@ -199,7 +229,40 @@ fn ratio(a: usize, b: usize) -> f64 {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        /// Against the definition: the share of (positive, negative) pairs ordered right, ties
+        /// counting one half.
+        #[test]
+        fn roc_auc_counts_correctly_ordered_pairs(
+            rows in proptest::collection::vec((0u8..6, any::<bool>()), 0..40),
+        ) {
+            let scores: Vec<f64> = rows.iter().map(|(s, _)| f64::from(*s)).collect();
+            let labels: Vec<bool> = rows.iter().map(|(_, l)| *l).collect();
+            let (mut pairs, mut right) = (0.0, 0.0);
+            for (i, &pi) in labels.iter().enumerate() {
+                for (j, &pj) in labels.iter().enumerate() {
+                    if pi && !pj {
+                        pairs += 1.0;
+                        right += match scores[i].total_cmp(&scores[j]) {
+                            std::cmp::Ordering::Greater => 1.0,
+                            std::cmp::Ordering::Equal => 0.5,
+                            std::cmp::Ordering::Less => 0.0,
+                        };
+                    }
+                }
+            }
+            let expected = (pairs > 0.0).then(|| right / pairs);
+            let got = roc_auc(&scores, &labels);
+            match (got, expected) {
+                (Some(g), Some(e)) => prop_assert!((g - e).abs() < 1e-12, "{} vs {}", g, e),
+                (g, e) => prop_assert_eq!(g, e),
+            }
+        }
+    }
 
     /// Ten questions with known outcomes (a = asked, l = local answer right, c = cloud right).
     fn ten() -> Vec<Outcome> {
