@@ -112,8 +112,13 @@ pub struct Args {
     /// Also evaluate the learned-router baseline, trained on this stored run's prompts and
     /// local verdicts (e.g. an `eval-local` run over a training split): a classifier on the
     /// model's representation of each prompt, thresholded to the budget.
-    #[arg(long, value_name = "RUN_DIR")]
+    #[arg(long, value_name = "RUN_DIR", conflicts_with = "router_train")]
     pub(crate) router_from: Option<PathBuf>,
+    /// Also evaluate the learned-router baseline, trained on this dataset (e.g. the training
+    /// split, with the same `--field`s): the model answers it without the help option first,
+    /// stored as a `router-train` run, and the router learns which questions it solved.
+    #[arg(long, value_name = "DATASET")]
+    pub(crate) router_train: Option<PathBuf>,
     /// Print the results as JSON.
     #[arg(long)]
     pub(crate) json: bool,
@@ -159,10 +164,14 @@ pub(crate) struct RouterFigures {
     solved: usize,
     /// Its training loss (mean BCE) at the end.
     final_bce: f64,
+    /// ROC AUC of its `P(solved)` on the evaluation's questions against whether the device,
+    /// without the help option, solved them: 0.5 is chance, 1 a perfect router. `None` when
+    /// the device solved all of them or none.
+    pub(crate) auc: Option<f64>,
     sent: usize,
-    call_rate: f64,
-    conditional_accuracy: f64,
-    overall_accuracy: f64,
+    pub(crate) call_rate: f64,
+    pub(crate) conditional_accuracy: f64,
+    pub(crate) overall_accuracy: f64,
     apgr: Option<f64>,
     /// `(call rate, accuracy)` of the router's ranking.
     curve: Vec<(f64, f64)>,
@@ -203,10 +212,15 @@ pub(crate) struct Evaluation {
     pub(crate) report: Report,
     /// The run with the help option; the report is in its `eval/` directory.
     pub(crate) help_run: PathBuf,
+    /// Per question, in prompt-id order: the outcome with the help option, and whether the
+    /// answer without it was right.
+    pub(crate) outcomes: Vec<(Outcome, bool)>,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let Evaluation { report, help_run } = evaluate(&args)?;
+    let Evaluation {
+        report, help_run, ..
+    } = evaluate(&args)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -222,21 +236,32 @@ pub(crate) fn evaluate(args: &Args) -> Result<Evaluation> {
         bail!("--budget {}: must be a share between 0 and 1", args.budget);
     }
     let fields = field_map(&args.fields)?;
-    let mapping: tandem_datasets::FieldMap =
-        serde_json::from_value(fields.clone()).with_context(|| format!("--field: {fields}"))?;
-    let questions = tandem_datasets::load(&args.dataset, &mapping, args.limit)
-        .map_err(anyhow::Error::msg)?
-        .len();
-    if questions == 0 {
-        bail!("{}: no questions", args.dataset.display());
-    }
+    let questions = count_questions(&args.dataset, &fields, args.limit)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("{}: cannot create", args.out.display()))?;
-    let help = run_pipeline(args, &fields, questions, true)?;
-    let local = run_pipeline(args, &fields, questions, false)?;
+    let help = run_pipeline(args, &fields, questions, Pipeline::Help)?;
+    let local = run_pipeline(args, &fields, questions, Pipeline::Local)?;
     let (outcomes, cloud_failures) = joined_outcomes(&help, &local).map_err(anyhow::Error::msg)?;
     let mut report = report(args, &help, &local, &outcomes, cloud_failures);
-    if let Some(train) = &args.router_from {
+    let router_run = match (&args.router_from, &args.router_train) {
+        (Some(run), _) => Some(run.clone()),
+        (None, Some(dataset)) => {
+            let on_train = Args {
+                dataset: dataset.clone(),
+                limit: None,
+                ..args.clone()
+            };
+            let questions = count_questions(dataset, &fields, None)?;
+            Some(run_pipeline(
+                &on_train,
+                &fields,
+                questions,
+                Pipeline::RouterTrain,
+            )?)
+        }
+        (None, None) => None,
+    };
+    if let Some(train) = &router_run {
         report.router = Some(router(args, train, &help, &outcomes, report.cloud_only)?);
     }
     let json = serde_json::to_string_pretty(&report)?;
@@ -264,7 +289,36 @@ pub(crate) fn evaluate(args: &Args) -> Result<Evaluation> {
     Ok(Evaluation {
         report,
         help_run: help,
+        outcomes,
     })
+}
+
+/// How many questions `dataset` holds (up to `limit`), read with the `--field` map.
+fn count_questions(
+    dataset: &Path,
+    fields: &serde_json::Value,
+    limit: Option<usize>,
+) -> Result<usize> {
+    let mapping: tandem_datasets::FieldMap =
+        serde_json::from_value(fields.clone()).with_context(|| format!("--field: {fields}"))?;
+    let questions = tandem_datasets::load(dataset, &mapping, limit)
+        .map_err(anyhow::Error::msg)?
+        .len();
+    if questions == 0 {
+        bail!("{}: no questions", dataset.display());
+    }
+    Ok(questions)
+}
+
+/// The pipelines `tandem eval` runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pipeline {
+    /// With the help option, and the cloud's answer to every question.
+    Help,
+    /// Without the help option.
+    Local,
+    /// Without the help option, over the router's training questions.
+    RouterTrain,
 }
 
 /// `--field name=column` pairs as `source.*`'s `fields` object.
@@ -287,13 +341,15 @@ fn run_pipeline(
     args: &Args,
     fields: &serde_json::Value,
     questions: usize,
-    with_help: bool,
+    pipeline: Pipeline,
 ) -> Result<PathBuf> {
     let (stop, verify, cloud_prompt) = args.task.yaml_parts();
     let quote = |p: &Path| serde_json::Value::from(p.display().to_string()).to_string();
-    let (name, template) = match with_help {
-        true => ("eval-help", args.task.name().to_owned()),
-        false => ("eval-local", format!("{}_task", args.task.name())),
+    let with_help = pipeline == Pipeline::Help;
+    let (name, template) = match pipeline {
+        Pipeline::Help => ("eval-help", args.task.name().to_owned()),
+        Pipeline::Local => ("eval-local", format!("{}_task", args.task.name())),
+        Pipeline::RouterTrain => ("router-train", format!("{}_task", args.task.name())),
     };
     let limit = args
         .limit
@@ -311,7 +367,7 @@ stages:
   - {{ id: prompts, kind: {source}, params: {{ path: {dataset}, shuffle: false, fields: {fields}{limit} }} }}
   - id: rollouts
     kind: generate.policy
-    params: {{ model: {model}, device: {device}, threads: {threads}, template: {template}, temperature: {temperature}, max_new_tokens: {max_new}, stop: {stop} }}
+    params: {{ model: {model}, device: {device}, threads: {threads}, template: {template}, temperature: {temperature}, max_new_tokens: {max_new}, stop: {stop}, batch_prompts: 64 }}
 "#,
         seed = args.seed,
         dataset = quote(&args.dataset),
@@ -435,7 +491,13 @@ fn router(
             joined.len()
         );
     }
-    let scores = router.offload_scores(&prompt_features(&policy.model, &ids, 16));
+    let features = prompt_features(&policy.model, &ids, 16);
+    let solved: Vec<bool> = joined
+        .iter()
+        .map(|(_, without_help)| *without_help)
+        .collect();
+    let auc = tandem_stages::eval::roc_auc(&router.solve_probability(&features), &solved);
+    let scores = router.offload_scores(&features);
     // The router "asks" for every question, in the order of its scores: the budget then takes
     // the least likely to be solved, exactly as it takes the policy's asks.
     let outcomes: Vec<Outcome> = joined
@@ -454,6 +516,7 @@ fn router(
         examples: labels.len(),
         solved: labels.iter().filter(|s| **s).count(),
         final_bce: router.losses.last().copied().unwrap_or(f64::NAN),
+        auc,
         sent: at.sent,
         call_rate: at.call_rate,
         conditional_accuracy: at.conditional_accuracy,
@@ -477,7 +540,7 @@ fn markdown(r: &Report) -> String {
          | **the policy** | {call} | {cond} | {overall} |\n\
          {router}\
          | cloud only | 100.0 | – | {cloud} |\n\n\
-         Local accuracy {local}%. Routing: APGR {apgr}, CPT(50%) {cpt}. Cloud calls that failed: {fail}.\n",
+         Local accuracy {local}%. Routing: APGR {apgr}, CPT(50%) {cpt}.{router_auc} Cloud calls that failed: {fail}.\n",
         model = r.model,
         task = r.task,
         budget = pct(r.budget),
@@ -496,6 +559,10 @@ fn markdown(r: &Report) -> String {
         apgr = opt(r.apgr),
         cpt = opt(r.cpt50),
         fail = r.cloud_failures,
+        router_auc = r.router.as_ref().map_or(String::new(), |q| format!(
+            " Learned router: AUC {} for \"solved on the device\".",
+            opt(q.auc)
+        )),
         router = r.router.as_ref().map_or(String::new(), |q| format!(
             "| device + learned router | {} | {} | {} |\n",
             pct(q.call_rate),
