@@ -1,8 +1,10 @@
-//! `tandem validate`: everything `run` checks before it starts, and nothing else.
+//! `tandem validate`: everything `run` checks before it starts, and nothing else. Given a demo
+//! file (`configs/demo.yaml`), everything `tandem demo` checks, and both of its pipelines.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
+use tandem_pipeline::yaml::{Document, Seg};
 use tandem_pipeline::{Plan, PlanOptions};
 
 /// Arguments of `tandem validate`.
@@ -31,8 +33,43 @@ pub fn run(args: Args) -> Result<()> {
         return Ok(());
     }
     let file = args.pipeline.expect("checked above");
+    if is_demo_file(&file)? {
+        let (config, source) = crate::demo::load(Some(&file), &args.sets)?;
+        let plans = crate::demo::validate(&config, &source)?;
+        println!(
+            "{}: ok (a demo file: {} train and {} test problems, levels {})",
+            file.display(),
+            config.data.train,
+            config.data.test,
+            config
+                .data
+                .resolve()?
+                .levels
+                .iter()
+                .map(|l| l.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        for (pipeline, plan) in &plans {
+            println!("{}: ok", pipeline.display());
+            print_plan(plan);
+        }
+        return Ok(());
+    }
     let plan = Plan::from_file(&file, &PlanOptions { sets: args.sets })?;
     println!("{}: ok", file.display());
+    print_plan(&plan);
+    Ok(())
+}
+
+/// A demo file names its pipelines (`warm_start`, `train`) instead of listing `stages`.
+fn is_demo_file(file: &Path) -> Result<bool> {
+    let document = Document::read(file)?;
+    let has = |key: &str| document.get(&[Seg::Key(key.into())]).is_some();
+    Ok(!has("stages") && (has("warm_start") || has("train")))
+}
+
+fn print_plan(plan: &Plan) {
     println!(
         "  {} step(s) × {} prompt(s) × {} sample(s), seed {}",
         plan.steps, plan.settings.batch_size, plan.settings.group_size, plan.settings.seed
@@ -56,5 +93,4 @@ pub fn run(args: Args) -> Result<()> {
             }
         );
     }
-    Ok(())
 }

@@ -144,6 +144,15 @@ pub struct EvalSpec {
     /// Sampling temperature of the answers (0 = greedy).
     #[serde(default)]
     pub temperature: f64,
+    /// Also evaluate the learned-router baseline: the model without the help option, plus a
+    /// router trained on which training questions it solved (`tandem eval --router-train`).
+    /// Default true.
+    #[serde(default = "yes")]
+    pub router: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for EvalSpec {
@@ -153,6 +162,7 @@ impl Default for EvalSpec {
             limit: None,
             max_new_tokens: default_max_new_tokens(),
             temperature: 0.0,
+            router: true,
         }
     }
 }

@@ -93,16 +93,7 @@ pub fn run(config: &DemoConfig, source: &Source, options: &Options) -> Result<De
 
     eprintln!("[3/4] RL");
     let train_started = Instant::now();
-    let vars = [
-        (
-            "TRAIN_DATA",
-            warm.data.join("train.jsonl").display().to_string(),
-        ),
-        ("WARM_MODEL", warm.model.display().to_string()),
-        ("CLOUD_URL", url.clone()),
-        ("SEED", config.seed.to_string()),
-        ("THREADS", config.threads.to_string()),
-    ];
+    let vars = train_vars(config, &warm.data, &warm.model, &url);
     let summary = pipelines::run_pipeline(source, &config.train, &vars, &dir, "RL")?;
     seconds.train = train_started.elapsed().as_secs_f64();
     let trained = pipelines::final_checkpoint(&summary, "learn.pg")?;
@@ -124,6 +115,44 @@ pub fn run(config: &DemoConfig, source: &Source, options: &Options) -> Result<De
         seconds,
     )?;
     Ok(report)
+}
+
+/// The variables the RL pipeline is filled in with.
+fn train_vars(
+    config: &DemoConfig,
+    data: &Path,
+    model: &Path,
+    cloud: &str,
+) -> [(&'static str, String); 5] {
+    [
+        ("TRAIN_DATA", data.join("train.jsonl").display().to_string()),
+        ("WARM_MODEL", model.display().to_string()),
+        ("CLOUD_URL", cloud.to_owned()),
+        ("SEED", config.seed.to_string()),
+        ("THREADS", config.threads.to_string()),
+    ]
+}
+
+/// Checks a demo file as `tandem validate` checks a pipeline: the demo's own settings (read by
+/// [`load`]), then both of its pipelines exactly as they would be planned, on the data,
+/// tokenizer and fresh model the demo makes, in a temporary directory. The RL pipeline is
+/// planned on the fresh model in place of the warm start (the same shape and tokenizer).
+/// Nothing is trained and no cloud is asked. Returns each pipeline's file and plan.
+pub fn validate(
+    config: &DemoConfig,
+    source: &Source,
+) -> Result<Vec<(PathBuf, tandem_pipeline::Plan)>> {
+    let scratch = tempfile::tempdir().context("a temporary directory")?;
+    let inputs = warm::make_inputs(config, scratch.path())?;
+    let warm_plan = pipelines::plan_pipeline(source, &config.warm_start, &inputs.vars(config))?;
+    // Never contacted while planning.
+    let cloud = "http://127.0.0.1:9/v1";
+    let vars = train_vars(config, &inputs.data, &inputs.init, cloud);
+    let train_plan = pipelines::plan_pipeline(source, &config.train, &vars)?;
+    Ok(vec![
+        (source.path(&config.warm_start.pipeline), warm_plan),
+        (source.path(&config.train.pipeline), train_plan),
+    ])
 }
 
 /// `tandem eval` of `model` on the test split.
@@ -155,6 +184,9 @@ fn evaluate(
         device: "cpu".into(),
         out: dir.to_owned(),
         router_from: None,
+        // The router learns from the whole training split: every question the RL run may
+        // sample, answered by this model without the help option.
+        router_train: config.eval.router.then(|| warm.data.join("train.jsonl")),
         json: false,
     };
     let evaluation = eval::evaluate(&args)?;

@@ -12,14 +12,13 @@ use tandem_stages::Registry;
 use super::config::{PipelineRef, Source};
 use crate::cmd::run::progress;
 
-/// Plans `pipeline` with `vars`, runs it into `runs` with a progress bar labelled `label`.
-pub fn run_pipeline(
+/// Plans `pipeline` with `vars` (the environment fills the rest), then its `set` overrides:
+/// everything `tandem run` checks before it starts.
+pub fn plan_pipeline(
     source: &Source,
     pipeline: &PipelineRef,
     vars: &[(&str, String)],
-    runs: &Path,
-    label: &str,
-) -> Result<RunSummary> {
+) -> Result<Plan> {
     let path = source.path(&pipeline.pipeline);
     let mut document = Document::parse(&path, &source.read(&pipeline.pipeline)?)?;
     document.interpolate_env(&|name| {
@@ -31,7 +30,19 @@ pub fn run_pipeline(
     for set in &pipeline.set {
         document.set(set)?;
     }
-    let plan = Plan::from_document(document, Registry::builtin())?;
+    Ok(Plan::from_document(document, Registry::builtin())?)
+}
+
+/// Plans `pipeline` with `vars`, runs it into `runs` with a progress bar labelled `label`.
+pub fn run_pipeline(
+    source: &Source,
+    pipeline: &PipelineRef,
+    vars: &[(&str, String)],
+    runs: &Path,
+    label: &str,
+) -> Result<RunSummary> {
+    let plan = plan_pipeline(source, pipeline, vars)?;
+    let path = source.path(&pipeline.pipeline);
     eprintln!("{label}: {} step(s) of {}", plan.steps, path.display());
     let (bar, on_step) = progress(plan.steps, 0);
     let result = tandem_pipeline::run(

@@ -54,6 +54,75 @@ pub struct Evaluated {
     pub random_offloading: f64,
     /// Every question answered by the cloud.
     pub cloud_only: f64,
+    /// The device without the help option, plus a learned router trained on which training
+    /// questions this model solved without it (PAPER.md's "Task-Tuning & router").
+    pub router: Option<RouterBaseline>,
+    /// Per test question, in prompt-id order.
+    #[serde(skip)]
+    pub per_question: Vec<Answered>,
+}
+
+/// How one test question went.
+#[derive(Clone, Copy, Debug)]
+pub struct Answered {
+    /// Solved with the help option, without asking.
+    pub solved_without_asking: bool,
+    /// Solved without the help option.
+    pub solved_device_only: bool,
+}
+
+/// The learned-router baseline of one evaluation.
+#[derive(Clone, Debug, Serialize)]
+pub struct RouterBaseline {
+    /// ROC AUC of its `P(solved)` on the test split (0.5 is chance).
+    pub auc: Option<f64>,
+    /// Share of questions it sent to the cloud.
+    pub call_rate: f64,
+    /// Accuracy on the questions kept on the device.
+    pub conditional_accuracy: f64,
+    /// Accuracy with its choices sent to the cloud up to the budget.
+    pub overall_accuracy: f64,
+}
+
+/// What RL kept of what the warm start could do, question by question on the test split.
+#[derive(Clone, Debug, Serialize)]
+pub struct Kept {
+    /// Questions the warm start solved without asking (with the help option).
+    pub solved_before: usize,
+    /// Share of those the trained model still solves without asking.
+    pub still_solved: f64,
+    /// Questions the warm start solved without the help option (device only).
+    pub device_only_before: usize,
+    /// Share of those the trained model still solves without the help option.
+    pub device_only_still_solved: f64,
+}
+
+impl Kept {
+    /// Compares two evaluations of the same questions.
+    pub fn between(before: &Evaluated, after: &Evaluated) -> Kept {
+        let pairs = || before.per_question.iter().zip(&after.per_question);
+        let share = |kept: usize, of: usize| {
+            if of == 0 {
+                f64::NAN
+            } else {
+                kept as f64 / of as f64
+            }
+        };
+        let count = |f: fn(&Answered) -> bool| {
+            (
+                pairs().filter(|(b, _)| f(b)).count(),
+                pairs().filter(|(b, a)| f(b) && f(a)).count(),
+            )
+        };
+        let (solved_before, still) = count(|q| q.solved_without_asking);
+        let (device_before, device_still) = count(|q| q.solved_device_only);
+        Kept {
+            solved_before,
+            still_solved: share(still, solved_before),
+            device_only_before: device_before,
+            device_only_still_solved: share(device_still, device_before),
+        }
+    }
 }
 
 /// Reads an evaluation's numbers, with its per-difficulty help rates from its stored run.
@@ -61,7 +130,15 @@ pub fn evaluated(model: &Path, evaluation: Evaluation) -> Result<Evaluated> {
     let Evaluation {
         report: r,
         help_run,
+        outcomes,
     } = evaluation;
+    let per_question = outcomes
+        .iter()
+        .map(|(o, without_help)| Answered {
+            solved_without_asking: !o.asked && o.local_correct,
+            solved_device_only: *without_help,
+        })
+        .collect();
     let stored = report::summarise(&help_run, &help_run.join("report"), false, 64)?;
     let levels = stored
         .overall
@@ -88,6 +165,13 @@ pub fn evaluated(model: &Path, evaluation: Evaluation) -> Result<Evaluated> {
         local_only: r.local_only,
         random_offloading: r.naive_offloading,
         cloud_only: r.cloud_only,
+        router: r.router.as_ref().map(|q| RouterBaseline {
+            auc: q.auc,
+            call_rate: q.call_rate,
+            conditional_accuracy: q.conditional_accuracy,
+            overall_accuracy: q.overall_accuracy,
+        }),
+        per_question,
     })
 }
 
@@ -108,6 +192,8 @@ pub struct DemoReport {
     pub before: Evaluated,
     /// The RL-trained model on the test split.
     pub after: Evaluated,
+    /// What RL kept of the warm start's local skill.
+    pub kept: Kept,
     /// Time per phase.
     pub seconds: Seconds,
     /// The summary table (Markdown).
@@ -127,7 +213,8 @@ pub fn write(
     seconds: Seconds,
 ) -> Result<DemoReport> {
     let plots = plot(dir, train_run)?;
-    let table = table(config, &before, &after);
+    let kept = Kept::between(&before, &after);
+    let table = table(config, &before, &after, &kept);
     let report = DemoReport {
         dir: dir.to_owned(),
         config: config.clone(),
@@ -136,6 +223,7 @@ pub fn write(
         train_run: train_run.to_owned(),
         before,
         after,
+        kept,
         seconds,
         table,
         plots,
@@ -157,7 +245,7 @@ fn pct(x: f64) -> String {
 }
 
 /// The before/after table.
-fn table(config: &DemoConfig, before: &Evaluated, after: &Evaluated) -> String {
+fn table(config: &DemoConfig, before: &Evaluated, after: &Evaluated, kept: &Kept) -> String {
     let mut rows: Vec<(String, String, String)> = Vec::new();
     let level = |e: &Evaluated, d: &str| e.levels.iter().find(|l| l.difficulty == d).cloned();
     for l in &after.levels {
@@ -196,7 +284,48 @@ fn table(config: &DemoConfig, before: &Evaluated, after: &Evaluated) -> String {
         both("random offloading at the same call rate".into(), |e| {
             e.random_offloading
         }),
+    ]);
+    let router = |e: &Evaluated, f: fn(&RouterBaseline) -> f64| {
+        e.router.as_ref().map_or("–".into(), |r| pct(f(r)))
+    };
+    let auc = |e: &Evaluated| {
+        e.router
+            .as_ref()
+            .and_then(|r| r.auc)
+            .map_or("–".into(), |a| format!("{a:.3}"))
+    };
+    if before.router.is_some() || after.router.is_some() {
+        rows.extend([
+            (
+                format!("device + learned router at the {budget} budget"),
+                router(before, |r| r.overall_accuracy),
+                router(after, |r| r.overall_accuracy),
+            ),
+            (
+                "learned router's AUC (solved on the device)".into(),
+                auc(before),
+                auc(after),
+            ),
+        ]);
+    }
+    rows.extend([
         both("cloud only".into(), |e| e.cloud_only),
+        (
+            format!(
+                "warm start's solved-without-asking ({}) still solved so",
+                kept.solved_before
+            ),
+            "100.0%".into(),
+            pct(kept.still_solved),
+        ),
+        (
+            format!(
+                "warm start's device-only solved ({}) still solved",
+                kept.device_only_before
+            ),
+            "100.0%".into(),
+            pct(kept.device_only_still_solved),
+        ),
     ]);
     let mut out = String::from("| test split | before RL | after RL |\n|---|---:|---:|\n");
     for (name, b, a) in rows {

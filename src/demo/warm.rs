@@ -15,7 +15,7 @@ use super::config::{DemoConfig, Source};
 use super::pipelines::{final_checkpoint, run_pipeline};
 
 /// Bumped when what a cache entry holds, or how it is made, changes.
-const CACHE_FORMAT: u32 = 1;
+const CACHE_FORMAT: u32 = 5;
 
 /// A warm start, made now or found in the cache.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -107,10 +107,32 @@ pub fn prepare(
     Ok(warm)
 }
 
-/// Makes the data, tokenizer, initial and fine-tuned models in `staging`; returns the
-/// supervised run's directory.
-fn make(config: &DemoConfig, source: &Source, runs: &Path, staging: &Path) -> Result<PathBuf> {
-    let data = staging.join("data");
+/// The warm start's inputs: the task data, and a fresh model with a tokenizer trained on it.
+pub(super) struct Inputs {
+    /// `train.jsonl`, `test.jsonl`, `sft.jsonl` and `dataset.json`.
+    pub data: PathBuf,
+    /// The randomly initialised model (a HF directory).
+    pub init: PathBuf,
+}
+
+impl Inputs {
+    /// The variables the warm-start pipeline is filled in with.
+    pub fn vars(&self, config: &DemoConfig) -> [(&'static str, String); 4] {
+        [
+            (
+                "SFT_DATA",
+                self.data.join("sft.jsonl").display().to_string(),
+            ),
+            ("INIT_MODEL", self.init.display().to_string()),
+            ("SEED", config.seed.to_string()),
+            ("THREADS", config.threads.to_string()),
+        ]
+    }
+}
+
+/// Makes the data, the tokenizer and the initial model in `dir`.
+pub(super) fn make_inputs(config: &DemoConfig, dir: &Path) -> Result<Inputs> {
+    let data = dir.join("data");
     let task = config.data.resolve()?;
     let splits = tasks::generate(&config.data, config.seed)?;
     tasks::write_dataset(&data, &task, config.seed, &splits, tasks::Format::Jsonl)?;
@@ -121,7 +143,7 @@ fn make(config: &DemoConfig, source: &Source, runs: &Path, staging: &Path) -> Re
         splits.sft.len(),
     );
 
-    let tokenizer = staging.join("tokenizer");
+    let tokenizer = dir.join("tokenizer");
     policy::train_tokenizer(
         &corpus(&splits),
         &TokenizerTrainOptions {
@@ -130,7 +152,7 @@ fn make(config: &DemoConfig, source: &Source, runs: &Path, staging: &Path) -> Re
         },
         &tokenizer,
     )?;
-    let init = staging.join("init");
+    let init = dir.join("init");
     let m = &config.model;
     let shape = policy::init_model(
         &init,
@@ -156,14 +178,20 @@ fn make(config: &DemoConfig, source: &Source, runs: &Path, staging: &Path) -> Re
         shape.num_parameters(),
         shape.vocab_size
     );
+    Ok(Inputs { data, init })
+}
 
-    let vars = [
-        ("SFT_DATA", data.join("sft.jsonl").display().to_string()),
-        ("INIT_MODEL", init.display().to_string()),
-        ("SEED", config.seed.to_string()),
-        ("THREADS", config.threads.to_string()),
-    ];
-    let summary = run_pipeline(source, &config.warm_start, &vars, runs, "warm start")?;
+/// Makes the data, tokenizer, initial and fine-tuned models in `staging`; returns the
+/// supervised run's directory.
+fn make(config: &DemoConfig, source: &Source, runs: &Path, staging: &Path) -> Result<PathBuf> {
+    let inputs = make_inputs(config, staging)?;
+    let summary = run_pipeline(
+        source,
+        &config.warm_start,
+        &inputs.vars(config),
+        runs,
+        "warm start",
+    )?;
     let checkpoint = final_checkpoint(&summary, "learn.sft")?;
     copy_model(&checkpoint, &staging.join("model"))?;
     Ok(summary.run_dir)
