@@ -119,6 +119,23 @@ fn the_ci_demo_runs_every_step_from_scratch_then_reuses_its_warm_start() {
         first["before"]
     );
 
+    // The learned-router baseline is evaluated on both models, trained on the whole training
+    // split: it sends at most the budget, and its AUC is a probability.
+    for evaluation in [&first["before"], &first["after"]] {
+        let router = &evaluation["router"];
+        assert!(number(&router["call_rate"]) <= 0.3 + 1e-9, "{router}");
+        let auc = number(&router["auc"]);
+        assert!((0.0..=1.0).contains(&auc), "{router}");
+        assert!(number(&router["overall_accuracy"]) <= 1.0, "{router}");
+    }
+    // What RL kept of the warm start's local skill, question by question.
+    let kept = &first["kept"];
+    assert!(number(&kept["solved_before"]) > 0.0, "{kept}");
+    assert!(
+        (0.0..=1.0).contains(&number(&kept["still_solved"])),
+        "{kept}"
+    );
+
     // Everything it reports is on disk: the summary, the plots, the stored runs.
     let demo_dir = Path::new(first["dir"].as_str().expect("dir"));
     for file in ["demo.json", "summary.md", "rl_steps.png", "rl_steps.svg"] {
@@ -138,6 +155,8 @@ fn the_ci_demo_runs_every_step_from_scratch_then_reuses_its_warm_start() {
         "| help rate, easy (",
         "| help rate, hard (",
         "| **overall accuracy at the 30.0% budget** |",
+        "| device + learned router at the 30.0% budget |",
+        "| learned router's AUC (solved on the device) |",
     ] {
         assert!(
             summary.contains(row),
@@ -163,4 +182,69 @@ fn the_ci_demo_runs_every_step_from_scratch_then_reuses_its_warm_start() {
     assert_eq!(number(&second["seconds"]["warm_start"]), 0.0);
     // Same seed, same warm model, greedy evaluation: the "before" numbers repeat exactly.
     assert_eq!(second["before"]["levels"], first["before"]["levels"]);
+}
+
+/// `tandem validate` takes a demo file: its own settings, then both pipelines as they would be
+/// planned on the data and fresh model the demo makes; errors say where.
+#[test]
+fn validate_checks_a_demo_file_and_both_of_its_pipelines() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().expect("temp dir");
+    for file in [
+        "configs/demo.yaml",
+        "configs/demo-ci.yaml",
+        "configs/demo-chains.yaml",
+    ] {
+        let path = repo.join(file);
+        let output = tandem(&["validate", path.to_str().expect("utf-8")], dir.path());
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        for line in [
+            format!("{}: ok (a demo file", path.display()),
+            "configs/demo/warm-start.yaml: ok".to_owned(),
+            "configs/demo/train.yaml: ok".to_owned(),
+            "learn            learn.pg".to_owned(),
+        ] {
+            assert!(stdout.contains(&line), "{line} missing:\n{stdout}");
+        }
+    }
+
+    // A typo in the demo's own settings, at its line and column.
+    let bad = dir.path().join("demo.yaml");
+    let text = std::fs::read_to_string(repo.join("configs/demo-ci.yaml"))
+        .expect("demo-ci.yaml")
+        .replace("  budget: 0.3", "  budgt: 0.3");
+    std::fs::write(&bad, text).expect("write");
+    std::fs::create_dir_all(dir.path().join("demo")).expect("mkdir");
+    for pipeline in ["warm-start.yaml", "train.yaml"] {
+        std::fs::copy(
+            repo.join("configs/demo").join(pipeline),
+            dir.path().join("demo").join(pipeline),
+        )
+        .expect("copy");
+    }
+    let output = tandem(&["validate", "demo.yaml"], dir.path());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("demo.yaml:"), "{stderr}");
+    assert!(stderr.contains("unknown field `budgt`"), "{stderr}");
+
+    // A bad value in a pipeline's overrides: the pipeline's stage is named.
+    let output = tandem(
+        &[
+            "validate",
+            repo.join("configs/demo-ci.yaml").to_str().expect("utf-8"),
+            "--set",
+            "train.set=[stages.4.params.alpha_cloud=high]",
+        ],
+        dir.path(),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("train.yaml"), "{stderr}");
+    assert!(stderr.contains("alpha_cloud"), "{stderr}");
 }
