@@ -13,6 +13,7 @@ mod inspect;
 mod interop;
 mod kill;
 mod learn;
+mod parquet_codecs;
 mod plugin_rewards;
 mod policy;
 mod recipes;
