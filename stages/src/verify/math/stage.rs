@@ -97,6 +97,14 @@ pub struct MathVerifier {
     settings: Settings,
 }
 
+/// GSM8K's final answer: the rest of the line after the last `####`, trimmed; `None` without
+/// one, or when nothing follows it.
+fn after_last_hashes(gold: &str) -> Option<&str> {
+    let start = gold.rfind("####")? + "####".len();
+    let answer = gold[start..].lines().next().unwrap_or_default().trim();
+    (!answer.is_empty()).then_some(answer)
+}
+
 impl MathVerifier {
     /// A verifier with these parameters, once they are checked.
     pub fn new(config: MathConfig) -> Result<MathVerifier> {
@@ -122,10 +130,13 @@ impl MathVerifier {
     }
 
     /// Prepares a reference answer: its last `\boxed{…}` when it has one (a full worked
-    /// solution), else the whole text; normalised and parsed once. A reference that does not
+    /// solution, as MATH's), else what follows its last `####` (GSM8K's worked solutions end in
+    /// `#### 72`), else the whole text; normalised and parsed once. A reference that does not
     /// parse (or not within the time limit) is compared as a string.
     pub fn reference(&self, gold: &str) -> MathReference {
-        let answer = last_boxed(gold).unwrap_or(gold);
+        let answer = last_boxed(gold)
+            .or_else(|| after_last_hashes(gold))
+            .unwrap_or(gold);
         let mut budget = self.budget();
         let Ok(normalized) = normalize_within(answer, &budget) else {
             return MathReference {

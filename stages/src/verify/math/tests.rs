@@ -200,6 +200,34 @@ fn answer_shapes_table() {
     ]);
 }
 
+/// GSM8K's gold answers are worked solutions ending in `#### 72`: the number after the marker
+/// is the reference, whatever the worked text before it says.
+#[test]
+fn gsm8k_gold_answers_are_read_after_their_hashes() {
+    let v = verifier();
+    let gold = "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n\
+                Natalia sold 48+24 = <<48+24=72>>72 clips altogether in April and May.\n#### 72";
+    let reference = v.reference(gold);
+    assert_eq!(reference.normalized(), "72");
+    assert!(
+        v.judge(r"So the answer is $\boxed{72}$.", &reference)
+            .correct
+    );
+    assert!(
+        !v.judge(r"So the answer is $\boxed{24}$.", &reference)
+            .correct
+    );
+    // Thousands separators, and text after the marker's line, as in the dataset.
+    let reference = v.reference("She earns 5 * 200 = <<5*200=1000>>1000.\n#### 1,000\n");
+    assert!(
+        v.judge(r"\boxed{1000}", &reference).correct,
+        "{reference:?}"
+    );
+    // A boxed answer still wins (MATH), and a bare `####` is no answer.
+    assert_eq!(v.reference(r"#### 3 but $\boxed{4}$").normalized(), "4");
+    assert_eq!(v.reference("####").normalized(), "####");
+}
+
 #[test]
 fn verdicts_record_extraction_normalisation_and_method() {
     let v = verifier();
