@@ -19,7 +19,11 @@ fn pyarrow_parquet_loads_with_every_codec() {
         .arg(dir.path())
         .output()
         .expect("python");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let written: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     let fields: FieldMap = serde_json::from_value(serde_json::json!({
         "id": "id", "question": "question", "answer": "answer", "difficulty": "difficulty"
@@ -27,13 +31,17 @@ fn pyarrow_parquet_loads_with_every_codec() {
     .expect("field map");
     for codec in ["snappy", "gzip", "lz4", "brotli", "zstd", "none"] {
         let path = dir.path().join(format!("{codec}.parquet"));
-        let examples = tandem_datasets::load(&path, &fields, None)
-            .unwrap_or_else(|e| panic!("{codec}: {e}"));
+        let examples =
+            tandem_datasets::load(&path, &fields, None).unwrap_or_else(|e| panic!("{codec}: {e}"));
         assert_eq!(examples.len(), 40, "{codec}");
         for (i, example) in examples.iter().enumerate() {
             assert_eq!(example.id, written["id"][i], "{codec} row {i}");
             assert_eq!(example.question, written["question"][i], "{codec} row {i}");
-            assert_eq!(example.answer.as_deref(), written["answer"][i].as_str(), "{codec}");
+            assert_eq!(
+                example.answer.as_deref(),
+                written["answer"][i].as_str(),
+                "{codec}"
+            );
             assert_eq!(
                 example.difficulty.as_deref(),
                 written["difficulty"][i].as_str(),
