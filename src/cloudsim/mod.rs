@@ -15,6 +15,7 @@ mod faults;
 mod log;
 mod openai;
 mod oracle;
+mod search;
 mod seeded;
 mod server;
 

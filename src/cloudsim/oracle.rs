@@ -17,6 +17,7 @@ use super::arith::{self, ArithError, Expression, Rational};
 use super::config::AnswerFormat;
 use super::countdown;
 use super::error::{Error, Result};
+use super::search::{self, SearchProblem};
 
 /// What kind of question a message was taken to be (the request log's `task`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,6 +28,8 @@ pub enum Task {
     Countdown,
     /// An arithmetic expression.
     Arithmetic,
+    /// A search question (`Which of 3, 8, 5 plus 4 is 9?`).
+    Search,
     /// None of these: the reply has no answer to verify.
     Unknown,
 }
@@ -38,6 +41,7 @@ impl Task {
             Task::Gold => "gold",
             Task::Countdown => "countdown",
             Task::Arithmetic => "arithmetic",
+            Task::Search => "search",
             Task::Unknown => "unknown",
         }
     }
@@ -152,6 +156,7 @@ fn collapse_whitespace(text: &str) -> String {
 enum Question<'g> {
     Gold(&'g str),
     Countdown(CountdownProblem),
+    Search(SearchProblem),
     Arithmetic {
         text: String,
         expression: Expression,
@@ -188,6 +193,10 @@ impl Oracle {
                 let (reasoning, answer) = countdown_reply(&problem, right);
                 (Task::Countdown, reasoning, Some(answer))
             }
+            Question::Search(problem) => {
+                let (reasoning, answer) = search_reply(&problem, right, rng);
+                (Task::Search, reasoning, Some(answer))
+            }
             Question::Arithmetic { text, expression } => {
                 let (reasoning, answer) = arithmetic_reply(&text, &expression, right, rng);
                 (Task::Arithmetic, reasoning, Some(answer))
@@ -213,6 +222,9 @@ impl Oracle {
         }
         if let Some(problem) = countdown::problem_in(question) {
             return Question::Countdown(problem);
+        }
+        if let Some(problem) = search::problem_in(question) {
+            return Question::Search(problem);
         }
         match arithmetic_in(question) {
             Some((text, expression)) => Question::Arithmetic { text, expression },
@@ -257,6 +269,33 @@ fn countdown_reply(problem: &CountdownProblem, right: bool) -> (String, String) 
             )
         }
     }
+}
+
+/// Reasoning and answer for a search question: the number that fits, or, when wrong, another
+/// listed number (a confident mistake of the same form).
+fn search_reply(problem: &SearchProblem, right: bool, rng: &mut impl Rng) -> (String, String) {
+    let solution = problem.solve();
+    let answer = match (right, solution) {
+        (true, Some(n)) => n.to_string(),
+        (true, None) => "none".to_owned(),
+        (false, _) => {
+            let others: Vec<i64> = problem
+                .numbers
+                .iter()
+                .copied()
+                .filter(|&n| Some(n) != solution)
+                .collect();
+            match others.is_empty() {
+                true => "none".to_owned(),
+                false => others[rng.random_range(0..others.len())].to_string(),
+            }
+        }
+    };
+    let reasoning = format!(
+        "Trying each of {:?} {} {} against {}: {answer}.",
+        problem.numbers, problem.op, problem.operand, problem.target
+    );
+    (reasoning, answer)
 }
 
 /// Reasoning and answer for an arithmetic expression.
@@ -411,6 +450,23 @@ mod tests {
             let reply = oracle(AnswerFormat::Tag).reply(question, true, &mut rng());
             assert_eq!(reply.task, Task::Arithmetic, "{question}");
             assert_eq!(answer_of(&reply.content), expected, "{question}");
+        }
+    }
+
+    #[test]
+    fn search_questions_get_the_number_that_fits() {
+        let question = "Which of 3, 8, 5, 2 plus 4 is 9? Ask for help if you cannot solve it.";
+        let oracle = oracle(AnswerFormat::Tag);
+        for seed in 0..20 {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let right = oracle.reply(question, true, &mut rng);
+            assert_eq!((right.task, answer_of(&right.content)), (Task::Search, "5"));
+            let wrong = oracle.reply(question, false, &mut rng);
+            assert!(
+                ["3", "8", "2"].contains(&answer_of(&wrong.content)),
+                "{}",
+                wrong.content
+            );
         }
     }
 

@@ -9,8 +9,16 @@
 //! table alone (`digit op digit`, whatever the answer); one that leaves it has to go on from a
 //! number outside the table (`12 - 5`). Both kinds read the same (the same form, length and
 //! operand range): which one a question is shows only when it is worked out, step by step.
+//!
+//! A level with `choices` asks which of several distinct numbers gives a value:
+//! `Which of 3, 8, 5, 2 plus 4 is 9?` (answer 5). Its worked solution is a search that tries the
+//! numbers in a random order until one fits, each try setting its value next to the target
+//! (`8 + 4 = 12 vs 9, 5 + 4 = 9 vs 9`), so a model trained on
+//! such solutions searches in an order of its own drawing: how long its search takes, and so
+//! whether it finishes within its token budget, is decided while it works, not by the question.
 
 use rand::Rng;
+use rand::seq::SliceRandom;
 use serde::Serialize;
 
 /// A binary operator of arithmetic problems.
@@ -34,6 +42,15 @@ impl Operator {
             Operator::Add => "+",
             Operator::Sub => "-",
             Operator::Mul => "*",
+        }
+    }
+
+    /// The word in search questions: `plus`, `minus`, `times`.
+    pub fn word(self) -> &'static str {
+        match self {
+            Operator::Add => "plus",
+            Operator::Sub => "minus",
+            Operator::Mul => "times",
         }
     }
 
@@ -76,6 +93,10 @@ pub struct ArithmeticLevel {
     /// What the intermediate values (every step's result but the last) must do.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub intermediate: Option<Intermediate>,
+    /// A search question instead of an expression: this many distinct numbers of the level's
+    /// digits, of which exactly one gives the target (`Which of 3, 8, 5, 2 plus 4 is 9?`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub choices: Option<usize>,
 }
 
 fn is_two(n: &usize) -> bool {
@@ -150,9 +171,21 @@ impl ArithmeticLevel {
     /// given up on.
     pub const MAX_DRAWS: usize = 100_000;
 
+    /// The most numbers a search question lists.
+    pub const MAX_CHOICES: usize = 9;
+
+    /// How many distinct operands the level's digits allow (9 for one digit, 90 for two).
+    pub fn distinct_operands(&self) -> i64 {
+        let (low, high) = self.operand_range();
+        high - low + 1
+    }
+
     /// Draws one problem: `(question, answer, worked solution)`; `None` when
     /// [`Self::MAX_DRAWS`] chains in a row miss the `intermediate` condition.
     pub(crate) fn draw(&self, rng: &mut impl Rng) -> Option<(String, i64, String)> {
+        if let Some(choices) = self.choices {
+            return Some(self.draw_search(choices, rng));
+        }
         let (low, high) = self.operand_range();
         for _ in 0..Self::MAX_DRAWS {
             let mut expression = String::new();
@@ -180,6 +213,48 @@ impl ArithmeticLevel {
             }
         }
         None
+    }
+
+    /// A search question over `choices` distinct numbers (at most [`Self::distinct_operands`]):
+    /// the numbers, an operator and an operand, and the target that exactly one number reaches
+    /// (distinct numbers give distinct values under `+`, `-` and `*` by a non-zero operand).
+    /// The solution tries the numbers in a random order, up to the one that fits; each try
+    /// writes the target after its value (`12 vs 9`), so that whether to go on is decided by
+    /// two numbers side by side rather than by one far back in the question.
+    fn draw_search(&self, choices: usize, rng: &mut impl Rng) -> (String, i64, String) {
+        let (low, high) = self.operand_range();
+        let mut numbers: Vec<i64> = Vec::with_capacity(choices);
+        while numbers.len() < choices {
+            let n = rng.random_range(low..=high);
+            if !numbers.contains(&n) {
+                numbers.push(n);
+            }
+        }
+        let op = self.ops[rng.random_range(0..self.ops.len())];
+        let operand = rng.random_range(low..=high);
+        let answer = numbers[rng.random_range(0..choices)];
+        let target = op.apply(answer, operand);
+        let mut order = numbers.clone();
+        order.shuffle(rng);
+        let found = order.iter().position(|&n| n == answer).expect("listed");
+        let tries: Vec<String> = order[..=found]
+            .iter()
+            .map(|&n| {
+                let value = op.apply(n, operand);
+                format!("{n} {} {operand} = {value} vs {target}", op.symbol())
+            })
+            .collect();
+        let listed: Vec<String> = numbers.iter().map(i64::to_string).collect();
+        let question = format!(
+            "Which of {} {} {operand} is {target}?",
+            listed.join(", "),
+            op.word()
+        );
+        let solution = format!(
+            "<think>{}</think> <answer>{answer}</answer>",
+            tries.join(", ")
+        );
+        (question, answer, solution)
     }
 }
 
@@ -221,6 +296,7 @@ mod tests {
                 ops: vec![Operator::Add, Operator::Sub, Operator::Mul],
                 operands: 2,
                 intermediate: None,
+                choices: None,
             };
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
             for _ in 0..8 {
@@ -266,6 +342,7 @@ mod tests {
             ops: vec![Operator::Add, Operator::Sub],
             operands,
             intermediate,
+            choices: None,
         }
     }
 
@@ -308,6 +385,87 @@ mod tests {
                 }
                 prop_assert_eq!(think.1, format!("<answer>{answer}</answer>"));
             }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn search_questions_have_one_answer_and_a_search_that_ends_on_it(
+            choices in 2..=ArithmeticLevel::MAX_CHOICES,
+            op in prop::sample::select(vec![Operator::Add, Operator::Sub, Operator::Mul]),
+            seed in any::<u64>(),
+        ) {
+            let level = ArithmeticLevel {
+                digits: 1,
+                ops: vec![op],
+                operands: 2,
+                intermediate: None,
+                choices: Some(choices),
+            };
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            for _ in 0..8 {
+                let (question, answer, solution) = level.draw(&mut rng).expect("no condition");
+                // Read back independently: `Which of a, b, c <word> k is t?`.
+                let body = question
+                    .strip_prefix("Which of ")
+                    .and_then(|q| q.strip_suffix('?'))
+                    .expect("question form");
+                let (left, target) = body.rsplit_once(" is ").expect("target");
+                let target: i64 = target.parse().expect("target");
+                let words: Vec<&str> = left.rsplitn(3, ' ').collect();
+                let operand: i64 = words[0].parse().expect("operand");
+                prop_assert_eq!(words[1], op.word());
+                let numbers: Vec<i64> =
+                    words[2].split(", ").map(|n| n.parse().expect("number")).collect();
+                prop_assert_eq!(numbers.len(), choices);
+                let fit = |n: i64| match words[1] {
+                    "plus" => n + operand,
+                    "minus" => n - operand,
+                    _ => n * operand,
+                } == target;
+                let fitting: Vec<i64> = numbers.iter().copied().filter(|&n| fit(n)).collect();
+                prop_assert_eq!(fitting, vec![answer]);
+                // The search: distinct listed numbers, each with its value, ending on the answer.
+                let (think, rest) = solution
+                    .strip_prefix("<think>")
+                    .and_then(|s| s.split_once("</think> "))
+                    .expect("worked solution");
+                prop_assert_eq!(rest, format!("<answer>{answer}</answer>"));
+                let tries: Vec<&str> = think.split(", ").collect();
+                let mut tried = Vec::new();
+                for (i, step) in tries.iter().enumerate() {
+                    let (left, value) = step.split_once(" = ").expect("a try");
+                    let value = value
+                        .strip_suffix(&format!(" vs {target}"))
+                        .expect("the target beside the value");
+                    let n: i64 = left.split(' ').next().unwrap().parse().expect("number");
+                    prop_assert_eq!(left, format!("{n} {} {operand}", op.symbol()));
+                    prop_assert!(numbers.contains(&n) && !tried.contains(&n), "{}", solution);
+                    prop_assert_eq!(value.parse::<i64>().ok(), Some(op.apply(n, operand)));
+                    prop_assert_eq!(fit(n), i + 1 == tries.len(), "{}", solution);
+                    tried.push(n);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn search_orders_vary_so_the_answer_is_not_always_tried_first() {
+        let level = ArithmeticLevel {
+            digits: 1,
+            ops: vec![Operator::Add],
+            operands: 2,
+            intermediate: None,
+            choices: Some(5),
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let lengths: Vec<usize> = (0..500)
+            .map(|_| level.draw(&mut rng).unwrap().2.matches(" = ").count())
+            .collect();
+        // A uniform order puts the answer at each of the 5 places a fifth of the time.
+        for place in 1..=5 {
+            let share = lengths.iter().filter(|&&l| l == place).count() as f64 / 500.0;
+            assert!((0.13..0.27).contains(&share), "place {place}: {share}");
         }
     }
 

@@ -133,6 +133,12 @@ pub struct LevelSpec {
     /// Arithmetic chains: at least one intermediate value lies outside `[low, high]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outside: Option<[i64; 2]>,
+    /// Arithmetic: a search question instead of an expression, listing this many distinct
+    /// numbers (2 to 9, at most as many as the digits allow) of which exactly one gives the
+    /// target: `Which of 3, 8, 5, 2 plus 4 is 9?`. Its worked solution tries the numbers in a
+    /// random order up to the one that fits. Takes two operands (no chain).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub choices: Option<usize>,
     /// Countdown: how many numbers to combine (2 to 6). Default: 4.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub numbers: Option<usize>,
@@ -152,6 +158,7 @@ impl LevelSpec {
             operands: None,
             within: None,
             outside: None,
+            choices: None,
             numbers: None,
             max_number: None,
         }
@@ -418,7 +425,7 @@ fn arithmetic_level(
     spec: &LevelSpec,
     field: &dyn Fn(&str) -> String,
 ) -> Result<ArithmeticLevel, TaskError> {
-    let keys = "name, weight, digits, ops, operands, within, outside";
+    let keys = "name, weight, digits, ops, operands, within, outside, choices";
     // A key of the other task is refused, so a mixed-up spec does not silently generate
     // something else.
     for (present, key) in [
@@ -494,12 +501,29 @@ fn arithmetic_level(
             return Err(TaskError::invalid(field(key), message));
         }
     }
-    Ok(ArithmeticLevel {
+    let level = ArithmeticLevel {
         digits,
         ops,
         operands,
         intermediate: intermediate.map(|(condition, _)| condition),
-    })
+        choices: spec.choices,
+    };
+    if let Some(choices) = spec.choices {
+        if operands != 2 {
+            let message = "a search question combines one listed number with one operand; \
+                           it takes no chain (`operands` 2)";
+            return Err(TaskError::invalid(field("operands"), message));
+        }
+        let most = (level.distinct_operands() as usize).min(ArithmeticLevel::MAX_CHOICES);
+        if !(2..=most).contains(&choices) {
+            let message = format!(
+                "must be between 2 and {most} (distinct numbers of {digits} digit(s)), found \
+                 {choices}"
+            );
+            return Err(TaskError::invalid(field("choices"), message));
+        }
+    }
+    Ok(level)
 }
 
 fn countdown_level(
@@ -513,6 +537,7 @@ fn countdown_level(
         (spec.operands.is_some(), "operands"),
         (spec.within.is_some(), "within"),
         (spec.outside.is_some(), "outside"),
+        (spec.choices.is_some(), "choices"),
     ] {
         if present {
             let message = format!("countdown levels do not take `{key}` (they take {keys})");

@@ -485,7 +485,7 @@ fn bad_specs_name_the_field() {
         edit(&mut level);
         level
     };
-    let cases: [(TaskKind, Vec<LevelSpec>, &str); 13] = [
+    let cases: [(TaskKind, Vec<LevelSpec>, &str); 16] = [
         (
             TaskKind::Arithmetic,
             vec![level(|l| l.operands = Some(9))],
@@ -540,7 +540,31 @@ fn bad_specs_name_the_field() {
             TaskKind::Arithmetic,
             vec![level(|l| l.numbers = Some(3))],
             "levels[0].numbers: arithmetic levels do not take `numbers` (they take name, weight, \
-             digits, ops, operands, within, outside)",
+             digits, ops, operands, within, outside, choices)",
+        ),
+        (
+            TaskKind::Arithmetic,
+            vec![level(|l| {
+                l.digits = Some(1);
+                l.choices = Some(10);
+            })],
+            "levels[0].choices: must be between 2 and 9 (distinct numbers of 1 digit(s)), found 10",
+        ),
+        (
+            TaskKind::Arithmetic,
+            vec![level(|l| {
+                l.operands = Some(3);
+                l.ops = Some(vec!["+".into()]);
+                l.choices = Some(4);
+            })],
+            "levels[0].operands: a search question combines one listed number with one operand; \
+             it takes no chain (`operands` 2)",
+        ),
+        (
+            TaskKind::Countdown,
+            vec![level(|l| l.choices = Some(4))],
+            "levels[0].choices: countdown levels do not take `choices` (they take name, weight, \
+             numbers, max_number)",
         ),
         (
             TaskKind::Countdown,
