@@ -3,7 +3,8 @@
 #
 # Installs what the tests need on a fresh machine, into a cache reused across checkouts:
 # libtorch (scripts/setup-libtorch.sh), and a Python venv with pyarrow and DuckDB, which the
-# interop test uses to read a run's streams the way users will. Extra arguments go to cargo test.
+# interop test uses to read a run's streams the way users will, and HF `datasets`, which writes
+# the dataset layouts the loader must read (tests/hf_layouts.rs). Extra arguments go to cargo test.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -12,11 +13,12 @@ cache=${TANDEM_CACHE:-$HOME/.cache/tandem}
 "$repo/scripts/setup-libtorch.sh"
 
 readers="$cache/py-readers"
-if ! "$readers/bin/python" -c 'import pyarrow, duckdb' 2>/dev/null; then
-  echo "test.sh: installing pyarrow and duckdb into $readers (once)" >&2
+if ! "$readers/bin/python" -c 'import pyarrow, duckdb, datasets' 2>/dev/null; then
+  echo "test.sh: installing pyarrow, duckdb and datasets into $readers (once)" >&2
   rm -rf "$readers"
   python3 -m venv "$readers"
-  "$readers/bin/pip" install --quiet --disable-pip-version-check pyarrow==26.0.1 duckdb==2.0.0 >&2
+  "$readers/bin/pip" install --quiet --disable-pip-version-check pyarrow==26.0.1 duckdb==2.0.0 \
+    datasets==5.2.0 >&2
 fi
 export TANDEM_PYTHON="$readers/bin/python"
 

@@ -8,8 +8,17 @@ use std::path::{Path, PathBuf};
 pub enum Location {
     /// A 1-based line of a JSONL file: prints as `:12`, so editors can jump to it.
     Line(usize),
-    /// A 0-based row of a Parquet file: prints as `: row 5`.
+    /// A 0-based row of a Parquet or Arrow file: prints as `: row 5`.
     Row(usize),
+    /// A 0-based element of a JSON array, with the 1-based line it starts on: prints as
+    /// `:3 (element 7)` (a minified array is all on line 1). 32 bits each keep every error
+    /// small (no array of 4 billion elements fits in memory to be read).
+    Element {
+        /// The element's index in the array.
+        index: u32,
+        /// The line it starts on.
+        line: u32,
+    },
 }
 
 impl fmt::Display for Location {
@@ -17,6 +26,7 @@ impl fmt::Display for Location {
         match self {
             Location::Line(line) => write!(f, ":{line}"),
             Location::Row(row) => write!(f, ": row {row}"),
+            Location::Element { index, line } => write!(f, ":{line} (element {index})"),
         }
     }
 }

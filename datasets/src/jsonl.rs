@@ -1,4 +1,5 @@
-//! JSON Lines datasets: one JSON object per line.
+//! JSON datasets: JSON Lines (one JSON object per line), or one JSON array of objects (what
+//! `Dataset.to_json(lines=False)` and `pandas.DataFrame.to_json(orient="records")` write).
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -11,12 +12,19 @@ use crate::{Cell, Collector, DatasetError, Example, FieldMap, Location, Result, 
 /// Loads a JSON Lines file: each non-blank line is a JSON object whose mapped fields become an
 /// [`Example`]. Blank lines are skipped but still counted, so error lines and
 /// [`Example::source`] match what an editor shows. `limit` stops after that many rows.
+///
+/// A file whose first character is `[` is read as one JSON array of objects instead; its
+/// examples' sources are `file.json[7]`, and errors name the element and the line it starts on.
 pub fn load_jsonl(path: &Path, fields: &FieldMap, limit: Option<usize>) -> Result<Vec<Example>> {
     let mut out = Collector::new(path, limit)?;
     let read_err = |source| DatasetError::Read {
         path: path.to_path_buf(),
         source,
     };
+    if first_byte(path).map_err(read_err)? == Some(b'[') {
+        read_array(path, fields, &mut out)?;
+        return out.finish();
+    }
     let mut reader = BufReader::new(std::fs::File::open(path).map_err(read_err)?);
     let name = file_name(path);
     let mut buf = Vec::new();
@@ -43,6 +51,115 @@ pub fn load_jsonl(path: &Path, fields: &FieldMap, limit: Option<usize>) -> Resul
         })?;
     }
     out.finish()
+}
+
+/// The first byte that is not whitespace (after a UTF-8 byte-order mark), reading only as far as
+/// it.
+fn first_byte(path: &Path) -> std::io::Result<Option<u8>> {
+    let mut reader = BufReader::new(std::fs::File::open(path)?);
+    let mut start = true;
+    loop {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(None);
+        }
+        let chunk = match start && buf.starts_with(b"\xEF\xBB\xBF") {
+            true => &buf[3..],
+            false => buf,
+        };
+        start = false;
+        if let Some(&b) = chunk.iter().find(|b| !b.is_ascii_whitespace()) {
+            return Ok(Some(b));
+        }
+        let used = buf.len();
+        reader.consume(used);
+    }
+}
+
+/// Reads a JSON array of objects into `out`, up to its limit.
+fn read_array(path: &Path, fields: &FieldMap, out: &mut Collector<'_>) -> Result<()> {
+    let bytes = std::fs::read(path).map_err(|source| DatasetError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let text = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+    let values: Vec<Value> = serde_json::from_slice(text).map_err(|e| {
+        let message = e.to_string();
+        let message = message
+            .rsplit_once(" at line ")
+            .map_or(message.as_str(), |(m, _)| m);
+        DatasetError::Json {
+            path: path.to_path_buf(),
+            line: e.line(),
+            column: e.column(),
+            message: message.to_owned(),
+        }
+    })?;
+    let lines = element_lines(text);
+    let name = file_name(path);
+    for (index, value) in values.into_iter().enumerate() {
+        if out.is_full() {
+            break;
+        }
+        let line = lines.get(index).copied().unwrap_or(1);
+        let location = Location::Element {
+            index: u32::try_from(index).unwrap_or(u32::MAX),
+            line: u32::try_from(line).unwrap_or(u32::MAX),
+        };
+        let Value::Object(row) = value else {
+            let message = format!(
+                "expected an array of JSON objects; element {index} is {}",
+                describe(&value)
+            );
+            return Err(DatasetError::Json {
+                path: path.to_path_buf(),
+                line,
+                column: 1,
+                message,
+            });
+        };
+        out.push(fields, format!("{name}[{index}]"), |role, field| {
+            read_field(path, location, &row, role, field)
+        })?;
+    }
+    Ok(())
+}
+
+/// The 1-based line on which each element of the top-level array starts, found by a scan that
+/// skips strings (their brackets and commas are text).
+fn element_lines(text: &[u8]) -> Vec<usize> {
+    let mut lines = Vec::new();
+    let (mut line, mut depth) = (1, 0_usize);
+    let (mut in_string, mut escaped, mut expecting) = (false, false, false);
+    for &b in text {
+        if b == b'\n' {
+            line += 1;
+        }
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        if depth == 1 && expecting && !b.is_ascii_whitespace() && b != b']' {
+            lines.push(line);
+            expecting = false;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                expecting = depth == 1;
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b',' if depth == 1 => expecting = true,
+            _ => {}
+        }
+    }
+    lines
 }
 
 fn parse_object(path: &Path, line: usize, bytes: &[u8]) -> Result<Map<String, Value>> {
@@ -201,6 +318,53 @@ mod tests {
     }
 
     #[test]
+    fn a_json_array_of_objects_loads_like_lines() {
+        // Pretty-printed, with brackets and commas inside strings, a BOM, and a limit.
+        let (_dir, path) = write(concat!(
+            "\u{feff} [\n",
+            "  {\"problem\": \"[1, 2], {3}?\", \"solution\": 2, \"meta\": {\"level\": \"easy\"}},\n",
+            "  {\"problem\": \"say \\\"]\\\"\", \"solution\": \"b\"},\n",
+            "  {\"problem\": \"c\", \"solution\": 3}\n",
+            "]\n",
+        ));
+        let examples = load_jsonl(&path, &math_fields(), Some(2)).expect("loads");
+        let got: Vec<(&str, &str, &str)> = examples
+            .iter()
+            .map(|e| (e.id.as_str(), e.source.as_str(), e.question.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("0", "train.jsonl[0]", "[1, 2], {3}?"),
+                ("1", "train.jsonl[1]", "say \"]\""),
+            ]
+        );
+        assert_eq!(examples[0].difficulty.as_deref(), Some("easy"));
+        assert_eq!(examples[1].answer.as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn json_array_errors_name_the_element_and_its_line() {
+        let fields = math_fields();
+        assert_eq!(
+            error("[{\"problem\": \"a\", \"solution\": 1},\n 7]", &fields),
+            "F:2:1: invalid JSON: expected an array of JSON objects; element 1 is a number"
+        );
+        // Minified, as `Dataset.to_json(lines=False)` writes it: all on line 1.
+        let missing = error(
+            "[{\"problem\": \"a\", \"solution\": 1},{\"question\": \"b\"}]",
+            &fields,
+        );
+        assert!(
+            missing
+                .starts_with("F:1 (element 1): field `problem` (mapped to `question`) is missing"),
+            "{missing}"
+        );
+        let broken = error("[\n{\"problem\": \"a\",}\n]", &fields);
+        assert!(broken.starts_with("F:2:"), "{broken}");
+    }
+
+    #[test]
     fn nested_fields_numeric_answers_and_blank_lines() {
         let (_dir, path) = write(concat!(
             "{\"problem\": \"1+1?\", \"solution\": 2, \"meta\": {\"level\": \"easy\"}}\n",
@@ -279,9 +443,13 @@ mod tests {
             ),
             "F:3:18: invalid JSON: key must be a string"
         );
+        // A list on a later line: a file that starts with `[` is a JSON array instead.
         assert_eq!(
-            error("[1, 2]\n", &FieldMap::default()),
-            "F:1:1: invalid JSON: expected one JSON object per line, found a list"
+            error(
+                "{\"question\": \"q\", \"answer\": \"a\"}\n[1, 2]\n",
+                &FieldMap::default()
+            ),
+            "F:2:1: invalid JSON: expected one JSON object per line, found a list"
         );
     }
 

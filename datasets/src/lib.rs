@@ -65,14 +65,30 @@ pub struct Example {
 }
 
 /// Loads a dataset, choosing the format by extension: `.jsonl`, `.json` and `.ndjson` are
-/// JSON Lines, `.parquet` is Parquet, and a directory is read as all its `*.parquet` files in
-/// name order (the Hugging Face `data/` layout), with row ids counted across the files.
+/// JSON Lines (or one JSON array of objects, when the file starts with `[`), `.parquet` is
+/// Parquet, `.arrow` is Arrow IPC. A directory is either what `datasets`' `save_to_disk` wrote
+/// (a `state.json` naming its `.arrow` files, read in its order) or all its `*.parquet` files
+/// in name order (the Hugging Face `data/` layout), with row ids counted across the files.
 pub fn load(path: &Path, fields: &FieldMap, limit: Option<usize>) -> Result<Vec<Example>> {
     let meta = std::fs::metadata(path).map_err(|source| DatasetError::Read {
         path: path.to_path_buf(),
         source,
     })?;
     if meta.is_dir() {
+        if path.join("state.json").is_file() {
+            return load_saved_dataset(path, fields, limit);
+        }
+        if let Ok(text) = std::fs::read_to_string(path.join("dataset_dict.json")) {
+            let splits = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v.get("splits").cloned())
+                .map_or_else(|| "see dataset_dict.json".to_owned(), |s| s.to_string());
+            let message = format!(
+                "a DatasetDict that `save_to_disk` wrote: point at one split's directory \
+                 (splits: {splits})"
+            );
+            return Err(DatasetError::invalid(path, message));
+        }
         return load_parquet_dir(path, fields, limit);
     }
     let ext = path
@@ -83,14 +99,52 @@ pub fn load(path: &Path, fields: &FieldMap, limit: Option<usize>) -> Result<Vec<
     match ext.as_str() {
         "jsonl" | "json" | "ndjson" => load_jsonl(path, fields, limit),
         "parquet" => load_parquet(path, fields, limit),
+        "arrow" => {
+            let mut out = Collector::new(path, limit)?;
+            parquet_file::read_arrow_into(path, fields, &mut out)?;
+            out.finish()
+        }
         _ => Err(DatasetError::invalid(
             path,
             format!(
-                "unknown dataset extension `.{ext}`; expected .jsonl, .json, .ndjson or .parquet, \
-                 or a directory of .parquet files"
+                "unknown dataset extension `.{ext}`; expected .jsonl, .json, .ndjson, .parquet or \
+                 .arrow, or a directory of .parquet files or one `save_to_disk` wrote"
             ),
         )),
     }
+}
+
+/// A `save_to_disk` directory: the `.arrow` files its `state.json` lists under `_data_files`,
+/// in that order.
+fn load_saved_dataset(dir: &Path, fields: &FieldMap, limit: Option<usize>) -> Result<Vec<Example>> {
+    let state_path = dir.join("state.json");
+    let text = std::fs::read_to_string(&state_path).map_err(|source| DatasetError::Read {
+        path: state_path.clone(),
+        source,
+    })?;
+    let files: Option<Vec<String>> = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|state| {
+            state
+                .get("_data_files")?
+                .as_array()?
+                .iter()
+                .map(|f| Some(f.get("filename")?.as_str()?.to_owned()))
+                .collect()
+        });
+    let Some(files) = files.filter(|f| !f.is_empty()) else {
+        let message = "expected `_data_files`: [{\"filename\": \"data-00000-of-00001.arrow\"}, …], \
+                       as `datasets`' save_to_disk writes it";
+        return Err(DatasetError::invalid(&state_path, message));
+    };
+    let mut out = Collector::new(dir, limit)?;
+    for file in &files {
+        if out.is_full() {
+            break;
+        }
+        parquet_file::read_arrow_into(&dir.join(file), fields, &mut out)?;
+    }
+    out.finish()
 }
 
 fn load_parquet_dir(dir: &Path, fields: &FieldMap, limit: Option<usize>) -> Result<Vec<Example>> {
@@ -252,8 +306,8 @@ mod tests {
         assert_eq!(
             err.to_string(),
             format!(
-                "{}: unknown dataset extension `.csv`; expected .jsonl, .json, .ndjson or .parquet, \
-                 or a directory of .parquet files",
+                "{}: unknown dataset extension `.csv`; expected .jsonl, .json, .ndjson, .parquet or \
+                 .arrow, or a directory of .parquet files or one `save_to_disk` wrote",
                 path.display()
             )
         );

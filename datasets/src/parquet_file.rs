@@ -1,4 +1,5 @@
-//! Parquet datasets, as the Hugging Face hub serves them.
+//! Parquet datasets, as the Hugging Face hub serves them, and Arrow IPC files, as `datasets`'
+//! `save_to_disk` writes them.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -7,6 +8,7 @@ use arrow::array::{Array, ArrayRef, AsArray, ListArray, RecordBatch, StringArray
 use arrow::buffer::NullBuffer;
 use arrow::compute::{CastOptions, cast_with_options};
 use arrow::datatypes::{DataType, Field, Fields};
+use arrow::ipc::reader::{FileReader, StreamReader};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
@@ -33,39 +35,102 @@ pub(crate) fn read_into(path: &Path, fields: &FieldMap, out: &mut Collector<'_>)
         DatasetError::invalid(path, format!("cannot decode Parquet: {e}"))
     };
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| invalid(&e))?;
-    let schema = builder.schema().clone();
-    let roles = fields.roles();
-    let mut roots = Vec::new();
-    for &(role, field) in &roles {
-        let root = column_path(schema.fields(), field)
-            .and_then(|names| schema.index_of(names[0]).ok())
-            .ok_or_else(|| {
-                let mut available = Vec::new();
-                column_paths(schema.fields(), "", &mut available);
-                let (field, role) = (field.to_owned(), role.name());
-                DatasetError::MissingColumn {
-                    path: path.to_path_buf(),
-                    field,
-                    role,
-                    available,
-                }
-            })?;
-        roots.push(root);
-    }
+    let roots = column_roots(path, builder.schema().fields(), fields)?;
     let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
     let mut builder = builder.with_projection(mask);
     if let Some(remaining) = out.remaining() {
         builder = builder.with_limit(remaining);
     }
+    let batches = builder.build().map_err(|e| invalid(&e))?;
+    push_batches(
+        path,
+        fields,
+        batches.map(|b| b.map_err(|e| invalid(&e))),
+        out,
+    )
+}
+
+/// Reads an Arrow IPC file into `out`, up to its limit: the streaming format, which `datasets`'
+/// `save_to_disk` writes (`data-00000-of-00001.arrow`), or the random-access file format.
+pub(crate) fn read_arrow_into(
+    path: &Path,
+    fields: &FieldMap,
+    out: &mut Collector<'_>,
+) -> Result<()> {
+    let open = || {
+        std::fs::File::open(path).map_err(|source| DatasetError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let invalid = |e: &dyn std::fmt::Display| {
+        DatasetError::invalid(path, format!("cannot decode Arrow IPC: {e}"))
+    };
+    match StreamReader::try_new(std::io::BufReader::new(open()?), None) {
+        Ok(reader) => {
+            column_roots(path, reader.schema().fields(), fields)?;
+            push_batches(
+                path,
+                fields,
+                reader.map(|b| b.map_err(|e| invalid(&e))),
+                out,
+            )
+        }
+        Err(stream) => {
+            let reader = FileReader::try_new(open()?, None).map_err(|_| invalid(&stream))?;
+            column_roots(path, reader.schema().fields(), fields)?;
+            push_batches(
+                path,
+                fields,
+                reader.map(|b| b.map_err(|e| invalid(&e))),
+                out,
+            )
+        }
+    }
+}
+
+/// The top-level columns the mapped fields live in, or the error that names a missing one
+/// with the columns there are.
+fn column_roots(path: &Path, schema: &Fields, fields: &FieldMap) -> Result<Vec<usize>> {
+    let mut roots = Vec::new();
+    for (role, field) in fields.roles() {
+        let root = column_path(schema, field)
+            .and_then(|names| schema.find(names[0]).map(|(i, _)| i))
+            .ok_or_else(|| {
+                let mut available = Vec::new();
+                column_paths(schema, "", &mut available);
+                DatasetError::MissingColumn {
+                    path: path.to_path_buf(),
+                    field: field.to_owned(),
+                    role: role.name(),
+                    available,
+                }
+            })?;
+        roots.push(root);
+    }
+    Ok(roots)
+}
+
+/// Pushes the rows of `batches` into `out` until it is full; sources are `file#row`.
+fn push_batches(
+    path: &Path,
+    fields: &FieldMap,
+    batches: impl Iterator<Item = Result<RecordBatch>>,
+    out: &mut Collector<'_>,
+) -> Result<()> {
+    let roles = fields.roles();
     let name = file_name(path);
     let mut row = 0;
-    for batch in builder.build().map_err(|e| invalid(&e))? {
-        let batch = batch.map_err(|e| invalid(&e))?;
+    for batch in batches {
+        let batch = batch?;
         let columns = roles
             .iter()
             .map(|&(role, field)| Column::new(path, &batch, role, field))
             .collect::<Result<Vec<_>>>()?;
         for i in 0..batch.num_rows() {
+            if out.is_full() {
+                return Ok(());
+            }
             let location = Location::Row(row);
             let mut columns = columns.iter();
             out.push(fields, format!("{name}#{row}"), |_, _| {
