@@ -199,20 +199,34 @@ fn parquet_source_with_hf_style_columns_feeds_the_pipeline() {
         "ids count across shards, in file order"
     );
 
-    // The same file through source.jsonl is refused: the kind decides the format.
+    // Either kind reads a format its path names (here a shard directory) ...
+    let jsonl_kind = dir.path().join("jsonl-kind.yaml");
+    std::fs::write(
+        &jsonl_kind,
+        std::fs::read_to_string(&pipeline)
+            .expect("read")
+            .replace("source.parquet", "source.jsonl"),
+    )
+    .expect("write");
+    Plan::from_file(&jsonl_kind, &PlanOptions::default()).expect("source.jsonl reads the shards");
+    // ... and the kind decides how a file with another extension is read: JSON Lines in a
+    // `.txt` is refused as Parquet, naming the stage.
+    let text = dir.path().join("rows.txt");
+    std::fs::write(&text, "{\"problem\": \"p\", \"solution\": 1}\n").expect("write");
     let wrong = dir.path().join("wrong.yaml");
     std::fs::write(
         &wrong,
         std::fs::read_to_string(&pipeline)
             .expect("read")
-            .replace("source.parquet", "source.jsonl"),
+            .replace(&shards.display().to_string(), &text.display().to_string()),
     )
     .expect("write");
     let err = Plan::from_file(&wrong, &PlanOptions::default())
         .err()
         .expect("must fail")
         .to_string();
-    assert!(err.contains("stage `prompts` (source.jsonl)"), "{err}");
+    assert!(err.contains("stage `prompts` (source.parquet)"), "{err}");
+    assert!(err.contains("cannot decode Parquet"), "{err}");
 }
 
 /// A pipelined stage that holds each step's batches until a batch of the next step has been

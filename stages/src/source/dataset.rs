@@ -14,8 +14,10 @@ use crate::{Result, StageError};
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatasetSourceConfig {
-    /// The dataset: a JSON Lines file (`source.jsonl`), or a Parquet file or a directory of
-    /// `.parquet` files in the Hugging Face `data/` layout (`source.parquet`).
+    /// The dataset: a JSON Lines or JSON array file, a Parquet or Arrow file, a directory of
+    /// `.parquet` files in the Hugging Face `data/` layout, or a directory `save_to_disk` wrote,
+    /// told apart by extension (either kind reads all of them); a file with another extension
+    /// is read as JSON Lines by `source.jsonl` and as Parquet by `source.parquet`.
     /// Relative paths are relative to the working directory.
     pub path: PathBuf,
     /// Which field feeds which part of a prompt (`question`, `answer`, `id`, `difficulty`,
@@ -52,15 +54,20 @@ impl StageConfig for JsonlSourceConfig {
 
 impl StageConfig for ParquetSourceConfig {
     fn build(self, ctx: &BuildContext) -> Result<Built> {
-        self.0.build_with(ctx, |path, fields, limit| {
-            // A directory is an HF-style set of shards; `load` reads those in name order.
-            if path.is_dir() {
-                tandem_datasets::load(path, fields, limit)
-            } else {
-                tandem_datasets::load_parquet(path, fields, limit)
-            }
-        })
+        self.0.build_with(ctx, tandem_datasets::load_parquet)
     }
+}
+
+/// Whether `load` knows `path`'s format by itself: a directory, or a file whose extension names
+/// one. Either source kind then reads it, so a `save_to_disk` directory or a JSON array works
+/// under `source.parquet` as under `source.jsonl`; the kind decides only how a file with another
+/// extension is read.
+fn format_is_known(path: &std::path::Path) -> bool {
+    path.is_dir()
+        || path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+            ["jsonl", "json", "ndjson", "parquet", "arrow"]
+                .contains(&e.to_ascii_lowercase().as_str())
+        })
 }
 
 type Loader =
@@ -69,6 +76,11 @@ type Loader =
 impl DatasetSourceConfig {
     fn build_with(self, ctx: &BuildContext, load: Loader) -> Result<Built> {
         let path = ctx.resolve(&self.path);
+        let load = if format_is_known(&path) {
+            tandem_datasets::load
+        } else {
+            load
+        };
         let examples =
             load(&path, &self.fields, self.limit).map_err(|e| StageError::Data(e.to_string()))?;
         let batches = Batches::new(
