@@ -7,6 +7,34 @@ use std::process::{Command, Output};
 use tandem_schemas::io::Rows;
 use tandem_schemas::layout::{Manifest, RunLayout};
 
+/// Runs a Python script kept in `tests/` with the interpreter scripts/test.sh (what CI runs)
+/// provides in `TANDEM_PYTHON`, and returns its standard output parsed as JSON; `None`, with a
+/// note on stderr, when `TANDEM_PYTHON` is not set, so a plain `cargo test` skips the check.
+pub fn python_json(
+    script: &str,
+    args: &[&std::ffi::OsStr],
+    what: &str,
+) -> Option<serde_json::Value> {
+    let Ok(python) = std::env::var("TANDEM_PYTHON") else {
+        eprintln!("TANDEM_PYTHON is not set (scripts/test.sh sets it): {what} not checked");
+        return None;
+    };
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(script);
+    let out = Command::new(python)
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(serde_json::from_slice(&out.stdout).expect("json"))
+}
+
 /// Writes a JSONL dataset of `prompts` arithmetic questions with `completions` stored answers
 /// each; ids are deliberately unordered so that the exchange really spreads them.
 pub fn write_dataset(path: &Path, prompts: usize, completions: usize, seed: u64) {

@@ -194,6 +194,7 @@ fn validate_checks_a_demo_file_and_both_of_its_pipelines() {
         "configs/demo.yaml",
         "configs/demo-ci.yaml",
         "configs/demo-chains.yaml",
+        "configs/demo-search.yaml",
     ] {
         let path = repo.join(file);
         let output = tandem(&["validate", path.to_str().expect("utf-8")], dir.path());

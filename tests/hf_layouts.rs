@@ -3,30 +3,19 @@
 //! `datasets` itself and read by the loader `source.*` and `tandem eval` use.
 
 use std::path::Path;
-use std::process::Command;
 
 use tandem_datasets::FieldMap;
 
+use crate::common::python_json;
+
 #[test]
 fn every_layout_datasets_writes_loads_row_for_row() {
-    // scripts/test.sh (what CI runs) provides an interpreter with `datasets`.
-    let Ok(python) = std::env::var("TANDEM_PYTHON") else {
-        eprintln!("TANDEM_PYTHON is not set (scripts/test.sh sets it): layouts not checked");
+    let dir = tempfile::tempdir().expect("tempdir");
+    // scripts/test.sh (what CI runs) provides an interpreter with pyarrow and `datasets`.
+    let Some(written) = python_json("write_hf_layouts.py", &[dir.path().as_os_str()], "layouts")
+    else {
         return;
     };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/write_hf_layouts.py");
-    let out = Command::new(python)
-        .arg(script)
-        .arg(dir.path())
-        .output()
-        .expect("python");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let written: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     let fields: FieldMap = serde_json::from_value(serde_json::json!({
         "id": "id", "question": "problem", "answer": "solution", "difficulty": "level"
     }))

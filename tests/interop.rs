@@ -1,32 +1,20 @@
 //! The stored streams read as Hive-partitioned datasets in pyarrow and DuckDB.
 
-use std::process::Command;
-
 use crate::common::*;
 
 #[test]
 fn streams_read_in_pyarrow_and_duckdb_with_default_hive_partitioning() {
     // scripts/test.sh (what CI runs) provides an interpreter with pyarrow and duckdb.
-    let Ok(python) = std::env::var("TANDEM_PYTHON") else {
+    if std::env::var_os("TANDEM_PYTHON").is_none() {
         eprintln!("TANDEM_PYTHON is not set (scripts/test.sh sets it): interop not checked");
         return;
-    };
+    }
     let dir = tempfile::tempdir().expect("tempdir");
     let pipeline = generated_pipeline(dir.path(), 60, 2, 20, 2, 3);
     let run = run_in_process(&pipeline, 2, &dir.path().join("runs"));
-
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/read_run.py");
-    let out = Command::new(python)
-        .arg(script)
-        .arg(&run.run_dir)
-        .output()
-        .expect("python");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let Some(seen) = python_json("read_run.py", &[run.run_dir.as_os_str()], "interop") else {
+        return;
+    };
     for (stream, rows) in [("prompts", 60), ("rollouts", 120), ("verdicts", 120)] {
         assert_eq!(seen[stream]["pyarrow"], rows, "{stream} in pyarrow");
         assert_eq!(seen[stream]["duckdb"], rows, "{stream} in duckdb");

@@ -1,30 +1,21 @@
 //! Parquet as users have it: files written by pyarrow with every codec it offers (snappy is its
 //! default and HF `datasets`'), read by the loader `source.parquet` and `tandem eval` use.
 
-use std::process::Command;
-
 use tandem_datasets::FieldMap;
+
+use crate::common::python_json;
 
 #[test]
 fn pyarrow_parquet_loads_with_every_codec() {
-    // scripts/test.sh (what CI runs) provides an interpreter with pyarrow.
-    let Ok(python) = std::env::var("TANDEM_PYTHON") else {
-        eprintln!("TANDEM_PYTHON is not set (scripts/test.sh sets it): codecs not checked");
+    let dir = tempfile::tempdir().expect("tempdir");
+    // scripts/test.sh (what CI runs) provides an interpreter with pyarrow and `datasets`.
+    let Some(written) = python_json(
+        "write_parquet_codecs.py",
+        &[dir.path().as_os_str()],
+        "codecs",
+    ) else {
         return;
     };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/write_parquet_codecs.py");
-    let out = Command::new(python)
-        .arg(script)
-        .arg(dir.path())
-        .output()
-        .expect("python");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let written: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     let fields: FieldMap = serde_json::from_value(serde_json::json!({
         "id": "id", "question": "question", "answer": "answer", "difficulty": "difficulty"
     }))

@@ -4,10 +4,13 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, ListArray, RecordBatch, StringArray};
+use arrow::array::{
+    Array, ArrayRef, AsArray, ListArray, RecordBatch, RecordBatchReader, StringArray,
+};
 use arrow::buffer::NullBuffer;
 use arrow::compute::{CastOptions, cast_with_options};
 use arrow::datatypes::{DataType, Field, Fields};
+use arrow::error::ArrowError;
 use arrow::ipc::reader::{FileReader, StreamReader};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -67,26 +70,24 @@ pub(crate) fn read_arrow_into(
         DatasetError::invalid(path, format!("cannot decode Arrow IPC: {e}"))
     };
     match StreamReader::try_new(std::io::BufReader::new(open()?), None) {
-        Ok(reader) => {
-            column_roots(path, reader.schema().fields(), fields)?;
-            push_batches(
-                path,
-                fields,
-                reader.map(|b| b.map_err(|e| invalid(&e))),
-                out,
-            )
-        }
+        Ok(reader) => read_ipc(path, fields, reader, out),
         Err(stream) => {
             let reader = FileReader::try_new(open()?, None).map_err(|_| invalid(&stream))?;
-            column_roots(path, reader.schema().fields(), fields)?;
-            push_batches(
-                path,
-                fields,
-                reader.map(|b| b.map_err(|e| invalid(&e))),
-                out,
-            )
+            read_ipc(path, fields, reader, out)
         }
     }
+}
+
+fn read_ipc(
+    path: &Path,
+    fields: &FieldMap,
+    reader: impl RecordBatchReader,
+    out: &mut Collector<'_>,
+) -> Result<()> {
+    column_roots(path, reader.schema().fields(), fields)?;
+    let invalid =
+        |e: ArrowError| DatasetError::invalid(path, format!("cannot decode Arrow IPC: {e}"));
+    push_batches(path, fields, reader.map(|b| b.map_err(invalid)), out)
 }
 
 /// The top-level columns the mapped fields live in, or the error that names a missing one
