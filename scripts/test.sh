@@ -13,7 +13,8 @@ cache=${TANDEM_CACHE:-$HOME/.cache/tandem}
 "$repo/scripts/setup-libtorch.sh"
 
 readers="$cache/py-readers"
-if ! "$readers/bin/python" -c 'import pyarrow, duckdb, datasets' 2>/dev/null; then
+# -I: isolated, so the repository's own datasets/ folder cannot pass for the package.
+if ! "$readers/bin/python" -I -c 'import pyarrow, duckdb, datasets' 2>/dev/null; then
   echo "test.sh: installing pyarrow, duckdb and datasets into $readers (once)" >&2
   rm -rf "$readers"
   python3 -m venv "$readers"
