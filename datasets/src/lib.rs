@@ -69,7 +69,12 @@ pub struct Example {
 /// Parquet, `.arrow` is Arrow IPC. A directory is either what `datasets`' `save_to_disk` wrote
 /// (a `state.json` naming its `.arrow` files, read in its order) or all its `*.parquet` files
 /// in name order (the Hugging Face `data/` layout), with row ids counted across the files.
+/// A path with `*`, `?` or `[…]` in it is a glob (`data/train-*.parquet`): the files it
+/// matches, in name order, each read by its extension.
 pub fn load(path: &Path, fields: &FieldMap, limit: Option<usize>) -> Result<Vec<Example>> {
+    if let Some(pattern) = path.to_str().filter(|p| p.contains(['*', '?', '['])) {
+        return load_glob(path, pattern, fields, limit);
+    }
     let meta = std::fs::metadata(path).map_err(|source| DatasetError::Read {
         path: path.to_path_buf(),
         source,
@@ -147,6 +152,64 @@ fn load_saved_dataset(dir: &Path, fields: &FieldMap, limit: Option<usize>) -> Re
     out.finish()
 }
 
+/// The files a glob matches, in name order, read one after another with ids counted across.
+fn load_glob(
+    path: &Path,
+    pattern: &str,
+    fields: &FieldMap,
+    limit: Option<usize>,
+) -> Result<Vec<Example>> {
+    let bad = |message: String| DatasetError::invalid(path, message);
+    let matches = glob::glob(pattern).map_err(|e| bad(format!("not a valid glob: {e}")))?;
+    let mut files = Vec::new();
+    for entry in matches {
+        let file = entry.map_err(|e| bad(format!("cannot read a match: {e}")))?;
+        if file.is_file() {
+            files.push(file);
+        }
+    }
+    if files.is_empty() {
+        return Err(bad("the glob matches no file".to_owned()));
+    }
+    files.sort();
+    let mut out = Collector::new(path, limit)?;
+    for file in &files {
+        if out.is_full() {
+            break;
+        }
+        let ext = file.extension().and_then(|e| e.to_str()).unwrap_or("");
+        match ext.to_ascii_lowercase().as_str() {
+            "parquet" => parquet_file::read_into(file, fields, &mut out)?,
+            "arrow" => parquet_file::read_arrow_into(file, fields, &mut out)?,
+            _ => {
+                let message = format!(
+                    "matches {}, which is not .parquet or .arrow (a glob reads shards of those)",
+                    file.display()
+                );
+                return Err(bad(message));
+            }
+        }
+    }
+    out.finish()
+}
+
+/// The split names of hub-style shard names (`train-00000-of-00002.parquet` is `train`).
+fn shard_splits(files: &[std::path::PathBuf]) -> Vec<String> {
+    let mut splits: Vec<String> = files
+        .iter()
+        .filter_map(|f| {
+            let name = f.file_stem()?.to_str()?;
+            let (split, shard) = name.split_once('-')?;
+            let (index, total) = shard.split_once("-of-")?;
+            let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+            (digits(index) && digits(total)).then(|| split.to_owned())
+        })
+        .collect();
+    splits.sort();
+    splits.dedup();
+    splits
+}
+
 fn load_parquet_dir(dir: &Path, fields: &FieldMap, limit: Option<usize>) -> Result<Vec<Example>> {
     let read_err = |source| DatasetError::Read {
         path: dir.to_path_buf(),
@@ -169,6 +232,18 @@ fn load_parquet_dir(dir: &Path, fields: &FieldMap, limit: Option<usize>) -> Resu
         ));
     }
     files.sort();
+    let splits = shard_splits(&files);
+    if splits.len() > 1 {
+        // Reading them all would mix the splits, test into train, without a word.
+        let message = format!(
+            "the directory holds the shards of several splits ({}); name one with a glob, e.g. \
+             `{}/{}-*.parquet`",
+            splits.join(", "),
+            dir.display(),
+            splits[0]
+        );
+        return Err(DatasetError::invalid(dir, message));
+    }
     let mut out = Collector::new(dir, limit)?;
     for file in &files {
         if out.is_full() {
@@ -283,6 +358,51 @@ pub(crate) fn file_name(path: &Path) -> String {
 mod tests {
     use super::*;
     use parquet_file::tests::{math_fields, write_math};
+
+    #[test]
+    fn a_directory_of_several_splits_is_refused_and_a_glob_picks_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).expect("mkdir");
+        write_math(
+            &data.join("train-00000-of-00002.parquet"),
+            0,
+            &[Some(1), Some(2)],
+        );
+        write_math(&data.join("train-00001-of-00002.parquet"), 2, &[Some(3)]);
+        write_math(&data.join("test-00000-of-00001.parquet"), 3, &[Some(4)]);
+        let err = load(&data, &math_fields(), None).expect_err("mixed splits");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: the directory holds the shards of several splits (test, train); name one \
+                 with a glob, e.g. `{}/test-*.parquet`",
+                data.display(),
+                data.display()
+            )
+        );
+        let train = load(&data.join("train-*.parquet"), &math_fields(), None).expect("train");
+        let sources: Vec<&str> = train.iter().map(|e| e.source.as_str()).collect();
+        assert_eq!(
+            sources,
+            [
+                "train-00000-of-00002.parquet#0",
+                "train-00000-of-00002.parquet#1",
+                "train-00001-of-00002.parquet#0"
+            ]
+        );
+        let none = load(&data.join("valid-*.parquet"), &math_fields(), None).expect_err("none");
+        assert!(
+            none.to_string().ends_with("the glob matches no file"),
+            "{none}"
+        );
+        std::fs::write(data.join("notes.txt"), "x").expect("write");
+        let other = load(&data.join("*"), &math_fields(), None).expect_err("a .txt");
+        assert!(
+            other.to_string().contains("notes.txt, which is not"),
+            "{other}"
+        );
+    }
 
     #[test]
     fn load_dispatches_on_extension() {

@@ -58,12 +58,13 @@ impl StageConfig for ParquetSourceConfig {
     }
 }
 
-/// Whether `load` knows `path`'s format by itself: a directory, or a file whose extension names
-/// one. Either source kind then reads it, so a `save_to_disk` directory or a JSON array works
+/// Whether `load` knows `path`'s format by itself: a directory, a glob of shards, or a file
+/// whose extension names one. Either source kind then reads it, so a `save_to_disk` directory or a JSON array works
 /// under `source.parquet` as under `source.jsonl`; the kind decides only how a file with another
 /// extension is read.
 fn format_is_known(path: &std::path::Path) -> bool {
     path.is_dir()
+        || path.to_str().is_some_and(|p| p.contains(['*', '?', '[']))
         || path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
             ["jsonl", "json", "ndjson", "parquet", "arrow"]
                 .contains(&e.to_ascii_lowercase().as_str())
