@@ -15,7 +15,6 @@ mod faults;
 mod log;
 mod openai;
 mod oracle;
-mod search;
 mod seeded;
 mod server;
 

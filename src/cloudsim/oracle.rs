@@ -11,13 +11,13 @@ use std::path::Path;
 
 use rand::Rng;
 use serde_json::Value;
+use tandem_datasets::tasks::{SearchProblem, search_problem_in};
 use tandem_stages::verify::CountdownProblem;
 
 use super::arith::{self, ArithError, Expression, Rational};
 use super::config::AnswerFormat;
 use super::countdown;
 use super::error::{Error, Result};
-use super::search::{self, SearchProblem};
 
 /// What kind of question a message was taken to be (the request log's `task`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -223,7 +223,7 @@ impl Oracle {
         if let Some(problem) = countdown::problem_in(question) {
             return Question::Countdown(problem);
         }
-        if let Some(problem) = search::problem_in(question) {
+        if let Some(problem) = search_problem_in(question) {
             return Question::Search(problem);
         }
         match arithmetic_in(question) {

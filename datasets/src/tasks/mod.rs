@@ -20,12 +20,14 @@
 mod arithmetic;
 mod countdown;
 mod generate;
+mod search;
 mod spec;
 mod write;
 
 pub use arithmetic::{ArithmeticLevel, Intermediate, Operator};
 pub use countdown::{CountdownLevel, MAX_NUMBERS, MAX_VALUE};
 pub use generate::{HELP_RESPONSE, Splits, TaskExample, generate};
+pub use search::{SearchProblem, problem_in as search_problem_in};
 pub use spec::{Level, LevelKind, LevelSpec, SftSpec, Task, TaskError, TaskKind, TaskSpec};
 pub use write::{Format, Written, parquet_schema, write_dataset, write_jsonl, write_parquet};
 

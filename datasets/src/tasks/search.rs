@@ -1,5 +1,7 @@
-//! Search questions of the arithmetic task (`Which of 3, 8, 5, 2 plus 4 is 9?`): which listed
-//! number, combined with the operand, gives the target.
+//! Reading search questions back (`Which of 3, 8, 5, 2 plus 4 is 9?`, the `choices` levels of
+//! the arithmetic task): which listed number, combined with the operand, gives the target. The
+//! form is written in `arithmetic.rs`; it is read here, beside it, for whoever must answer such a
+//! question (the simulated cloud).
 
 /// A search question, read back from its text.
 #[derive(Clone, Debug, PartialEq, Eq)]
