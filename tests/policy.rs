@@ -470,6 +470,91 @@ fn a_checkpoint_written_by_tandem_loads_in_transformers() {
     }
 }
 
+/// Micro-batches are grouped by length to pad less; the step's loss and gradient are the same
+/// sums whatever the grouping, with uneven lengths, advantages, scales and old log-probs.
+#[test]
+fn micro_batches_grouped_by_length_give_the_one_batch_gradient() {
+    threads();
+    let (policy, _) = load("qwen2-tiny");
+    let encode =
+        |text: &str, special: bool| policy.tokenizer.encode(text, special).expect("encode");
+    let texts = [
+        ("What is 2 + 2?", "<answer>4</answer>"),
+        (
+            "Which of 3, 8, 5 plus 4 is 9?",
+            "<think>8 + 4 = 12 vs 9, 5 + 4 = 9 vs 9</think>",
+        ),
+        ("Hi", "<unknown>help</unknown>"),
+        ("What is 12 + 30? Think first.", "42"),
+        (
+            "Sum 1 2 3",
+            "<think>1 + 2 = 3, 3 + 3 = 6</think> <answer>6</answer>",
+        ),
+    ];
+    let sequences: Vec<Sequence> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, (prompt, completion))| {
+            let completion_ids = encode(completion, false);
+            let old = (0..completion_ids.len())
+                .map(|j| -0.5 - 0.1 * (i + j) as f32)
+                .collect();
+            Sequence {
+                prompt_ids: encode(prompt, true),
+                completion_ids,
+                advantage: [1.0, -0.5, 0.25, 2.0, -1.5][i],
+                old_logprobs: Some(old),
+            }
+        })
+        .collect();
+    let scales = [0.1, 0.2, 0.05, 0.3, 0.15];
+    let objective = PolicyGradient {
+        clip_eps: Some(0.2),
+        clip_eps_high: Some(0.28),
+        kl_coef: 0.0,
+    };
+    let run = |micro_batch_size: usize| {
+        let config = LearnerConfig {
+            micro_batch_size,
+            ..LearnerConfig::default()
+        };
+        let learner = Learner::new(&policy.model, config);
+        let mut grads = policy::Gradients::default();
+        let stats = learner
+            .accumulate(
+                &policy.model,
+                None,
+                &sequences,
+                &scales,
+                &objective,
+                &mut grads,
+            )
+            .expect("accumulate");
+        let flat: Vec<f32> = (0..learner.optimizer.params().len())
+            .filter_map(|i| grads.get(i))
+            .flat_map(|g| Vec::<f32>::try_from(g.flatten(0, -1)).expect("f32"))
+            .collect();
+        (stats, flat)
+    };
+    let (whole, whole_grads) = run(sequences.len());
+    assert!(
+        whole_grads.iter().any(|g| g.abs() > 1e-6),
+        "a gradient to compare"
+    );
+    for micro in [1, 2, 3] {
+        let (split, split_grads) = run(micro);
+        assert_eq!(split.tokens, whole.tokens);
+        assert!(
+            (split.loss - whole.loss).abs() < 1e-5,
+            "micro {micro}: {split:?} vs {whole:?}"
+        );
+        assert!((split.mean_logprob - whole.mean_logprob).abs() < 1e-5);
+        assert_eq!(split_grads.len(), whole_grads.len());
+        let diff = max_abs_diff(&split_grads, &whole_grads);
+        assert!(diff < 1e-5, "micro {micro}: gradients differ by {diff}");
+    }
+}
+
 #[test]
 fn learns_a_target_completion_and_reloads_bit_identically() {
     threads();

@@ -593,19 +593,29 @@ impl Learner {
         }
         let device = model.device();
         let micro = self.config.micro_batch_size.max(1);
+        // Micro-batches of similar lengths: each is padded to its longest prompt and longest
+        // completion, so grouping by length cuts the padded positions (a third of a step on the
+        // search demo's mixed lengths) without changing the sum the gradient is of.
+        let mut order: Vec<usize> = (0..sequences.len()).collect();
+        if micro < sequences.len() {
+            order.sort_by_key(|&i| {
+                let s = &sequences[i];
+                (s.prompt_ids.len() + s.completion_ids.len(), i)
+            });
+        }
         let (mut loss_sum, mut logprob_sum, mut kl_sum, mut has_kl) = (0.0, 0.0, 0.0, false);
-        for (c_index, chunk) in sequences.chunks(micro).enumerate() {
-            let refs: Vec<&Sequence> = chunk.iter().collect();
-            let chunk_scales = &scales[c_index * micro..c_index * micro + chunk.len()];
+        for indices in order.chunks(micro) {
+            let refs: Vec<&Sequence> = indices.iter().map(|&i| &sequences[i]).collect();
+            let chunk_scales: Vec<f64> = indices.iter().map(|&i| scales[i]).collect();
             let (logprobs, mask) = sequence_logprobs(model, &refs, self.config.temperature)?;
             let c = mask.size()[1];
             let batch = TokenBatch {
                 advantages: Tensor::from_slice(
-                    &chunk.iter().map(|s| s.advantage).collect::<Vec<_>>(),
+                    &refs.iter().map(|s| s.advantage).collect::<Vec<_>>(),
                 )
-                .view([chunk.len() as i64, 1])
+                .view([refs.len() as i64, 1])
                 .to_device(device),
-                old_logprobs: old_logprobs(chunk, c)?.map(|t| t.to_device(device)),
+                old_logprobs: old_logprobs(&refs, c)?.map(|t| t.to_device(device)),
                 ref_logprobs: match reference {
                     Some(r) => Some(
                         tch::no_grad(|| sequence_logprobs(r, &refs, self.config.temperature))?
@@ -620,7 +630,7 @@ impl Learner {
             let (token_loss, kl) = objective.token_loss(&logprobs, &batch);
             let weights =
                 Tensor::from_slice(&chunk_scales.iter().map(|&w| w as f32).collect::<Vec<_>>())
-                    .view([chunk.len() as i64, 1])
+                    .view([refs.len() as i64, 1])
                     .to_device(device);
             let loss = (token_loss * &batch.mask * weights).sum(Kind::Float);
             grads.backward(&loss, self.optimizer.params())?;
@@ -647,7 +657,7 @@ impl Learner {
 }
 
 /// `[B, C]` old log-probs, zero-padded, when every sequence carries them.
-fn old_logprobs(chunk: &[Sequence], c: i64) -> Result<Option<Tensor>> {
+fn old_logprobs(chunk: &[&Sequence], c: i64) -> Result<Option<Tensor>> {
     if !chunk.iter().all(|s| s.old_logprobs.is_some()) {
         return Ok(None);
     }
