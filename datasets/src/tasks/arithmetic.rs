@@ -16,6 +16,8 @@
 //! (`8 + 4 = 12 vs 9, 5 + 4 = 9 vs 9`), so a model trained on
 //! such solutions searches in an order of its own drawing: how long its search takes, and so
 //! whether it finishes within its token budget, is decided while it works, not by the question.
+//! With [`SearchOrder::Listed`] the solution tries the numbers in the question's order instead:
+//! the same search every time, whose length shows only once the numbers are worked.
 
 use rand::Rng;
 use rand::seq::SliceRandom;
@@ -97,6 +99,40 @@ pub struct ArithmeticLevel {
     /// digits, of which exactly one gives the target (`Which of 3, 8, 5, 2 plus 4 is 9?`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub choices: Option<usize>,
+    /// The order a search question's worked solution tries its numbers in.
+    #[serde(skip_serializing_if = "SearchOrder::is_shuffled")]
+    pub order: SearchOrder,
+}
+
+/// The order in which a search question's worked solution tries the listed numbers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SearchOrder {
+    /// A random order drawn for each question: the model learns to search in an order of its
+    /// own drawing, so how far its search gets is decided by its sampling.
+    #[default]
+    Shuffled,
+    /// The order the question lists them in: the search is the same every time, and how far
+    /// it must go (where the fitting number stands) shows only once the numbers are worked.
+    Listed,
+}
+
+impl SearchOrder {
+    fn is_shuffled(&self) -> bool {
+        *self == SearchOrder::Shuffled
+    }
+}
+
+impl std::str::FromStr for SearchOrder {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<SearchOrder, String> {
+        match s {
+            "shuffled" => Ok(SearchOrder::Shuffled),
+            "listed" => Ok(SearchOrder::Listed),
+            other => Err(format!("must be `shuffled` or `listed`, found `{other}`")),
+        }
+    }
 }
 
 fn is_two(n: &usize) -> bool {
@@ -218,7 +254,7 @@ impl ArithmeticLevel {
     /// A search question over `choices` distinct numbers (at most [`Self::distinct_operands`]):
     /// the numbers, an operator and an operand, and the target that exactly one number reaches
     /// (distinct numbers give distinct values under `+`, `-` and `*` by a non-zero operand).
-    /// The solution tries the numbers in a random order, up to the one that fits; each try
+    /// The solution tries the numbers in [`Self::order`], up to the one that fits; each try
     /// writes the target after its value (`12 vs 9`), so that whether to go on is decided by
     /// two numbers side by side rather than by one far back in the question.
     fn draw_search(&self, choices: usize, rng: &mut impl Rng) -> (String, i64, String) {
@@ -235,7 +271,9 @@ impl ArithmeticLevel {
         let answer = numbers[rng.random_range(0..choices)];
         let target = op.apply(answer, operand);
         let mut order = numbers.clone();
-        order.shuffle(rng);
+        if self.order == SearchOrder::Shuffled {
+            order.shuffle(rng);
+        }
         let found = order.iter().position(|&n| n == answer).expect("listed");
         let tries: Vec<String> = order[..=found]
             .iter()
@@ -297,6 +335,7 @@ mod tests {
                 operands: 2,
                 intermediate: None,
                 choices: None,
+                order: SearchOrder::Shuffled,
             };
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
             for _ in 0..8 {
@@ -343,6 +382,7 @@ mod tests {
             operands,
             intermediate,
             choices: None,
+            order: SearchOrder::Shuffled,
         }
     }
 
@@ -393,6 +433,7 @@ mod tests {
         fn search_questions_have_one_answer_and_a_search_that_ends_on_it(
             choices in 2..=ArithmeticLevel::MAX_CHOICES,
             op in prop::sample::select(vec![Operator::Add, Operator::Sub, Operator::Mul]),
+            order in prop::sample::select(vec![SearchOrder::Shuffled, SearchOrder::Listed]),
             seed in any::<u64>(),
         ) {
             let level = ArithmeticLevel {
@@ -401,6 +442,7 @@ mod tests {
                 operands: 2,
                 intermediate: None,
                 choices: Some(choices),
+                order,
             };
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
             for _ in 0..8 {
@@ -441,6 +483,9 @@ mod tests {
                     let n: i64 = left.split(' ').next().unwrap().parse().expect("number");
                     prop_assert_eq!(left, format!("{n} {} {operand}", op.symbol()));
                     prop_assert!(numbers.contains(&n) && !tried.contains(&n), "{}", solution);
+                    if order == SearchOrder::Listed {
+                        prop_assert_eq!(n, numbers[i], "listed order: {}", solution);
+                    }
                     prop_assert_eq!(value.parse::<i64>().ok(), Some(op.apply(n, operand)));
                     prop_assert_eq!(fit(n), i + 1 == tries.len(), "{}", solution);
                     tried.push(n);
@@ -457,6 +502,7 @@ mod tests {
             operands: 2,
             intermediate: None,
             choices: Some(5),
+            order: SearchOrder::Shuffled,
         };
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         let lengths: Vec<usize> = (0..500)

@@ -24,7 +24,7 @@ mod search;
 mod spec;
 mod write;
 
-pub use arithmetic::{ArithmeticLevel, Intermediate, Operator};
+pub use arithmetic::{ArithmeticLevel, Intermediate, Operator, SearchOrder};
 pub use countdown::{CountdownLevel, MAX_NUMBERS, MAX_VALUE};
 pub use generate::{HELP_RESPONSE, Splits, TaskExample, generate};
 pub use search::{SearchProblem, problem_in as search_problem_in};

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::arithmetic::{ArithmeticLevel, Intermediate, Operator};
+use super::arithmetic::{ArithmeticLevel, Intermediate, Operator, SearchOrder};
 use super::countdown::{self, CountdownLevel};
 
 /// Which task to generate.
@@ -135,10 +135,14 @@ pub struct LevelSpec {
     pub outside: Option<[i64; 2]>,
     /// Arithmetic: a search question instead of an expression, listing this many distinct
     /// numbers (2 to 9, at most as many as the digits allow) of which exactly one gives the
-    /// target: `Which of 3, 8, 5, 2 plus 4 is 9?`. Its worked solution tries the numbers in a
-    /// random order up to the one that fits. Takes two operands (no chain).
+    /// target: `Which of 3, 8, 5, 2 plus 4 is 9?`. Its worked solution tries the numbers (in
+    /// `order`) up to the one that fits. Takes two operands (no chain).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub choices: Option<usize>,
+    /// Arithmetic search questions: the order their worked solutions try the numbers in,
+    /// `shuffled` (a random order per question; the default) or `listed` (the question's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<String>,
     /// Countdown: how many numbers to combine (2 to 6). Default: 4.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub numbers: Option<usize>,
@@ -159,6 +163,7 @@ impl LevelSpec {
             within: None,
             outside: None,
             choices: None,
+            order: None,
             numbers: None,
             max_number: None,
         }
@@ -425,7 +430,7 @@ fn arithmetic_level(
     spec: &LevelSpec,
     field: &dyn Fn(&str) -> String,
 ) -> Result<ArithmeticLevel, TaskError> {
-    let keys = "name, weight, digits, ops, operands, within, outside, choices";
+    let keys = "name, weight, digits, ops, operands, within, outside, choices, order";
     // A key of the other task is refused, so a mixed-up spec does not silently generate
     // something else.
     for (present, key) in [
@@ -507,7 +512,17 @@ fn arithmetic_level(
         operands,
         intermediate: intermediate.map(|(condition, _)| condition),
         choices: spec.choices,
+        order: match &spec.order {
+            None => SearchOrder::Shuffled,
+            Some(order) => order
+                .parse()
+                .map_err(|message: String| TaskError::invalid(field("order"), message))?,
+        },
     };
+    if spec.order.is_some() && spec.choices.is_none() {
+        let message = "only a search question (`choices`) has an order to try its numbers in";
+        return Err(TaskError::invalid(field("order"), message));
+    }
     if let Some(choices) = spec.choices {
         if operands != 2 {
             let message = "a search question combines one listed number with one operand; \
@@ -538,6 +553,7 @@ fn countdown_level(
         (spec.within.is_some(), "within"),
         (spec.outside.is_some(), "outside"),
         (spec.choices.is_some(), "choices"),
+        (spec.order.is_some(), "order"),
     ] {
         if present {
             let message = format!("countdown levels do not take `{key}` (they take {keys})");

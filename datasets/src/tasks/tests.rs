@@ -485,7 +485,7 @@ fn bad_specs_name_the_field() {
         edit(&mut level);
         level
     };
-    let cases: [(TaskKind, Vec<LevelSpec>, &str); 16] = [
+    let cases: [(TaskKind, Vec<LevelSpec>, &str); 18] = [
         (
             TaskKind::Arithmetic,
             vec![level(|l| l.operands = Some(9))],
@@ -540,7 +540,7 @@ fn bad_specs_name_the_field() {
             TaskKind::Arithmetic,
             vec![level(|l| l.numbers = Some(3))],
             "levels[0].numbers: arithmetic levels do not take `numbers` (they take name, weight, \
-             digits, ops, operands, within, outside, choices)",
+             digits, ops, operands, within, outside, choices, order)",
         ),
         (
             TaskKind::Arithmetic,
@@ -559,6 +559,20 @@ fn bad_specs_name_the_field() {
             })],
             "levels[0].operands: a search question combines one listed number with one operand; \
              it takes no chain (`operands` 2)",
+        ),
+        (
+            TaskKind::Arithmetic,
+            vec![level(|l| {
+                l.digits = Some(1);
+                l.choices = Some(4);
+                l.order = Some("sorted".into());
+            })],
+            "levels[0].order: must be `shuffled` or `listed`, found `sorted`",
+        ),
+        (
+            TaskKind::Arithmetic,
+            vec![level(|l| l.order = Some("listed".into()))],
+            "levels[0].order: only a search question (`choices`) has an order to try its numbers in",
         ),
         (
             TaskKind::Countdown,
