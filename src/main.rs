@@ -5,10 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-mod cloudsim;
 mod cmd;
 mod demo;
-mod report;
+mod plot;
 
 /// Post-train small on-device LLMs to solve what they can and ask a cloud LLM when it pays.
 #[derive(Debug, Parser)]

@@ -17,6 +17,7 @@
 pub mod plan;
 pub mod reference;
 pub mod replay;
+pub mod report;
 pub mod resume;
 pub mod rundir;
 pub mod runtime;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::cloudsim::{AnswerFormat, ApiKey, FaultRates, LatencyDist, SimConfig, Simulator, serve};
+use tandem_cloudsim::{AnswerFormat, ApiKey, FaultRates, LatencyDist, SimConfig, Simulator, serve};
 
 /// Arguments of `tandem cloud-sim`.
 #[derive(Debug, clap::Args)]
@@ -163,7 +163,7 @@ pub fn run(args: Args) -> Result<()> {
 /// One log line with the settings that shape the traffic.
 fn describe(sim: &Simulator) {
     let config = sim.config();
-    let faults: Vec<String> = crate::cloudsim::Fault::ALL
+    let faults: Vec<String> = tandem_cloudsim::Fault::ALL
         .iter()
         .filter(|&&f| config.faults.rate(f) > 0.0)
         .map(|&f| format!("{} {}", f.outcome(), config.faults.rate(f)))

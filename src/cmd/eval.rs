@@ -279,7 +279,7 @@ pub(crate) fn evaluate(args: &Args) -> Result<Evaluation> {
     if let Some(router) = &report.router {
         lines.push(("device + learned router".to_owned(), router.curve.clone()));
     }
-    crate::report::write_rate_lines(
+    crate::plot::write_rate_lines(
         &dir,
         "accuracy_vs_call_rate",
         "Overall accuracy vs call rate",

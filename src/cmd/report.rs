@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 
-use crate::report;
+use tandem_pipeline::report;
 
 /// Arguments of `tandem report`.
 #[derive(Debug, clap::Args)]
@@ -45,7 +45,7 @@ pub fn run(args: Args) -> Result<()> {
         )?);
     }
     let comparisons = report::compare(&runs)?;
-    let plots = report::write_plots(&runs, &out)?;
+    let plots = crate::plot::write_plots(&runs, &out)?;
     let markdown = report::write_markdown(&runs, &comparisons, &plots, &out)?;
     if args.json {
         let json = serde_json::json!({

@@ -20,9 +20,9 @@ use serde::Serialize;
 pub use config::{DemoConfig, Source, load};
 pub use summary::DemoReport;
 
-use crate::cloudsim::{SimConfig, spawn};
 use crate::cmd::eval;
 use summary::Evaluated;
+use tandem_cloudsim::{SimConfig, spawn};
 
 /// Where the demo writes and caches.
 #[derive(Clone, Debug)]

@@ -12,7 +12,7 @@ use super::Seconds;
 use super::config::DemoConfig;
 use super::warm::Warm;
 use crate::cmd::eval::Evaluation;
-use crate::report::{self, Breakdown};
+use tandem_pipeline::report::{self, Breakdown};
 
 /// One difficulty level in an evaluation.
 #[derive(Clone, Debug, Serialize)]
@@ -382,7 +382,7 @@ fn plot(dir: &Path, train_run: &Path) -> Result<Vec<PathBuf>> {
         "local accuracy".into(),
         per_step(&Breakdown::All, report::Tally::local_accuracy),
     ));
-    Ok(report::write_rate_lines(
+    Ok(crate::plot::write_rate_lines(
         dir,
         "rl_steps",
         "Call-for-help rate and accuracy per RL step (training samples)",

@@ -162,10 +162,6 @@ pub fn spawn(config: SimConfig, bind: SocketAddr) -> Result<SimHandle> {
 
 impl SimHandle {
     /// The address it listens on.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "tests use it; the demo uses base_url")
-    )]
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
@@ -645,7 +641,7 @@ mod tests {
     use std::net::TcpStream as StdTcpStream;
 
     use super::*;
-    use crate::cloudsim::FaultRates;
+    use crate::FaultRates;
 
     const QUESTION: &str = r#"{"messages": [{"role": "user", "content": "What is 2 + 2?"}]}"#;
 

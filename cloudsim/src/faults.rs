@@ -144,7 +144,7 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
-    use crate::cloudsim::seeded::{Purpose, rng};
+    use crate::seeded::{Purpose, rng};
 
     fn key(i: u64) -> [u8; 32] {
         let mut key = [0; 32];

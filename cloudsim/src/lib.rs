@@ -22,9 +22,7 @@ pub use config::{AnswerFormat, ApiKey, LatencyDist, SimConfig};
 pub use faults::{Fault, FaultRates};
 pub use server::{Simulator, serve};
 
-// The in-process API: nothing in the binary calls it yet (the CLI runs `serve` on a runtime of
-// its own); it is there for tests and demos that want a server without a child process.
-#[allow(unused_imports)]
+// The in-process API, for demos and tests that want a server without a child process (the
+// CLI runs `serve` on a runtime of its own).
 pub use error::{Error, Result};
-#[allow(unused_imports)]
 pub use server::{SimHandle, spawn};

@@ -1,6 +1,6 @@
 //! `tandem report`: per-step and overall metrics of stored runs, computed incrementally with
 //! differential dataflow, per-difficulty and per-source breakdowns, a comparison of runs joined
-//! on `prompt_id`, written as Markdown with PNG and SVG plots.
+//! on `prompt_id`, written as Markdown (the PNG and SVG plots are drawn by the CLI).
 
 mod compare;
 mod dataflow;
@@ -8,14 +8,12 @@ mod error;
 mod load;
 mod markdown;
 mod metrics;
-mod plot;
 mod state;
 mod summary;
 
+pub use compare::Comparison;
 pub use compare::compare;
 pub use error::ReportError;
 pub use markdown::write_markdown;
 pub use metrics::{Breakdown, Tally};
-pub use plot::write_plots;
-pub use plot::write_rate_lines;
-pub use summary::summarise;
+pub use summary::{RunReport, summarise};
