@@ -17,6 +17,7 @@ mod learn;
 mod parquet_codecs;
 mod plugin_rewards;
 mod policy;
+mod presets;
 mod recipes;
 mod replay;
 mod report;

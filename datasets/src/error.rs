@@ -123,6 +123,27 @@ pub enum DatasetError {
         /// What the row holds, e.g. `a number`.
         found: String,
     },
+    /// A preset could not build the question or take the reference answer from a row's field
+    /// (a GSM8K answer without `####`, a MATH solution without `\boxed{…}`).
+    #[error(
+        "{}{location}: field `{field}` (mapped to `{role}`) {reason}, which the `{preset}` \
+         preset needs",
+        path.display()
+    )]
+    Preset {
+        /// The file.
+        path: PathBuf,
+        /// The row in the file.
+        location: Location,
+        /// The field name from the `FieldMap`.
+        field: String,
+        /// The `FieldMap` entry that names it.
+        role: &'static str,
+        /// The preset's name (`gsm8k`).
+        preset: &'static str,
+        /// What the field lacks, e.g. `has no \`####\` before its final answer`.
+        reason: String,
+    },
     /// Two rows share an id.
     #[error("{}: id `{id}` appears twice, at {first} and at {second}; ids must be unique", path.display())]
     DuplicateId {
@@ -155,6 +176,7 @@ impl DatasetError {
             | DatasetError::MissingColumn { path, .. }
             | DatasetError::NullField { path, .. }
             | DatasetError::WrongType { path, .. }
+            | DatasetError::Preset { path, .. }
             | DatasetError::DuplicateId { path, .. }
             | DatasetError::Invalid { path, .. } => path,
         }

@@ -1,6 +1,6 @@
 //! The mapping from a dataset's own field names to the parts of an [`Example`](crate::Example).
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// Which field of a row feeds which part of an [`Example`](crate::Example).
 ///
@@ -46,6 +46,78 @@ impl Default for FieldMap {
             completions: None,
         }
     }
+}
+
+/// The entries a pipeline sets on top of a base [`FieldMap`] (the default one, or a
+/// [`Preset`](crate::Preset)'s): an entry left out keeps the base's field, one set to `null`
+/// (`answer: null`) unmaps it. Over [`FieldMap::default`] it reads exactly as a `FieldMap` does.
+///
+/// ```
+/// use tandem_datasets::{FieldMap, FieldOverrides, Preset};
+///
+/// let overrides: FieldOverrides = serde_json::from_str(r#"{"difficulty": "type"}"#)?;
+/// let fields = overrides.over(Preset::named("math-lighteval").unwrap().fields());
+/// assert_eq!(fields.question, "problem");
+/// assert_eq!(fields.difficulty.as_deref(), Some("type"));
+/// assert_eq!(FieldOverrides::default().over(FieldMap::default()), FieldMap::default());
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FieldOverrides {
+    /// Replaces [`FieldMap::id`]; `null` unmaps it.
+    #[serde(deserialize_with = "set")]
+    pub id: Option<Option<String>>,
+    /// Replaces [`FieldMap::question`].
+    #[serde(deserialize_with = "set")]
+    pub question: Option<String>,
+    /// Replaces [`FieldMap::answer`]; `null` unmaps it.
+    #[serde(deserialize_with = "set")]
+    pub answer: Option<Option<String>>,
+    /// Replaces [`FieldMap::difficulty`]; `null` unmaps it.
+    #[serde(deserialize_with = "set")]
+    pub difficulty: Option<Option<String>>,
+    /// Replaces [`FieldMap::completions`]; `null` unmaps it.
+    #[serde(deserialize_with = "set")]
+    pub completions: Option<Option<String>>,
+}
+
+/// An entry that is present is set, even to `null`; only a missing one stays `None` (through
+/// `#[serde(default)]`).
+fn set<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+impl FieldOverrides {
+    /// `base` with the entries that are set replaced.
+    pub fn over(&self, base: FieldMap) -> FieldMap {
+        let FieldOverrides {
+            id,
+            question,
+            answer,
+            difficulty,
+            completions,
+        } = self.clone();
+        FieldMap {
+            id: id.unwrap_or(base.id),
+            question: question.unwrap_or(base.question),
+            answer: answer.unwrap_or(base.answer),
+            difficulty: difficulty.unwrap_or(base.difficulty),
+            completions: completions.unwrap_or(base.completions),
+        }
+    }
+}
+
+/// What a loader reads a role's field as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Shape {
+    /// A string, number or boolean, as text.
+    Text,
+    /// A list of strings (`completions`).
+    Strings,
+    /// A list of strings, numbers or booleans, each as text: the inputs a preset builds a
+    /// question from (Countdown's `nums`).
+    Scalars,
 }
 
 /// A part of an [`Example`](crate::Example) that a [`FieldMap`] entry feeds.
@@ -110,5 +182,31 @@ mod tests {
             }
         );
         assert!(serde_json::from_str::<FieldMap>(r#"{"questoin": "x"}"#).is_err());
+    }
+
+    #[test]
+    fn overrides_tell_unset_from_null() {
+        let base = FieldMap {
+            id: Some("unique_id".into()),
+            difficulty: Some("level".into()),
+            ..FieldMap::default()
+        };
+        let overrides: FieldOverrides =
+            serde_json::from_str(r#"{"question": "problem", "difficulty": null}"#).expect("valid");
+        assert_eq!(
+            overrides.over(base.clone()),
+            FieldMap {
+                question: "problem".into(),
+                difficulty: None,
+                ..base
+            }
+        );
+        assert!(serde_json::from_str::<FieldOverrides>(r#"{"question": null}"#).is_err());
+        assert!(serde_json::from_str::<FieldOverrides>(r#"{"questoin": "x"}"#).is_err());
+        let same: FieldOverrides =
+            serde_json::from_str(r#"{"question": "problem", "answer": null}"#).expect("valid");
+        let map: FieldMap =
+            serde_json::from_str(r#"{"question": "problem", "answer": null}"#).expect("valid");
+        assert_eq!(same.over(FieldMap::default()), map);
     }
 }

@@ -6,8 +6,10 @@ use std::path::Path;
 
 use serde_json::{Map, Value};
 
-use crate::fields::Role;
-use crate::{Cell, Collector, DatasetError, Example, FieldMap, Location, Result, file_name};
+use crate::fields::{Role, Shape};
+use crate::{
+    Cell, Collector, DatasetError, Example, FieldMap, Location, Preset, Reading, Result, file_name,
+};
 
 /// Loads a JSON Lines file: each non-blank line is a JSON object whose mapped fields become an
 /// [`Example`]. Blank lines are skipped but still counted, so error lines and
@@ -16,7 +18,18 @@ use crate::{Cell, Collector, DatasetError, Example, FieldMap, Location, Result, 
 /// A file whose first character is `[` is read as one JSON array of objects instead; its
 /// examples' sources are `file.json[7]`, and errors name the element and the line it starts on.
 pub fn load_jsonl(path: &Path, fields: &FieldMap, limit: Option<usize>) -> Result<Vec<Example>> {
-    let mut out = Collector::new(path, limit)?;
+    load_jsonl_with_preset(path, fields, None, limit)
+}
+
+/// [`load_jsonl`], with `preset` (if any) building each row's question and answer, as in
+/// [`load_with_preset`](crate::load_with_preset).
+pub fn load_jsonl_with_preset(
+    path: &Path,
+    fields: &FieldMap,
+    preset: Option<&Preset>,
+    limit: Option<usize>,
+) -> Result<Vec<Example>> {
+    let mut out = Collector::new(path, fields, Reading { limit, preset })?;
     let read_err = |source| DatasetError::Read {
         path: path.to_path_buf(),
         source,
@@ -46,9 +59,12 @@ pub fn load_jsonl(path: &Path, fields: &FieldMap, limit: Option<usize>) -> Resul
         }
         let row = parse_object(path, line, bytes)?;
         let location = Location::Line(line);
-        out.push(fields, format!("{name}:{line}"), |role, field| {
-            read_field(path, location, &row, role, field)
-        })?;
+        out.push(
+            fields,
+            (path, location),
+            format!("{name}:{line}"),
+            |role, field, shape| read_field(path, location, &row, (role, field), shape),
+        )?;
     }
     out.finish()
 }
@@ -118,8 +134,9 @@ fn read_array(path: &Path, fields: &FieldMap, out: &mut Collector<'_>) -> Result
                 message,
             });
         };
-        out.push(fields, format!("{name}[{index}]"), |role, field| {
-            read_field(path, location, &row, role, field)
+        let source = format!("{name}[{index}]");
+        out.push(fields, (path, location), source, |role, field, shape| {
+            read_field(path, location, &row, (role, field), shape)
         })?;
     }
     Ok(())
@@ -208,8 +225,8 @@ fn read_field(
     path: &Path,
     location: Location,
     row: &Map<String, Value>,
-    role: Role,
-    field: &str,
+    (role, field): (Role, &str),
+    shape: Shape,
 ) -> Result<Cell> {
     let wrong_type = |expected, found| DatasetError::WrongType {
         path: path.to_path_buf(),
@@ -244,14 +261,20 @@ fn read_field(
         }
         Some(value) => value,
     };
-    if role == Role::Completions {
+    if shape != Shape::Text {
+        let expected = match shape {
+            Shape::Strings => "a list of strings",
+            _ => "a list of strings, numbers or booleans",
+        };
         let list = value
             .as_array()
-            .ok_or_else(|| wrong_type("a list of strings", describe(value)))?;
+            .ok_or_else(|| wrong_type(expected, describe(value)))?;
         let strings = list.iter().map(|item| match item {
             Value::String(s) => Ok(s.clone()),
+            Value::Number(n) if shape == Shape::Scalars => Ok(n.to_string()),
+            Value::Bool(b) if shape == Shape::Scalars => Ok(b.to_string()),
             other => Err(wrong_type(
-                "a list of strings",
+                expected,
                 format!("a list containing {}", describe(other)),
             )),
         });

@@ -1,7 +1,8 @@
 //! Dataset loaders for tandem: JSONL and Parquet files (or a Hugging Face `data/` directory of
 //! Parquet shards) become [`Example`]s through a configurable [`FieldMap`], and [`Batches`]
-//! decides which examples each training step sees. [`tasks`] generates synthetic datasets
-//! (arithmetic, Countdown) with exact answers and worked solutions.
+//! decides which examples each training step sees. A [`Preset`] reads a real benchmark (GSM8K,
+//! MATH, AIME, ...) by name: its fields, its question, its reference answer. [`tasks`]
+//! generates synthetic datasets (arithmetic, Countdown) with exact answers and worked solutions.
 //!
 //! ```
 //! use tandem_datasets::{load_jsonl, FieldMap};
@@ -29,6 +30,7 @@ mod error;
 mod fields;
 mod jsonl;
 mod parquet_file;
+mod presets;
 pub mod tasks;
 
 use std::collections::HashMap;
@@ -37,11 +39,12 @@ use std::path::Path;
 
 pub use batches::{BatchError, Batches};
 pub use error::{DatasetError, Location};
-pub use fields::FieldMap;
-pub use jsonl::load_jsonl;
-pub use parquet_file::load_parquet;
+pub use fields::{FieldMap, FieldOverrides};
+pub use jsonl::{load_jsonl, load_jsonl_with_preset};
+pub use parquet_file::{load_parquet, load_parquet_with_preset};
+pub use presets::{PRESETS, Preset};
 
-use fields::Role;
+use fields::{Role, Shape};
 
 /// The crate's result type.
 pub type Result<T, E = DatasetError> = std::result::Result<T, E>;
@@ -72,8 +75,21 @@ pub struct Example {
 /// A path with `*`, `?` or `[…]` in it is a glob (`data/train-*.parquet`): the files it
 /// matches, in name order, each read by its extension.
 pub fn load(path: &Path, fields: &FieldMap, limit: Option<usize>) -> Result<Vec<Example>> {
+    load_with_preset(path, fields, None, limit)
+}
+
+/// [`load`], with `preset` (if any) building each row's question and answer from what `fields`
+/// reads; `fields` is usually the preset's own ([`Preset::fields`]), perhaps with some entries
+/// overridden.
+pub fn load_with_preset(
+    path: &Path,
+    fields: &FieldMap,
+    preset: Option<&Preset>,
+    limit: Option<usize>,
+) -> Result<Vec<Example>> {
+    let reading = Reading { limit, preset };
     if let Some(pattern) = path.to_str().filter(|p| p.contains(['*', '?', '['])) {
-        return load_glob(path, pattern, fields, limit);
+        return load_glob(path, pattern, fields, reading);
     }
     let meta = std::fs::metadata(path).map_err(|source| DatasetError::Read {
         path: path.to_path_buf(),
@@ -81,7 +97,7 @@ pub fn load(path: &Path, fields: &FieldMap, limit: Option<usize>) -> Result<Vec<
     })?;
     if meta.is_dir() {
         if path.join("state.json").is_file() {
-            return load_saved_dataset(path, fields, limit);
+            return load_saved_dataset(path, fields, reading);
         }
         if let Ok(text) = std::fs::read_to_string(path.join("dataset_dict.json")) {
             let splits = serde_json::from_str::<serde_json::Value>(&text)
@@ -94,7 +110,7 @@ pub fn load(path: &Path, fields: &FieldMap, limit: Option<usize>) -> Result<Vec<
             );
             return Err(DatasetError::invalid(path, message));
         }
-        return load_parquet_dir(path, fields, limit);
+        return load_parquet_dir(path, fields, reading);
     }
     let ext = path
         .extension()
@@ -102,10 +118,10 @@ pub fn load(path: &Path, fields: &FieldMap, limit: Option<usize>) -> Result<Vec<
         .unwrap_or("")
         .to_ascii_lowercase();
     match ext.as_str() {
-        "jsonl" | "json" | "ndjson" => load_jsonl(path, fields, limit),
-        "parquet" => load_parquet(path, fields, limit),
+        "jsonl" | "json" | "ndjson" => load_jsonl_with_preset(path, fields, preset, limit),
+        "parquet" => load_parquet_with_preset(path, fields, preset, limit),
         "arrow" => {
-            let mut out = Collector::new(path, limit)?;
+            let mut out = Collector::new(path, fields, reading)?;
             parquet_file::read_arrow_into(path, fields, &mut out)?;
             out.finish()
         }
@@ -121,7 +137,7 @@ pub fn load(path: &Path, fields: &FieldMap, limit: Option<usize>) -> Result<Vec<
 
 /// A `save_to_disk` directory: the `.arrow` files its `state.json` lists under `_data_files`,
 /// in that order.
-fn load_saved_dataset(dir: &Path, fields: &FieldMap, limit: Option<usize>) -> Result<Vec<Example>> {
+fn load_saved_dataset(dir: &Path, fields: &FieldMap, reading: Reading<'_>) -> Result<Vec<Example>> {
     let state_path = dir.join("state.json");
     let text = std::fs::read_to_string(&state_path).map_err(|source| DatasetError::Read {
         path: state_path.clone(),
@@ -142,7 +158,7 @@ fn load_saved_dataset(dir: &Path, fields: &FieldMap, limit: Option<usize>) -> Re
                        as `datasets`' save_to_disk writes it";
         return Err(DatasetError::invalid(&state_path, message));
     };
-    let mut out = Collector::new(dir, limit)?;
+    let mut out = Collector::new(dir, fields, reading)?;
     for file in &files {
         if out.is_full() {
             break;
@@ -157,7 +173,7 @@ fn load_glob(
     path: &Path,
     pattern: &str,
     fields: &FieldMap,
-    limit: Option<usize>,
+    reading: Reading<'_>,
 ) -> Result<Vec<Example>> {
     let bad = |message: String| DatasetError::invalid(path, message);
     let matches = glob::glob(pattern).map_err(|e| bad(format!("not a valid glob: {e}")))?;
@@ -172,7 +188,7 @@ fn load_glob(
         return Err(bad("the glob matches no file".to_owned()));
     }
     files.sort();
-    let mut out = Collector::new(path, limit)?;
+    let mut out = Collector::new(path, fields, reading)?;
     for file in &files {
         if out.is_full() {
             break;
@@ -210,7 +226,7 @@ fn shard_splits(files: &[std::path::PathBuf]) -> Vec<String> {
     splits
 }
 
-fn load_parquet_dir(dir: &Path, fields: &FieldMap, limit: Option<usize>) -> Result<Vec<Example>> {
+fn load_parquet_dir(dir: &Path, fields: &FieldMap, reading: Reading<'_>) -> Result<Vec<Example>> {
     let read_err = |source| DatasetError::Read {
         path: dir.to_path_buf(),
         source,
@@ -244,7 +260,7 @@ fn load_parquet_dir(dir: &Path, fields: &FieldMap, limit: Option<usize>) -> Resu
         );
         return Err(DatasetError::invalid(dir, message));
     }
-    let mut out = Collector::new(dir, limit)?;
+    let mut out = Collector::new(dir, fields, reading)?;
     for file in &files {
         if out.is_full() {
             break;
@@ -262,27 +278,45 @@ pub(crate) enum Cell {
     Absent,
 }
 
+/// How a load reads rows: how many at most, and the preset that finishes each.
+#[derive(Clone, Copy)]
+pub(crate) struct Reading<'p> {
+    pub(crate) limit: Option<usize>,
+    pub(crate) preset: Option<&'p Preset>,
+}
+
 /// Gathers examples from one or more files, enforcing what holds across rows: unique ids, the
-/// row limit, and at least one row.
+/// row limit, and at least one row; a preset finishes each row.
 pub(crate) struct Collector<'a> {
     path: &'a Path,
     limit: Option<usize>,
+    preset: Option<&'a Preset>,
     examples: Vec<Example>,
     /// Index into `examples` of the row that first used each id, to name it in the error.
     ids: HashMap<String, usize>,
 }
 
 impl<'a> Collector<'a> {
-    pub(crate) fn new(path: &'a Path, limit: Option<usize>) -> Result<Self> {
+    pub(crate) fn new(path: &'a Path, fields: &FieldMap, reading: Reading<'a>) -> Result<Self> {
+        let Reading { limit, preset } = reading;
         if limit == Some(0) {
             return Err(DatasetError::invalid(
                 path,
                 "limit is 0, so no rows would load",
             ));
         }
+        if let Some(preset) = preset.filter(|p| p.needs_answer() && fields.answer.is_none()) {
+            let message = format!(
+                "the `{}` preset builds the question from the answer field too, so \
+                 `fields.answer` cannot be null",
+                preset.name()
+            );
+            return Err(DatasetError::invalid(path, message));
+        }
         Ok(Collector {
             path,
             limit,
+            preset,
             examples: Vec::new(),
             ids: HashMap::new(),
         })
@@ -298,12 +332,25 @@ impl<'a> Collector<'a> {
             .map(|limit| limit.saturating_sub(self.examples.len()))
     }
 
-    /// Builds the next example from `read`, which returns a row's value for each mapped role.
+    /// What `role`'s field is read as: a list for `completions` and where the preset asks.
+    pub(crate) fn shape(&self, role: Role) -> Shape {
+        match role {
+            Role::Completions => Shape::Strings,
+            _ => self
+                .preset
+                .and_then(|p| p.shape(role))
+                .unwrap_or(Shape::Text),
+        }
+    }
+
+    /// Builds the next example from `read`, which returns a row's value for each mapped role in
+    /// its [`Collector::shape`]; `file` and `location` say where the row is, for errors.
     pub(crate) fn push(
         &mut self,
         fields: &FieldMap,
+        (file, location): (&Path, Location),
         source: String,
-        mut read: impl FnMut(Role, &str) -> Result<Cell>,
+        mut read: impl FnMut(Role, &str, Shape) -> Result<Cell>,
     ) -> Result<()> {
         let mut example = Example {
             id: self.examples.len().to_string(),
@@ -313,15 +360,36 @@ impl<'a> Collector<'a> {
             difficulty: None,
             completions: Vec::new(),
         };
+        let mut inputs = None;
         for (role, field) in fields.roles() {
-            match (role, read(role, field)?) {
+            match (role, read(role, field, self.shape(role))?) {
                 (Role::Id, Cell::Text(text)) => example.id = text,
                 (Role::Question, Cell::Text(text)) => example.question = text,
+                (Role::Question, Cell::Strings(list)) => inputs = Some(list),
                 (Role::Answer, Cell::Text(text)) => example.answer = Some(text),
                 (Role::Difficulty, Cell::Text(text)) => example.difficulty = Some(text),
                 (Role::Completions, Cell::Strings(list)) => example.completions = list,
                 _ => {}
             }
+        }
+        if let Some(preset) = self.preset {
+            preset
+                .finish(&mut example, inputs)
+                .map_err(|(role, reason)| {
+                    let (_, field) = fields
+                        .roles()
+                        .into_iter()
+                        .find(|&(r, _)| r == role)
+                        .expect("a preset only faults the fields it read");
+                    DatasetError::Preset {
+                        path: file.to_path_buf(),
+                        location,
+                        field: field.to_owned(),
+                        role: role.name(),
+                        preset: preset.name(),
+                        reason,
+                    }
+                })?;
         }
         match self.ids.entry(example.id.clone()) {
             Entry::Occupied(first) => Err(DatasetError::DuplicateId {

@@ -15,15 +15,28 @@ use arrow::ipc::reader::{FileReader, StreamReader};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use crate::fields::Role;
-use crate::{Cell, Collector, DatasetError, Example, FieldMap, Location, Result, file_name};
+use crate::fields::{Role, Shape};
+use crate::{
+    Cell, Collector, DatasetError, Example, FieldMap, Location, Preset, Reading, Result, file_name,
+};
 
 /// Loads a Parquet file: each row's mapped columns become an [`Example`]. Columns of any
 /// primitive type (strings, integers, floats, booleans, dictionaries of these) are read as text;
 /// `completions` must be a list of strings. Field names are column names or dotted paths into
 /// struct columns. Only the mapped columns are decoded, so wide files load fast.
 pub fn load_parquet(path: &Path, fields: &FieldMap, limit: Option<usize>) -> Result<Vec<Example>> {
-    let mut out = Collector::new(path, limit)?;
+    load_parquet_with_preset(path, fields, None, limit)
+}
+
+/// [`load_parquet`], with `preset` (if any) building each row's question and answer, as in
+/// [`load_with_preset`](crate::load_with_preset).
+pub fn load_parquet_with_preset(
+    path: &Path,
+    fields: &FieldMap,
+    preset: Option<&Preset>,
+    limit: Option<usize>,
+) -> Result<Vec<Example>> {
+    let mut out = Collector::new(path, fields, Reading { limit, preset })?;
     read_into(path, fields, &mut out)?;
     out.finish()
 }
@@ -126,7 +139,7 @@ fn push_batches(
         let batch = batch?;
         let columns = roles
             .iter()
-            .map(|&(role, field)| Column::new(path, &batch, role, field))
+            .map(|&(role, field)| Column::new(path, &batch, (role, field), out.shape(role)))
             .collect::<Result<Vec<_>>>()?;
         for i in 0..batch.num_rows() {
             if out.is_full() {
@@ -134,12 +147,17 @@ fn push_batches(
             }
             let location = Location::Row(row);
             let mut columns = columns.iter();
-            out.push(fields, format!("{name}#{row}"), |_, _| {
-                columns
-                    .next()
-                    .expect("one column per role, in role order")
-                    .cell(path, location, i)
-            })?;
+            out.push(
+                fields,
+                (path, location),
+                format!("{name}#{row}"),
+                |_, _, _| {
+                    columns
+                        .next()
+                        .expect("one column per role, in role order")
+                        .cell(path, location, i)
+                },
+            )?;
             row += 1;
         }
     }
@@ -200,7 +218,12 @@ enum Values {
 }
 
 impl<'f> Column<'f> {
-    fn new(path: &Path, batch: &RecordBatch, role: Role, field: &'f str) -> Result<Self> {
+    fn new(
+        path: &Path,
+        batch: &RecordBatch,
+        (role, field): (Role, &'f str),
+        shape: Shape,
+    ) -> Result<Self> {
         let names = column_path(batch.schema().fields(), field)
             .expect("projection keeps every column that was resolved before reading");
         let mut array: ArrayRef = batch
@@ -229,16 +252,21 @@ impl<'f> Column<'f> {
                 format!("column `{field}` (mapped to `{role}`) cannot be read as text: {e}"),
             )
         };
-        let values = if role == Role::Completions {
+        let values = if shape != Shape::Text {
+            let expected = match shape {
+                Shape::Strings => "a list of strings",
+                _ => "a list of strings, numbers or booleans",
+            };
             let item = match array.data_type() {
                 DataType::List(item) | DataType::LargeList(item) => item.data_type(),
-                _ => return Err(unsupported("a list of strings")),
+                _ => return Err(unsupported(expected)),
             };
-            if !matches!(
+            let text = matches!(
                 item,
                 DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
-            ) {
-                return Err(unsupported("a list of strings"));
+            );
+            if !(text || shape == Shape::Scalars && !item.is_nested()) {
+                return Err(unsupported(expected));
             }
             let list_of_utf8 =
                 DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true)));

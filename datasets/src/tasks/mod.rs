@@ -26,6 +26,7 @@ mod write;
 
 pub use arithmetic::{ArithmeticLevel, Intermediate, Operator, SearchOrder};
 pub use countdown::{CountdownLevel, MAX_NUMBERS, MAX_VALUE};
+pub(crate) use countdown::{answer as countdown_answer, question as countdown_question};
 pub use generate::{HELP_RESPONSE, Splits, TaskExample, generate};
 pub use search::{SearchProblem, problem_in as search_problem_in};
 pub use spec::{Level, LevelKind, LevelSpec, SftSpec, Task, TaskError, TaskKind, TaskSpec};

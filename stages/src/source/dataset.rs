@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use serde::Deserialize;
-use tandem_datasets::{Batches, Example, FieldMap};
+use serde::{Deserialize, Deserializer};
+use tandem_datasets::{Batches, Example, FieldMap, FieldOverrides, Preset};
 use tandem_schemas::{Group, PromptRecord};
 
 use crate::contract::{BuildContext, Built, Source, StepContext};
@@ -21,19 +21,36 @@ pub struct DatasetSourceConfig {
     /// Relative paths are relative to the working directory.
     pub path: PathBuf,
     /// Which field feeds which part of a prompt (`question`, `answer`, `id`, `difficulty`,
-    /// `completions`); dotted paths reach into nested JSON objects.
+    /// `completions`); dotted paths reach into nested JSON objects. Entries set here replace
+    /// the preset's (or the defaults, `question: question` and `answer: answer`).
     #[serde(default)]
-    pub fields: FieldMap,
+    pub fields: FieldOverrides,
     /// Shuffle each epoch with the run's seed (default `true`); `false` keeps file order.
     #[serde(default = "yes")]
     pub shuffle: bool,
     /// Use only the first `limit` rows of the file.
     #[serde(default)]
     pub limit: Option<usize>,
+    /// A real benchmark's mapping by name (`gsm8k`, `math-lighteval`, `math-500`, `amc23`,
+    /// `minerva-math`, `countdown-tasks`, `aime`): its field names, how its question is built
+    /// and how its reference answer is taken (docs/data.md, "Presets for real benchmarks").
+    #[serde(default, deserialize_with = "preset")]
+    pub preset: Option<&'static Preset>,
 }
 
 fn yes() -> bool {
     true
+}
+
+/// A preset's name, refused with the known ones when there is no such preset.
+fn preset<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'static Preset>, D::Error> {
+    let name = String::deserialize(d)?;
+    Preset::named(&name).map(Some).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "unknown preset `{name}`; the presets are {}",
+            Preset::known()
+        ))
+    })
 }
 
 /// `source.jsonl`'s parameters.
@@ -48,13 +65,15 @@ pub struct ParquetSourceConfig(pub DatasetSourceConfig);
 
 impl StageConfig for JsonlSourceConfig {
     fn build(self, ctx: &BuildContext) -> Result<Built> {
-        self.0.build_with(ctx, tandem_datasets::load_jsonl)
+        self.0
+            .build_with(ctx, tandem_datasets::load_jsonl_with_preset)
     }
 }
 
 impl StageConfig for ParquetSourceConfig {
     fn build(self, ctx: &BuildContext) -> Result<Built> {
-        self.0.build_with(ctx, tandem_datasets::load_parquet)
+        self.0
+            .build_with(ctx, tandem_datasets::load_parquet_with_preset)
     }
 }
 
@@ -71,19 +90,25 @@ fn format_is_known(path: &std::path::Path) -> bool {
         })
 }
 
-type Loader =
-    fn(&std::path::Path, &FieldMap, Option<usize>) -> tandem_datasets::Result<Vec<Example>>;
+type Loader = fn(
+    &std::path::Path,
+    &FieldMap,
+    Option<&Preset>,
+    Option<usize>,
+) -> tandem_datasets::Result<Vec<Example>>;
 
 impl DatasetSourceConfig {
     fn build_with(self, ctx: &BuildContext, load: Loader) -> Result<Built> {
         let path = ctx.resolve(&self.path);
         let load = if format_is_known(&path) {
-            tandem_datasets::load
+            tandem_datasets::load_with_preset
         } else {
             load
         };
-        let examples =
-            load(&path, &self.fields, self.limit).map_err(|e| StageError::Data(e.to_string()))?;
+        let base = self.preset.map_or_else(FieldMap::default, Preset::fields);
+        let fields = self.fields.over(base);
+        let examples = load(&path, &fields, self.preset, self.limit)
+            .map_err(|e| StageError::Data(e.to_string()))?;
         let batches = Batches::new(
             examples.len(),
             ctx.run.batch_size,
