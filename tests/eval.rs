@@ -276,3 +276,56 @@ fn tandem_eval_reports_what_it_stored_and_asks_the_cloud_once_per_question() {
         "{overall}"
     );
 }
+
+/// `--preset countdown-tasks` reads Countdown-Tasks rows (`nums`, `target`) as downloaded: the
+/// stored pipelines name the preset, every row becomes a question the oracle answers right,
+/// and an unknown preset is refused with the known ones.
+#[test]
+fn tandem_eval_preset_reads_a_benchmark_as_downloaded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("countdown-tasks.jsonl");
+    let rows = [
+        r#"{"target": 22, "nums": [3, 5, 7]}"#,
+        r#"{"target": 17, "nums": [2, 9, 4]}"#,
+        r#"{"target": 13, "nums": [8, 6, 1]}"#,
+    ];
+    std::fs::write(&data, rows.join("\n") + "\n").expect("data");
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/tandem-init");
+    let eval = |preset: &str, cloud: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+            .args(["eval", &model.display().to_string()])
+            .args(["--dataset", &data.display().to_string()])
+            .args(["--preset", preset, "--task", "countdown", "--cloud", cloud])
+            .args(["--max-new-tokens", "4", "--json", "--out", "runs"])
+            .current_dir(dir.path())
+            .env("TANDEM_LOG", "warn")
+            .output()
+            .expect("run tandem eval")
+    };
+    let unknown = eval("countdown", "http://127.0.0.1:9/v1");
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(!unknown.status.success());
+    assert!(
+        stderr.contains("--preset countdown: no such preset") && stderr.contains("countdown-tasks"),
+        "{stderr}"
+    );
+    let sim = CloudSim::start(&[]);
+    let output = eval("countdown-tasks", &sim.base);
+    sim.stop();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(report["cloud_only"].as_f64(), Some(1.0), "{report}");
+    for run in ["help_run", "local_run"] {
+        let yaml = dir
+            .path()
+            .join("runs")
+            .join(report[run].as_str().expect("run"))
+            .join("pipeline.yaml");
+        let yaml = std::fs::read_to_string(&yaml).expect("pipeline.yaml");
+        assert!(yaml.contains("preset: countdown-tasks"), "{yaml}");
+    }
+}

@@ -211,6 +211,18 @@ fn the_paper_recipes_and_baselines_run_as_shipped() {
             panic!("{config}: metrics")
         };
         assert_eq!(metrics.len(), 2, "{config}");
+        if config.starts_with("math-") {
+            // `preset: math-lighteval`: the reference is the last \boxed{} of the solution.
+            let Rows::Prompts(prompts) = &streams["prompts"] else {
+                panic!("{config}: prompts")
+            };
+            assert!(
+                prompts
+                    .iter()
+                    .all(|p| ["4", "8", "12", "16"].contains(&p.answer.as_deref().unwrap_or(""))),
+                "{config}: {prompts:?}"
+            );
+        }
         let Rows::Verdicts(verdicts) = &streams["verdicts"] else {
             panic!("{config}: verdicts")
         };

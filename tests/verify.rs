@@ -228,3 +228,83 @@ fn bad_params_are_reported() {
         "{stderr}"
     );
 }
+
+/// The issue's examples of what math-verify accepts, as real responses: the default (strict)
+/// mode reads the Minerva sentence and a closing "The answer is", and `mode: math_verify` also
+/// takes percentages as fractions and decimals rounded to 6 places; the shipped cases stay as
+/// labelled in both modes.
+#[test]
+fn math_modes_judge_as_strict_and_as_math_verify() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // (gold, prediction, strict, math_verify)
+    let cases = [
+        (
+            "42",
+            "Final Answer: The final answer is $42$. I hope it is correct.",
+            true,
+            true,
+        ),
+        ("42", "Adding them up. The answer is 42.", true, true),
+        ("25\\%", "So it is $\\boxed{0.25}$.", false, true),
+        ("28\\%", "So it is $\\boxed{28}$.", true, true),
+        ("\\frac{1}{3}", "So it is $\\boxed{0.333333}$.", false, true),
+        ("\\frac{1}{3}", "So it is $\\boxed{0.33}$.", false, false),
+    ];
+    let lines: String = cases
+        .iter()
+        .map(|(gold, prediction, _, _)| {
+            serde_json::json!({"gold": gold, "prediction": prediction}).to_string() + "\n"
+        })
+        .collect();
+    std::fs::write(dir.path().join("cases.jsonl"), lines).expect("write");
+    let shipped = repo().join("datasets/data/verify-math-cases.jsonl");
+    for (mode, column) in [("strict", 0), ("math_verify", 1)] {
+        let params = format!(r#"{{"mode": "{mode}"}}"#);
+        let out = tandem(
+            &[
+                "verify",
+                "--kind",
+                "math",
+                "--input",
+                "cases.jsonl",
+                "--output",
+                "out.jsonl",
+                "--params",
+                &params,
+            ],
+            dir.path(),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let judged = rows(&dir.path().join("out.jsonl"));
+        for (case, row) in cases.iter().zip(&judged) {
+            let want = [case.2, case.3][column];
+            assert_eq!(row["correct"], want, "{mode}: {row:?}");
+        }
+        let out = tandem(
+            &[
+                "verify",
+                "--kind",
+                "math",
+                "--input",
+                shipped.to_str().expect("utf-8 path"),
+                "--output",
+                "shipped.jsonl",
+                "--params",
+                &params,
+            ],
+            dir.path(),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for row in rows(&dir.path().join("shipped.jsonl")) {
+            assert_eq!(row["correct"], row["expected"], "{mode}: {row:?}");
+        }
+    }
+}

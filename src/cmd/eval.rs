@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
+use tandem_datasets::{FieldMap, FieldOverrides, Preset};
 use tandem_pipeline::{Plan, PlanOptions, RunOptions};
 use tandem_stages::eval::{AtBudget, Outcome, RoutingCurve, joined_outcomes, ranking_for_policy};
 
@@ -49,7 +50,9 @@ impl Task {
             ),
             Task::Math => (
                 r#"["</unknown>"]"#,
-                r#"{ id: verdicts, kind: verify.math, params: { extract: [boxed, answer_tag, { prefix: "The answer is" }] } }"#,
+                // The default extractors: a box, an answer tag, Minerva's "The final answer
+                // is …" sentence, a closing "The answer is …".
+                "{ id: verdicts, kind: verify.math }",
                 r#""{question} Put your final answer within \\boxed{}.""#,
             ),
             Task::Arithmetic => (
@@ -70,8 +73,14 @@ pub struct Args {
     #[arg(long)]
     pub(crate) dataset: PathBuf,
     /// Map a field: `--field question=problem --field answer=solution --field id=uid`
-    /// (`id`, `question`, `answer`, `difficulty`; defaults as in `source.jsonl`).
-    #[arg(long = "field", value_name = "NAME=COLUMN")]
+    /// (`id`, `question`, `answer`, `difficulty`; defaults as in `source.jsonl`, or the
+    /// preset's). `--preset NAME` names a real benchmark's mapping (`gsm8k`, `math-lighteval`,
+    /// `math-500`, `amc23`, `minerva-math`, `countdown-tasks`, `aime`), passed to the source
+    /// stage as `preset:`: its field names, question and reference answer, so the dataset is
+    /// read as downloaded; `--field`s override its field names.
+    // `--preset` rides in this list (an entry without `=`) so that `Args` keeps its fields for
+    // the programs that build one (the demo).
+    #[arg(long = "field", value_name = "NAME=COLUMN", visible_alias = "preset")]
     pub(crate) fields: Vec<String>,
     /// The task (templates and verifier).
     #[arg(long, value_enum)]
@@ -235,12 +244,12 @@ pub(crate) fn evaluate(args: &Args) -> Result<Evaluation> {
     if !(0.0..=1.0).contains(&args.budget) {
         bail!("--budget {}: must be a share between 0 and 1", args.budget);
     }
-    let fields = field_map(&args.fields)?;
-    let questions = count_questions(&args.dataset, &fields, args.limit)?;
+    let (fields, preset) = field_map(&args.fields)?;
+    let questions = count_questions(&args.dataset, &fields, preset, args.limit)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("{}: cannot create", args.out.display()))?;
-    let help = run_pipeline(args, &fields, questions, Pipeline::Help)?;
-    let local = run_pipeline(args, &fields, questions, Pipeline::Local)?;
+    let help = run_pipeline(args, (&fields, preset), questions, Pipeline::Help)?;
+    let local = run_pipeline(args, (&fields, preset), questions, Pipeline::Local)?;
     let (outcomes, cloud_failures) = joined_outcomes(&help, &local).map_err(anyhow::Error::msg)?;
     let mut report = report(args, &help, &local, &outcomes, cloud_failures);
     let router_run = match (&args.router_from, &args.router_train) {
@@ -251,10 +260,10 @@ pub(crate) fn evaluate(args: &Args) -> Result<Evaluation> {
                 limit: None,
                 ..args.clone()
             };
-            let questions = count_questions(dataset, &fields, None)?;
+            let questions = count_questions(dataset, &fields, preset, None)?;
             Some(run_pipeline(
                 &on_train,
-                &fields,
+                (&fields, preset),
                 questions,
                 Pipeline::RouterTrain,
             )?)
@@ -293,15 +302,18 @@ pub(crate) fn evaluate(args: &Args) -> Result<Evaluation> {
     })
 }
 
-/// How many questions `dataset` holds (up to `limit`), read with the `--field` map.
+/// How many questions `dataset` holds (up to `limit`), read as the source stage reads it: the
+/// `--field` map over the preset's fields (or the defaults), the preset building each row.
 fn count_questions(
     dataset: &Path,
     fields: &serde_json::Value,
+    preset: Option<&'static Preset>,
     limit: Option<usize>,
 ) -> Result<usize> {
-    let mapping: tandem_datasets::FieldMap =
+    let overrides: FieldOverrides =
         serde_json::from_value(fields.clone()).with_context(|| format!("--field: {fields}"))?;
-    let questions = tandem_datasets::load(dataset, &mapping, limit)
+    let mapping = overrides.over(preset.map_or_else(FieldMap::default, Preset::fields));
+    let questions = tandem_datasets::load_with_preset(dataset, &mapping, preset, limit)
         .map_err(anyhow::Error::msg)?
         .len();
     if questions == 0 {
@@ -321,25 +333,37 @@ enum Pipeline {
     RouterTrain,
 }
 
-/// `--field name=column` pairs as `source.*`'s `fields` object.
-fn field_map(pairs: &[String]) -> Result<serde_json::Value> {
+/// `--field name=column` pairs as `source.*`'s `fields` object, and the `--preset` among them.
+fn field_map(pairs: &[String]) -> Result<(serde_json::Value, Option<&'static Preset>)> {
     let mut map = serde_json::Map::new();
+    let mut preset = None;
     for pair in pairs {
         let Some((name, column)) = pair.split_once('=') else {
-            bail!("--field {pair}: expected NAME=COLUMN, e.g. question=problem");
+            let named = Preset::named(pair).with_context(|| {
+                format!(
+                    "--preset {pair}: no such preset (the presets are {}); or \
+                     --field NAME=COLUMN, e.g. question=problem",
+                    Preset::known()
+                )
+            })?;
+            if preset.is_some_and(|p: &Preset| p.name() != named.name()) {
+                bail!("--preset {pair}: only one preset may be given");
+            }
+            preset = Some(named);
+            continue;
         };
         if !["id", "question", "answer", "difficulty"].contains(&name) {
             bail!("--field {pair}: NAME is one of id, question, answer, difficulty");
         }
         map.insert(name.to_owned(), column.into());
     }
-    Ok(serde_json::Value::Object(map))
+    Ok((serde_json::Value::Object(map), preset))
 }
 
 /// Writes and runs one of the two pipelines; returns its run directory.
 fn run_pipeline(
     args: &Args,
-    fields: &serde_json::Value,
+    (fields, preset): (&serde_json::Value, Option<&'static Preset>),
     questions: usize,
     pipeline: Pipeline,
 ) -> Result<PathBuf> {
@@ -355,6 +379,9 @@ fn run_pipeline(
         .limit
         .map(|l| format!(", limit: {l}"))
         .unwrap_or_default();
+    let preset = preset
+        .map(|p| format!(", preset: {}", p.name()))
+        .unwrap_or_default();
     let source = if args.dataset.extension().is_some_and(|e| e == "jsonl") {
         "source.jsonl"
     } else {
@@ -364,7 +391,7 @@ fn run_pipeline(
         r#"# Written by `tandem eval` ({name}); run it again with `tandem run` to reproduce.
 run: {{ name: {name}, seed: {seed}, prompts_per_step: {questions}, group_size: 1, steps: 1 }}
 stages:
-  - {{ id: prompts, kind: {source}, params: {{ path: {dataset}, shuffle: false, fields: {fields}{limit} }} }}
+  - {{ id: prompts, kind: {source}, params: {{ path: {dataset}, shuffle: false, fields: {fields}{limit}{preset} }} }}
   - id: rollouts
     kind: generate.policy
     params: {{ model: {model}, device: {device}, threads: {threads}, template: {template}, temperature: {temperature}, max_new_tokens: {max_new}, stop: {stop}, batch_prompts: 64 }}

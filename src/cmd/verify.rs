@@ -47,7 +47,8 @@ pub struct Args {
     #[arg(long)]
     output: Option<PathBuf>,
     /// The verifier's parameters as JSON, as under `params:` in a pipeline, e.g.
-    /// `{"extract": ["boxed", "whole"]}`.
+    /// `{"extract": ["boxed", "whole"]}`, or `{"mode": "math_verify"}` to judge math as
+    /// math-verify and lighteval do (`{"mode": "tinyzero"}` for Countdown as TinyZero does).
     #[arg(long, value_name = "JSON")]
     params: Option<String>,
     /// Threads judging rows (default: every core).

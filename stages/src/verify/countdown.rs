@@ -6,7 +6,9 @@
 //! The rule follows the TinyZero countdown reward (all numbers must be used, each once), but
 //! parses the expression with its own grammar instead of `eval`, so what is accepted is exactly
 //! what is documented: integers, `+ - * /`, parentheses and whitespace, with an optional
-//! trailing `= <number>` that is ignored.
+//! trailing `= <number>` that is ignored (`mode: lenient`, the default) or makes the answer a
+//! `parse_error` (`mode: tinyzero`, as TinyZero's reward, whose allowed characters exclude
+//! `=`, judges it).
 
 use serde::Deserialize;
 use tandem_schemas::{Facet, Facets, Group, PromptRecord};
@@ -31,6 +33,23 @@ pub struct CountdownConfig {
     /// The tags around the final answer, `[open, close]` (default `["<answer>", "</answer>"]`).
     #[serde(default = "default_answer_tags")]
     pub answer: [String; 2],
+    /// What a trailing `= <number>` means (default `lenient`: ignored, since the expression
+    /// before it is what is judged; `tinyzero`: the answer is not an expression and is wrong,
+    /// so rewards match TinyZero's and papers built on it).
+    #[serde(default)]
+    pub mode: CountdownMode,
+}
+
+/// How strictly an answer must be a bare expression.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CountdownMode {
+    /// `(1+2)*3 = 9` is judged as `(1+2)*3`; the tail is ignored, even when it lies. The
+    /// default: small models often write the equation out, and the expression is the answer.
+    #[default]
+    Lenient,
+    /// `(1+2)*3 = 9` is a `parse_error`, as in TinyZero's countdown reward.
+    Tinyzero,
 }
 
 fn default_answer_tags() -> [String; 2] {
@@ -41,6 +60,7 @@ impl Default for CountdownConfig {
     fn default() -> Self {
         CountdownConfig {
             answer: default_answer_tags(),
+            mode: CountdownMode::default(),
         }
     }
 }
@@ -152,7 +172,25 @@ impl Outcome {
 /// assert_eq!(check_expression(&p, "78 - 74 + 36 - (-7)").0, Outcome::ParseError);
 /// ```
 pub fn check_expression(problem: &CountdownProblem, expression: &str) -> (Outcome, Option<String>) {
-    let Ok(parsed) = parse(expression) else {
+    check_expression_in(CountdownMode::Lenient, problem, expression)
+}
+
+/// [`check_expression`] in a given mode: in [`CountdownMode::Tinyzero`] an `= n` tail makes
+/// the answer a `parse_error`.
+///
+/// ```
+/// use tandem_stages::verify::{CountdownMode, CountdownProblem, Outcome, check_expression_in};
+/// let p = CountdownProblem { numbers: vec![1, 2, 3], target: 9 };
+/// let strict = |e| check_expression_in(CountdownMode::Tinyzero, &p, e).0;
+/// assert_eq!(strict("(1+2)*3"), Outcome::Correct);
+/// assert_eq!(strict("(1+2)*3 = 9"), Outcome::ParseError);
+/// ```
+pub fn check_expression_in(
+    mode: CountdownMode,
+    problem: &CountdownProblem,
+    expression: &str,
+) -> (Outcome, Option<String>) {
+    let Ok(parsed) = parse(expression, mode) else {
         return (Outcome::ParseError, None);
     };
     let mut used = parsed.literals;
@@ -206,7 +244,7 @@ impl CountdownVerifier {
     pub fn judge(&self, problem: &CountdownProblem, text: &str) -> Judgement {
         let extracted = self.extract(text);
         let (outcome, normalized) = match extracted {
-            Some(answer) => check_expression(problem, answer),
+            Some(answer) => check_expression_in(self.config.mode, problem, answer),
             None => (Outcome::NoAnswer, None),
         };
         Judgement {
@@ -328,7 +366,7 @@ struct Parsed {
 #[derive(Debug)]
 struct SyntaxError;
 
-fn parse(text: &str) -> Result<Parsed, SyntaxError> {
+fn parse(text: &str, mode: CountdownMode) -> Result<Parsed, SyntaxError> {
     if text.chars().count() > MAX_ANSWER_CHARS {
         return Err(SyntaxError);
     }
@@ -341,7 +379,7 @@ fn parse(text: &str) -> Result<Parsed, SyntaxError> {
     let value = parser.expr()?;
     parser.skip_ws();
     let expression_end = parser.pos;
-    if parser.peek() == Some(b'=') {
+    if parser.peek() == Some(b'=') && mode == CountdownMode::Lenient {
         parser.pos += 1;
         parser.skip_ws();
         if parser.peek() == Some(b'-') {
@@ -543,6 +581,56 @@ mod tests {
                 "{expression}"
             );
         }
+    }
+
+    #[test]
+    fn tinyzero_mode_rejects_an_equals_tail_that_lenient_ignores() {
+        let p = problem(&[1, 2, 3], 9);
+        let table: &[(&str, Outcome, Outcome)] = &[
+            // (answer, lenient, tinyzero)
+            ("(1+2)*3 = 9", Outcome::Correct, Outcome::ParseError),
+            ("(1+2)*3=9", Outcome::Correct, Outcome::ParseError),
+            ("(1+2)*3 = 8", Outcome::Correct, Outcome::ParseError),
+            ("(1+2)*3", Outcome::Correct, Outcome::Correct),
+            (" (1 + 2) * 3 ", Outcome::Correct, Outcome::Correct),
+            ("1+2+3", Outcome::WrongValue, Outcome::WrongValue),
+            ("1+2 = 3", Outcome::WrongNumbers, Outcome::ParseError),
+        ];
+        for &(answer, lenient, tinyzero) in table {
+            assert_eq!(
+                check_expression_in(CountdownMode::Lenient, &p, answer).0,
+                lenient,
+                "{answer}"
+            );
+            assert_eq!(check_expression(&p, answer).0, lenient, "{answer}");
+            assert_eq!(
+                check_expression_in(CountdownMode::Tinyzero, &p, answer).0,
+                tinyzero,
+                "{answer}"
+            );
+        }
+        // Through the stage's config and extraction.
+        let ctx = BuildContext::new("judge", crate::RunSettings::default());
+        assert!(
+            crate::registry::build_with::<CountdownConfig>(
+                &serde_json::json!({"mode": "tinyzero"}),
+                &ctx
+            )
+            .is_ok()
+        );
+        let strict = CountdownVerifier::new(CountdownConfig {
+            mode: CountdownMode::Tinyzero,
+            ..CountdownConfig::default()
+        })
+        .expect("config");
+        let response = "<think>1+2=3, 3*3=9</think> <answer>(1+2)*3 = 9</answer>";
+        let judged = strict.judge(&p, response);
+        assert_eq!(
+            (judged.correct, judged.method.as_str()),
+            (false, "parse_error")
+        );
+        let judged = verifier().judge(&p, response);
+        assert_eq!((judged.correct, judged.method.as_str()), (true, "correct"));
     }
 
     #[test]

@@ -7,12 +7,13 @@ mod math;
 
 pub use choice::{ChoiceConfig, ChoiceVerifier};
 pub use countdown::{
-    CountdownConfig, CountdownProblem, CountdownVerifier, MAX_ANSWER_CHARS, MAX_DEPTH, Outcome,
-    check_expression,
+    CountdownConfig, CountdownMode, CountdownProblem, CountdownVerifier, MAX_ANSWER_CHARS,
+    MAX_DEPTH, Outcome, check_expression, check_expression_in,
 };
 pub use exact::{ExactConfig, ExactVerifier, Extract};
 pub use math::{
-    MathConfig, MathExtractor, MathMethod, MathReference, MathVerifier, normalize as normalize_math,
+    MathConfig, MathExtractor, MathMethod, MathMode, MathReference, MathVerifier,
+    normalize as normalize_math,
 };
 
 use tandem_schemas::{Group, Target, VerdictRecord};

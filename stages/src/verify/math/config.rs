@@ -1,5 +1,5 @@
-//! The parameters of `verify.math`: where the answer is, how long and how large it may be, and
-//! the tolerances of numeric equivalence.
+//! The parameters of `verify.math`: where the answer is, how long and how large it may be, the
+//! tolerances of numeric equivalence, and the judging mode (strict, or as math-verify judges).
 
 use serde::Deserialize;
 
@@ -9,16 +9,49 @@ use crate::contract::{BuildContext, Built};
 use crate::registry::StageConfig;
 use crate::{Result, StageError};
 
+/// How answers are judged: which equivalences beyond exact value hold unless set one by one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MathMode {
+    /// Exact value: `0.333333` is not `1/3`, `0.25` is not `25\%` (a `%` is dropped, so `25`
+    /// is). The default, because this judge is a training reward: an approximation or a
+    /// misread percentage that earned reward would be learned.
+    #[default]
+    Strict,
+    /// As math-verify (and lighteval, which uses it) judges, so accuracies compare with
+    /// published numbers: `percent: true` and `decimal_places: 6` (math-verify's
+    /// `float_rounding`). Either may still be set on its own.
+    MathVerify,
+}
+
 /// Parameters of `verify.math`. Every field has a default, so `params:` may be left out.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MathConfig {
     /// Where to find the answer in a response, tried in this order; the first that finds one
-    /// wins (default `[boxed, answer_tag]`). Entries: `boxed` (last `\boxed{…}`/`\fbox{…}`),
-    /// `answer_tag` (last `<answer>…</answer>`), `{prefix: "The answer is"}` (the rest of the
-    /// line after the last such phrase, case-insensitive), `whole` (the whole response).
+    /// wins (default `[boxed, answer_tag, {prefix: "final answer is"}, {prefix: "the answer
+    /// is"}]`: a box first, then the sentence Minerva's prompt asks for, `Final Answer: The
+    /// final answer is $X$. I hope it is correct.`, then a closing "The answer is X."). Entries:
+    /// `boxed` (last `\boxed{…}`/`\fbox{…}`), `answer_tag` (last `<answer>…</answer>`),
+    /// `{prefix: "The answer is"}` (the rest of the sentence after the last such phrase,
+    /// case-insensitive; its first `$…$` span when it has one), `whole` (the whole response).
     #[serde(default = "default_extract")]
     pub extract: Vec<MathExtractor>,
+    /// The judging mode (default `strict`); `math_verify` judges as math-verify and lighteval
+    /// do. `percent` and `decimal_places`, when set, override what the mode implies.
+    #[serde(default)]
+    pub mode: MathMode,
+    /// Whether a percentage also equals its fraction: `25\%` ≡ `0.25` ≡ `25`, either side
+    /// written with the `%` (default: `false` in `strict` mode, where `25\%` ≡ `25` only;
+    /// `true` in `math_verify` mode). Only scalar answers are rescaled.
+    #[serde(default)]
+    pub percent: Option<bool>,
+    /// When either answer is written as a decimal (`0.333333`), both values are rounded to
+    /// this many decimal places and compared, as math-verify's `float_rounding` does: with 6,
+    /// `0.333333` ≡ `1/3` but `0.33` is not (default: unset in `strict` mode, exact value;
+    /// `6` in `math_verify` mode). Scalar constants only; at most 15.
+    #[serde(default)]
+    pub decimal_places: Option<u32>,
     /// Time allowed for judging one answer, in milliseconds (default 1000). Checked by the
     /// parser and the evaluators as they work, so it holds on any thread; an answer over it is
     /// `timeout` (wrong).
@@ -62,7 +95,12 @@ pub struct MathConfig {
 }
 
 fn default_extract() -> Vec<MathExtractor> {
-    vec![MathExtractor::Boxed, MathExtractor::AnswerTag]
+    vec![
+        MathExtractor::Boxed,
+        MathExtractor::AnswerTag,
+        MathExtractor::Prefix("final answer is".into()),
+        MathExtractor::Prefix("the answer is".into()),
+    ]
 }
 
 fn default_time_limit_ms() -> u64 {
@@ -101,6 +139,9 @@ impl Default for MathConfig {
     fn default() -> Self {
         MathConfig {
             extract: default_extract(),
+            mode: MathMode::default(),
+            percent: None,
+            decimal_places: None,
             time_limit_ms: default_time_limit_ms(),
             max_answer_chars: default_max_answer_chars(),
             max_depth: default_max_depth(),
@@ -123,6 +164,20 @@ fn invalid(path: &str, message: &str) -> StageError {
 }
 
 impl MathConfig {
+    /// Whether `25\%` also equals `0.25`: `percent` if set, else what `mode` implies.
+    pub fn percent_as_fraction(&self) -> bool {
+        self.percent.unwrap_or(self.mode == MathMode::MathVerify)
+    }
+
+    /// The decimal places decimals are rounded to before comparing, if any: `decimal_places`
+    /// if set, else what `mode` implies.
+    pub fn rounding(&self) -> Option<u32> {
+        self.decimal_places.or(match self.mode {
+            MathMode::Strict => None,
+            MathMode::MathVerify => Some(6),
+        })
+    }
+
     /// Checks the values serde cannot: non-empty lists, positive limits, sane tolerances.
     pub fn validate(&self) -> Result<()> {
         if self.extract.is_empty() {
@@ -140,6 +195,10 @@ impl MathConfig {
                     "the prefix must be non-empty ASCII text",
                 ));
             }
+        }
+        if self.decimal_places.is_some_and(|d| d > 15) {
+            // An f64 holds about 16 significant digits; more places would compare noise.
+            return Err(invalid("decimal_places", "must be between 0 and 15"));
         }
         if self.time_limit_ms == 0 {
             return Err(invalid("time_limit_ms", "must be at least 1"));

@@ -202,6 +202,32 @@ pub(crate) fn equivalent(
     Comparer { settings, budget }.compare(gold, pred)
 }
 
+/// Whether two constant scalars agree once both are rounded to `places` decimal places, as
+/// math-verify compares a float with a number (`float_rounding`): `0.333333` and `1/3` at 6
+/// places. Anything else (collections, variables, a value with no real float) does not.
+pub(crate) fn rounded_equal(
+    gold: &Expr,
+    pred: &Expr,
+    places: u32,
+    budget: &mut Budget,
+) -> Result<bool, Timeout> {
+    if !(gold.is_scalar() && pred.is_scalar()) || has_vars(gold) || has_vars(pred) {
+        return Ok(false);
+    }
+    let point = Point::new();
+    let scale = 10f64.powi(places as i32);
+    let rounded = |z: Complex64| {
+        let x = z.re * scale;
+        (x.is_finite() && (z.im * scale).abs() < 0.5).then(|| x.round())
+    };
+    let (x, y) = match (numeric(gold, &point, budget), numeric(pred, &point, budget)) {
+        (Ok(x), Ok(y)) => (rounded(x), rounded(y)),
+        (Err(NumericFail::Timeout), _) | (_, Err(NumericFail::Timeout)) => return Err(Timeout),
+        _ => return Ok(false),
+    };
+    Ok(x.is_some() && x == y)
+}
+
 struct Comparer<'s, 'b> {
     settings: &'s Settings,
     budget: &'b mut Budget,

@@ -7,6 +7,13 @@
 use serde::Deserialize;
 
 /// One place to look for the answer; `extract` lists them in the order they are tried.
+///
+/// ```
+/// use tandem_stages::verify::MathExtractor;
+/// let minerva = MathExtractor::Prefix("final answer is".into());
+/// let text = "Final Answer: The final answer is $42$. I hope it is correct.";
+/// assert_eq!(minerva.find(text), Some("42"));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MathExtractor {
@@ -111,9 +118,11 @@ fn after_prefix<'t>(text: &'t str, prefix: &str) -> Option<&'t str> {
             return Some(&inner[..close]);
         }
     }
-    // The sentence ends at a period followed by a space (a decimal point is followed by a digit).
+    // The sentence ends at a period followed by a space (a decimal point is followed by a
+    // digit), or at one that ends the line: `The answer is 42.` answers `42`.
     let end = line.find(". ").unwrap_or(line.len());
-    Some(line[..end].trim())
+    let sentence = line[..end].trim();
+    Some(sentence.strip_suffix('.').unwrap_or(sentence).trim_end())
 }
 
 #[cfg(test)]
@@ -159,7 +168,8 @@ mod tests {
                 Some("2"),
             ),
             (&MathExtractor::AnswerTag, "<answer>1", None),
-            (&prefix, "Thus the answer is 42.", Some("42.")),
+            (&prefix, "Thus the answer is 42.", Some("42")),
+            (&prefix, "The answer is 0.5.", Some("0.5")),
             (&prefix, "The answer is: 3.5 because", Some("3.5 because")),
             (
                 &prefix,

@@ -14,6 +14,8 @@
 //!    variables); collections by shape, then element by element.
 //!
 //! What does not parse, or cannot be decided, falls back to comparing the normalised strings.
+//! The judging mode (`strict` by default, or `math_verify`) adds what math-verify accepts beyond
+//! exact value: a percentage equal to its fraction, decimals rounded to 6 places (`config`).
 //! Every verdict records the extracted answer, its normalised form and the [`MathMethod`] that
 //! decided it. A per-answer time limit (`budget`) and hard caps on length, nesting and
 //! number size bound the work on any input; nothing here panics on model output.
@@ -34,7 +36,7 @@ mod stage;
 #[cfg(test)]
 mod tests;
 
-pub use config::MathConfig;
+pub use config::{MathConfig, MathMode};
 pub use extract::MathExtractor;
 pub use normalize::normalize;
 pub use stage::{MathMethod, MathReference, MathVerifier};

@@ -5,12 +5,13 @@ use std::time::Duration;
 
 use tandem_schemas::{Facet, Facets, Group};
 
-use super::budget::Budget;
+use super::budget::{Budget, Timeout};
 use super::config::MathConfig;
-use super::equiv::{Basis, Decision, Settings, canonical, equivalent};
+use super::equiv::{Basis, Decision, Settings, canonical, equivalent, rounded_equal};
 use super::extract::last_boxed;
 use super::normalize::normalize_within;
 use super::parse::{Expr, ParseFail, parse};
+use super::rational::Rational;
 use crate::Result;
 use crate::contract::{GroupStage, StepContext};
 use crate::verify::{Judgement, judge_group};
@@ -67,6 +68,8 @@ impl From<Basis> for MathMethod {
 pub struct MathReference {
     normalized: String,
     parsed: Option<Expr>,
+    /// Written as a percentage (`25\%`): with `percent`, its fraction (`0.25`) also counts.
+    percent: bool,
 }
 
 impl MathReference {
@@ -95,6 +98,24 @@ impl MathReference {
 pub struct MathVerifier {
     config: MathConfig,
     settings: Settings,
+}
+
+/// A parsed answer with what its text said about it.
+struct Side<'e> {
+    expr: &'e Expr,
+    /// Written with a decimal point (`0.25`).
+    decimal: bool,
+    /// Written with a `%`.
+    percent: bool,
+}
+
+/// Whether normalised text has a decimal number in it (`0.5`, `.5`), as math-verify's floats.
+fn has_decimal(normalized: &str) -> bool {
+    let bytes = normalized.as_bytes();
+    bytes
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'.' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit))
 }
 
 /// GSM8K's final answer: the rest of the line after the last `####`, trimmed; `None` without
@@ -138,16 +159,22 @@ impl MathVerifier {
             .or_else(|| after_last_hashes(gold))
             .unwrap_or(gold);
         let mut budget = self.budget();
+        let percent = answer.contains('%');
         let Ok(normalized) = normalize_within(answer, &budget) else {
             return MathReference {
                 normalized: answer.to_owned(),
                 parsed: None,
+                percent,
             };
         };
         let parsed = parse(&normalized, self.config.max_depth, &mut budget)
             .ok()
             .map(|e| canonical(&e));
-        MathReference { normalized, parsed }
+        MathReference {
+            normalized,
+            parsed,
+            percent,
+        }
     }
 
     /// Judges one response against a prepared reference, within the time limit.
@@ -184,10 +211,19 @@ impl MathVerifier {
             }
         };
         let decision = match (&reference.parsed, &parsed) {
-            (Some(gold), Some(pred)) => match equivalent(gold, pred, &self.settings, &mut budget) {
-                Ok(decision) => decision,
-                Err(_) => return verdict(false, answer, Some(normalized), MathMethod::Timeout),
-            },
+            (Some(gold), Some(pred)) => {
+                let pred = Side {
+                    expr: pred,
+                    decimal: has_decimal(&normalized),
+                    percent: answer.contains('%'),
+                };
+                match self.decide(reference, &pred, gold, &mut budget) {
+                    Ok(decision) => decision,
+                    Err(_) => {
+                        return verdict(false, answer, Some(normalized), MathMethod::Timeout);
+                    }
+                }
+            }
             _ => Decision::Undecided,
         };
         let (correct, method) = match decision {
@@ -199,6 +235,54 @@ impl MathVerifier {
             ),
         };
         verdict(correct, answer, Some(normalized), method)
+    }
+
+    /// Equivalence, then what the options add: the fraction of a percentage on either side
+    /// (`percent`), and values rounded to `decimal_places` when one side is a decimal.
+    fn decide(
+        &self,
+        reference: &MathReference,
+        pred: &Side,
+        gold: &Expr,
+        budget: &mut Budget,
+    ) -> Result<Decision, Timeout> {
+        let decimal = has_decimal(&reference.normalized) || pred.decimal;
+        let mut compare = |gold: &Expr, pred: &Expr| -> Result<Decision, Timeout> {
+            let decision = equivalent(gold, pred, &self.settings, budget)?;
+            if let (Decision::Different(_), Some(places), true) =
+                (decision, self.config.rounding(), decimal)
+                && rounded_equal(gold, pred, places, budget)?
+            {
+                return Ok(Decision::Same(Basis::Numeric));
+            }
+            Ok(decision)
+        };
+        let decision = compare(gold, pred.expr)?;
+        if !self.config.percent_as_fraction()
+            || matches!(decision, Decision::Same(_))
+            || !(gold.is_scalar() && pred.expr.is_scalar())
+        {
+            return Ok(decision);
+        }
+        // `%` is dropped in normalising, so `25\%` already equals `25`; here it also equals
+        // `0.25`, whichever side wrote it.
+        let hundredth = |e: &Expr| {
+            Expr::Product(vec![
+                e.clone(),
+                Expr::Inv(Box::new(Expr::Num(Rational::from_integer(100.into())))),
+            ])
+        };
+        if reference.percent
+            && let Decision::Same(basis) = compare(&hundredth(gold), pred.expr)?
+        {
+            return Ok(Decision::Same(basis));
+        }
+        if pred.percent
+            && let Decision::Same(basis) = compare(gold, &hundredth(pred.expr))?
+        {
+            return Ok(Decision::Same(basis));
+        }
+        Ok(decision)
     }
 
     fn same_text(&self, a: &str, b: &str) -> bool {

@@ -263,6 +263,146 @@ fn verdicts_record_extraction_normalisation_and_method() {
     assert_eq!((j.correct, j.extracted.as_deref()), (true, Some("0.5")));
 }
 
+fn in_mode(mode: MathMode) -> MathVerifier {
+    MathVerifier::new(MathConfig {
+        mode,
+        ..MathConfig::default()
+    })
+    .expect("config")
+}
+
+/// (gold, response, strict, math_verify): the issue's examples of what math-verify accepts,
+/// judged by the default extractors in both modes.
+const MODE_TABLE: &[(&str, &str, bool, bool)] = &[
+    // lighteval's Minerva prompt asks for this sentence.
+    (
+        "42",
+        "Final Answer: The final answer is $42$. I hope it is correct.",
+        true,
+        true,
+    ),
+    (
+        "42",
+        "So we get 6 * 7.\nFinal Answer: The final answer is 42. I hope it is correct.",
+        true,
+        true,
+    ),
+    (
+        r"\frac{1}{2}",
+        r"Final Answer: The final answer is $\dfrac{1}{2}$. I hope it is correct.",
+        true,
+        true,
+    ),
+    // A closing "the answer is", with or without math delimiters.
+    (
+        "42",
+        "Adding the two gives 42. The answer is 42.",
+        true,
+        true,
+    ),
+    (
+        "42",
+        "the answer is 41. No, wait: the answer is 42",
+        true,
+        true,
+    ),
+    ("0.5", "Thus, the answer is $0.5$.", true, true),
+    ("42", "The answer is 43.", false, false),
+    // A box still comes first.
+    ("42", r"The answer is 41, so $\boxed{42}$.", true, true),
+    // Percent: `%` is dropped in both modes; the fraction counts with `percent`.
+    (r"25\%", r"\boxed{0.25}", false, true),
+    (r"28\%", r"\boxed{28}", true, true),
+    ("0.25", r"\boxed{25\%}", false, true),
+    ("25", r"\boxed{25\%}", true, true),
+    (r"25\%", r"\boxed{0.26}", false, false),
+    (r"\frac{1}{4}", r"\boxed{25\%}", false, true),
+    ("25", r"\boxed{0.25}", false, false),
+    // Decimals rounded to 6 places, as math-verify's `float_rounding`.
+    (r"\frac{1}{3}", r"\boxed{0.333333}", false, true),
+    (r"\frac{1}{3}", r"\boxed{0.3333333}", false, true),
+    (r"\frac{2}{3}", r"\boxed{0.666667}", false, true),
+    (r"\frac{1}{3}", r"\boxed{0.33}", false, false),
+    (r"\sqrt{2}", r"\boxed{1.414214}", false, true),
+    (r"\sqrt{2}", r"\boxed{1.4142}", false, false),
+    // No decimal on either side: exact as ever.
+    (
+        r"\frac{1}{3}",
+        r"\boxed{\frac{333333}{1000000}}",
+        false,
+        false,
+    ),
+    // The strict traps hold in both modes.
+    ("1/2004!", r"\boxed{\frac{1}{2006!}}", false, false),
+    (r"\pm 2021", r"\boxed{2021}", false, false),
+];
+
+#[test]
+fn modes_judge_the_issue_examples_strict_and_as_math_verify() {
+    let strict = verifier();
+    let math_verify = in_mode(MathMode::MathVerify);
+    for &(gold, response, want_strict, want_math_verify) in MODE_TABLE {
+        for (v, want, name) in [
+            (&strict, want_strict, "strict"),
+            (&math_verify, want_math_verify, "math_verify"),
+        ] {
+            let j = v.judge(response, &v.reference(gold));
+            assert_eq!(
+                j.correct, want,
+                "{name}: gold {gold:?} vs {response:?} (extracted {:?}, method {})",
+                j.extracted, j.method
+            );
+        }
+    }
+}
+
+#[test]
+fn percent_and_decimal_places_are_options_of_their_own() {
+    let with = |percent, decimal_places| {
+        MathVerifier::new(MathConfig {
+            percent,
+            decimal_places,
+            ..MathConfig::default()
+        })
+        .expect("config")
+    };
+    let judge = |v: &MathVerifier, gold: &str, answer: &str| {
+        v.judge(&format!(r"\boxed{{{answer}}}"), &v.reference(gold))
+    };
+    let percent = with(Some(true), None);
+    let j = judge(&percent, r"25\%", "0.25");
+    assert_eq!((j.correct, j.method.as_str()), (true, "exact_rational"));
+    assert!(judge(&percent, "0.25", r"25\%").correct);
+    assert!(!judge(&percent, r"\frac{1}{3}", "0.333333").correct);
+    let rounding = with(None, Some(2));
+    let j = judge(&rounding, r"\frac{1}{3}", "0.33");
+    assert_eq!((j.correct, j.method.as_str()), (true, "numeric"));
+    assert!(!judge(&rounding, r"\frac{1}{3}", "0.34").correct);
+    assert!(!judge(&rounding, r"25\%", "0.25").correct);
+    // Rounding is for constants: lists and expressions in `x` are compared as before.
+    assert!(!judge(&rounding, "x", "1.001x").correct);
+    // An explicit option wins over the mode.
+    let v = MathVerifier::new(MathConfig {
+        mode: MathMode::MathVerify,
+        percent: Some(false),
+        ..MathConfig::default()
+    })
+    .expect("config");
+    assert!(!judge(&v, r"25\%", "0.25").correct);
+    assert!(judge(&v, r"\frac{1}{3}", "0.333333").correct);
+    let config: MathConfig =
+        serde_json::from_value(serde_json::json!({"mode": "math_verify"})).expect("mode parses");
+    assert_eq!(
+        (config.percent_as_fraction(), config.rounding()),
+        (true, Some(6))
+    );
+    let config = MathConfig::default();
+    assert_eq!(
+        (config.mode, config.percent_as_fraction(), config.rounding()),
+        (MathMode::Strict, false, None)
+    );
+}
+
 #[test]
 fn the_stage_judges_samples_and_cloud_and_flags_missing_references() {
     let ctx = BuildContext::new("math", crate::RunSettings::default());
@@ -351,6 +491,18 @@ fn config_is_checked() {
     assert_eq!(
         build(serde_json::json!({"time_limit_ms": 0})),
         Some("time_limit_ms: must be at least 1".into())
+    );
+    assert_eq!(
+        build(serde_json::json!({"decimal_places": 16})),
+        Some("decimal_places: must be between 0 and 15".into())
+    );
+    assert_eq!(
+        build(serde_json::json!({"mode": "math_verify", "percent": false, "decimal_places": 4})),
+        None
+    );
+    assert!(
+        build(serde_json::json!({"mode": "lighteval"}))
+            .is_some_and(|e| e.contains("unknown variant"))
     );
     assert!(
         build(serde_json::json!({"tolerance": 1.0})).is_some_and(|e| e.contains("unknown field"))
