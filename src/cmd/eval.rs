@@ -74,14 +74,15 @@ pub struct Args {
     pub(crate) dataset: PathBuf,
     /// Map a field: `--field question=problem --field answer=solution --field id=uid`
     /// (`id`, `question`, `answer`, `difficulty`; defaults as in `source.jsonl`, or the
-    /// preset's). `--preset NAME` names a real benchmark's mapping (`gsm8k`, `math-lighteval`,
-    /// `math-500`, `amc23`, `minerva-math`, `countdown-tasks`, `aime`), passed to the source
-    /// stage as `preset:`: its field names, question and reference answer, so the dataset is
-    /// read as downloaded; `--field`s override its field names.
-    // `--preset` rides in this list (an entry without `=`) so that `Args` keeps its fields for
-    // the programs that build one (the demo).
-    #[arg(long = "field", value_name = "NAME=COLUMN", visible_alias = "preset")]
+    /// preset's).
+    #[arg(long = "field", value_name = "NAME=COLUMN")]
     pub(crate) fields: Vec<String>,
+    /// A real benchmark's mapping (`gsm8k`, `math-lighteval`, `math-500`, `amc23`,
+    /// `minerva-math`, `countdown-tasks`, `aime`), passed to the source stage as `preset:`: its
+    /// field names, question and reference answer, so the dataset is read as downloaded;
+    /// `--field`s override its field names.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) preset: Option<String>,
     /// The task (templates and verifier).
     #[arg(long, value_enum)]
     pub(crate) task: Task,
@@ -244,7 +245,7 @@ pub(crate) fn evaluate(args: &Args) -> Result<Evaluation> {
     if !(0.0..=1.0).contains(&args.budget) {
         bail!("--budget {}: must be a share between 0 and 1", args.budget);
     }
-    let (fields, preset) = field_map(&args.fields)?;
+    let (fields, preset) = field_map(&args.fields, args.preset.as_deref())?;
     let questions = count_questions(&args.dataset, &fields, preset, args.limit)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("{}: cannot create", args.out.display()))?;
@@ -333,24 +334,24 @@ enum Pipeline {
     RouterTrain,
 }
 
-/// `--field name=column` pairs as `source.*`'s `fields` object, and the `--preset` among them.
-fn field_map(pairs: &[String]) -> Result<(serde_json::Value, Option<&'static Preset>)> {
+/// `--field name=column` pairs as `source.*`'s `fields` object, and the `--preset`.
+fn field_map(
+    pairs: &[String],
+    preset: Option<&str>,
+) -> Result<(serde_json::Value, Option<&'static Preset>)> {
+    let preset = match preset {
+        None => None,
+        Some(name) => Some(Preset::named(name).with_context(|| {
+            format!(
+                "--preset {name}: no such preset (the presets are {})",
+                Preset::known()
+            )
+        })?),
+    };
     let mut map = serde_json::Map::new();
-    let mut preset = None;
     for pair in pairs {
         let Some((name, column)) = pair.split_once('=') else {
-            let named = Preset::named(pair).with_context(|| {
-                format!(
-                    "--preset {pair}: no such preset (the presets are {}); or \
-                     --field NAME=COLUMN, e.g. question=problem",
-                    Preset::known()
-                )
-            })?;
-            if preset.is_some_and(|p: &Preset| p.name() != named.name()) {
-                bail!("--preset {pair}: only one preset may be given");
-            }
-            preset = Some(named);
-            continue;
+            bail!("--field {pair}: expected NAME=COLUMN, e.g. question=problem");
         };
         if !["id", "question", "answer", "difficulty"].contains(&name) {
             bail!("--field {pair}: NAME is one of id, question, answer, difficulty");

@@ -171,6 +171,7 @@ fn evaluate(
         model: model.to_owned(),
         dataset: warm.data.join("test.jsonl"),
         fields: vec!["id=id".into(), "difficulty=difficulty".into()],
+        preset: None,
         task,
         cloud: cloud.to_owned(),
         cloud_model: "sim-oracle".into(),
