@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""What the model did on a search suite (configs/demo-search.yaml): per evaluation run of a demo
+"""What the model did on a search suite (the built-in demo, configs/demo.yaml): per evaluation run of a demo
 directory, how its searches ended.
 
-    $TANDEM_PYTHON scripts/search_trace.py runs/demo-search-<time>
+    $TANDEM_PYTHON scripts/search_trace.py runs/demo-<time>
 
 For each `eval-help-*` (the prompt with the help option) and `eval-local-*` (without it) run,
 in the order they ran (before RL, then after), it prints:
