@@ -20,7 +20,9 @@ pub enum MathMode {
     Strict,
     /// As math-verify (and lighteval, which uses it) judges, so accuracies compare with
     /// published numbers: `percent: true` and `decimal_places: 6` (math-verify's
-    /// `float_rounding`). Either may still be set on its own.
+    /// `float_rounding`), either of which may still be set on its own; and an answer that
+    /// starts with a number followed by words is that number (`12 apples`, `5 cm`; math-verify
+    /// 0.9.0 reads `3 pi` as 3 too).
     MathVerify,
 }
 

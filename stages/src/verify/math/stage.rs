@@ -6,7 +6,7 @@ use std::time::Duration;
 use tandem_schemas::{Facet, Facets, Group};
 
 use super::budget::{Budget, Timeout};
-use super::config::MathConfig;
+use super::config::{MathConfig, MathMode};
 use super::equiv::{Basis, Decision, Settings, canonical, equivalent, rounded_equal};
 use super::extract::last_boxed;
 use super::normalize::normalize_within;
@@ -200,6 +200,10 @@ impl MathVerifier {
             let start: String = answer.chars().take(self.config.max_answer_chars).collect();
             return verdict(false, &start, None, MathMethod::TooLong);
         }
+        let answer = match self.config.mode {
+            MathMode::MathVerify => leading_number(answer).unwrap_or(answer),
+            MathMode::Strict => answer,
+        };
         let Ok(normalized) = normalize_within(answer, &budget) else {
             return verdict(false, answer, None, MathMethod::Timeout);
         };
@@ -315,4 +319,27 @@ impl GroupStage for MathVerifier {
         }
         Ok(())
     }
+}
+
+/// The number a sentence answer starts with when words follow it (`12 apples.` is `12`, `-2.5
+/// cm` is `-2.5`), as math-verify reads such answers; `None` for anything else (`12`, `x + 1`,
+/// `12+3 apples`).
+pub(super) fn leading_number(answer: &str) -> Option<&str> {
+    let bytes = answer.as_bytes();
+    let mut end = usize::from(bytes.first() == Some(&b'-'));
+    let digits_from = end;
+    while end < bytes.len() && (bytes[end].is_ascii_digit() || bytes[end] == b'.') {
+        end += 1;
+    }
+    let number = &answer[..end];
+    let rest = &answer[end..];
+    let is_number = end > digits_from
+        && bytes[digits_from].is_ascii_digit()
+        && number.matches('.').count() <= 1
+        && !number.ends_with('.');
+    let words_follow = rest.starts_with(char::is_whitespace)
+        && rest
+            .trim_start()
+            .starts_with(|c: char| c.is_ascii_alphabetic());
+    (is_number && words_follow).then_some(number)
 }

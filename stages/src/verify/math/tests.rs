@@ -310,6 +310,13 @@ const MODE_TABLE: &[(&str, &str, bool, bool)] = &[
     ("42", "The answer is 43.", false, false),
     // A box still comes first.
     ("42", r"The answer is 41, so $\boxed{42}$.", true, true),
+    // A number followed by words is that number for math-verify (its reading of `3 pi` too).
+    ("12", "The answer is 12 apples.", false, true),
+    ("5", "The answer is $5$ cm.", true, true),
+    ("-2.5", "The answer is -2.5 apples.", false, true),
+    ("-2.5", "The answer is -2.5 degrees.", true, true), // a unit strict mode drops too
+    ("13", "The answer is 12 apples.", false, false),
+    ("12", r"The answer is 12+3 apples.", false, false),
     // Percent: `%` is dropped in both modes; the fraction counts with `percent`.
     (r"25\%", r"\boxed{0.25}", false, true),
     (r"28\%", r"\boxed{28}", true, true),
@@ -655,5 +662,24 @@ proptest! {
         let start = Instant::now();
         let _ = v.judge(&text, &v.reference(&gold));
         prop_assert!(start.elapsed() < Duration::from_millis(1200));
+    }
+}
+
+#[test]
+fn a_leading_number_is_read_only_before_words() {
+    use super::stage::leading_number;
+    for (answer, want) in [
+        ("12 apples", Some("12")),
+        ("-2.5 cm", Some("-2.5")),
+        ("3 pi", Some("3")),
+        ("12", None),
+        ("12 + 3", None),
+        ("12+3 apples", None),
+        ("1.2.3 apples", None),
+        ("x apples", None),
+        ("- 3 apples", None),
+        ("12. apples", None),
+    ] {
+        assert_eq!(leading_number(answer), want, "{answer:?}");
     }
 }
