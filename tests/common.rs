@@ -35,6 +35,32 @@ pub fn python_json(
     Some(serde_json::from_slice(&out.stdout).expect("json"))
 }
 
+/// Every example equals the row the Python writer reported, its columns named by `columns`
+/// (`[id, question, answer, difficulty]`), in order; `what` names the file or layout.
+pub fn assert_loaded_as_written(
+    examples: &[tandem_datasets::Example],
+    written: &serde_json::Value,
+    [id, question, answer, difficulty]: [&str; 4],
+    what: &str,
+) {
+    assert_eq!(
+        examples.len(),
+        written[id].as_array().map_or(0, Vec::len),
+        "{what}"
+    );
+    for (i, example) in examples.iter().enumerate() {
+        assert_eq!(example.id, written[id][i], "{what} row {i}");
+        assert_eq!(example.question, written[question][i], "{what} row {i}");
+        let text = |column: &str| written[column][i].as_str();
+        assert_eq!(example.answer.as_deref(), text(answer), "{what} row {i}");
+        assert_eq!(
+            example.difficulty.as_deref(),
+            text(difficulty),
+            "{what} row {i}"
+        );
+    }
+}
+
 /// Writes a JSONL dataset of `prompts` arithmetic questions with `completions` stored answers
 /// each; ids are deliberately unordered so that the exchange really spreads them.
 pub fn write_dataset(path: &Path, prompts: usize, completions: usize, seed: u64) {

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use tandem_datasets::FieldMap;
 
-use crate::common::python_json;
+use crate::common::{assert_loaded_as_written, python_json};
 
 #[test]
 fn every_layout_datasets_writes_loads_row_for_row() {
@@ -25,20 +25,12 @@ fn every_layout_datasets_writes_loads_row_for_row() {
         let examples =
             tandem_datasets::load(&path, &fields, None).unwrap_or_else(|e| panic!("{layout}: {e}"));
         assert_eq!(examples.len(), 30, "{layout}");
-        for (i, example) in examples.iter().enumerate() {
-            assert_eq!(example.id, written["id"][i], "{layout} row {i}");
-            assert_eq!(example.question, written["problem"][i], "{layout} row {i}");
-            assert_eq!(
-                example.answer.as_deref(),
-                written["solution"][i].as_str(),
-                "{layout} row {i}"
-            );
-            assert_eq!(
-                example.difficulty.as_deref(),
-                written["level"][i].as_str(),
-                "{layout} row {i}"
-            );
-        }
+        assert_loaded_as_written(
+            &examples,
+            &written,
+            ["id", "problem", "solution", "level"],
+            layout,
+        );
     }
     // A limit stops inside the second of the three Arrow shards.
     let saved = dir.path().join("saved");

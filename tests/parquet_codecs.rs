@@ -3,7 +3,7 @@
 
 use tandem_datasets::FieldMap;
 
-use crate::common::python_json;
+use crate::common::{assert_loaded_as_written, python_json};
 
 #[test]
 fn pyarrow_parquet_loads_with_every_codec() {
@@ -25,19 +25,11 @@ fn pyarrow_parquet_loads_with_every_codec() {
         let examples =
             tandem_datasets::load(&path, &fields, None).unwrap_or_else(|e| panic!("{codec}: {e}"));
         assert_eq!(examples.len(), 40, "{codec}");
-        for (i, example) in examples.iter().enumerate() {
-            assert_eq!(example.id, written["id"][i], "{codec} row {i}");
-            assert_eq!(example.question, written["question"][i], "{codec} row {i}");
-            assert_eq!(
-                example.answer.as_deref(),
-                written["answer"][i].as_str(),
-                "{codec}"
-            );
-            assert_eq!(
-                example.difficulty.as_deref(),
-                written["difficulty"][i].as_str(),
-                "{codec}"
-            );
-        }
+        assert_loaded_as_written(
+            &examples,
+            &written,
+            ["id", "question", "answer", "difficulty"],
+            codec,
+        );
     }
 }

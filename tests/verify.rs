@@ -233,6 +233,27 @@ fn bad_params_are_reported() {
 /// mode reads the Minerva sentence and a closing "The answer is", and `mode: math_verify` also
 /// takes percentages as fractions and decimals rounded to 6 places; the shipped cases stay as
 /// labelled in both modes.
+/// `tandem verify --kind math` of `input` in `mode`, run in `dir`: the judged rows.
+fn judge_math(dir: &Path, input: &Path, mode: &str) -> Vec<serde_json::Map<String, Value>> {
+    let params = format!(r#"{{"mode": "{mode}"}}"#);
+    let input = input.to_str().expect("utf-8 path");
+    let args = ["verify", "--kind", "math", "--input", input];
+    let out = tandem(
+        &[
+            &args[..],
+            &["--output", "judged.jsonl", "--params", &params],
+        ]
+        .concat(),
+        dir,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    rows(&dir.join("judged.jsonl"))
+}
+
 #[test]
 fn math_modes_judge_as_strict_and_as_math_verify() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -259,51 +280,15 @@ fn math_modes_judge_as_strict_and_as_math_verify() {
     std::fs::write(dir.path().join("cases.jsonl"), lines).expect("write");
     let shipped = repo().join("datasets/data/verify-math-cases.jsonl");
     for (mode, column) in [("strict", 0), ("math_verify", 1)] {
-        let params = format!(r#"{{"mode": "{mode}"}}"#);
-        let out = tandem(
-            &[
-                "verify",
-                "--kind",
-                "math",
-                "--input",
-                "cases.jsonl",
-                "--output",
-                "out.jsonl",
-                "--params",
-                &params,
-            ],
-            dir.path(),
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let judged = rows(&dir.path().join("out.jsonl"));
+        let judged = judge_math(dir.path(), Path::new("cases.jsonl"), mode);
+        assert_eq!(judged.len(), cases.len(), "{mode}");
         for (case, row) in cases.iter().zip(&judged) {
             let want = [case.2, case.3][column];
             assert_eq!(row["correct"], want, "{mode}: {row:?}");
         }
-        let out = tandem(
-            &[
-                "verify",
-                "--kind",
-                "math",
-                "--input",
-                shipped.to_str().expect("utf-8 path"),
-                "--output",
-                "shipped.jsonl",
-                "--params",
-                &params,
-            ],
-            dir.path(),
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        for row in rows(&dir.path().join("shipped.jsonl")) {
+        let judged = judge_math(dir.path(), &shipped, mode);
+        assert_eq!(judged.len(), 60, "{mode}: the shipped cases");
+        for row in judged {
             assert_eq!(row["correct"], row["expected"], "{mode}: {row:?}");
         }
     }
@@ -320,27 +305,7 @@ fn real_format_cases_are_judged_as_benchmarked_per_mode() {
         ("strict", vec!["r06", "r08", "r09", "r10", "r14", "r16"]),
         ("math_verify", vec![]),
     ] {
-        let params = format!(r#"{{"mode": "{mode}"}}"#);
-        let out = tandem(
-            &[
-                "verify",
-                "--kind",
-                "math",
-                "--input",
-                cases.to_str().expect("utf-8 path"),
-                "--output",
-                "out.jsonl",
-                "--params",
-                &params,
-            ],
-            dir.path(),
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let judged = rows(&dir.path().join("out.jsonl"));
+        let judged = judge_math(dir.path(), &cases, mode);
         assert_eq!(judged.len(), 16);
         let differing: Vec<&str> = judged
             .iter()
