@@ -25,6 +25,7 @@
 //! ```
 #![forbid(missing_docs)]
 
+pub mod answers;
 mod batches;
 mod error;
 mod fields;

@@ -204,32 +204,27 @@ impl Preset {
 /// balanced; `\boxed 5` (no braces, as a few MATH solutions write it) gives what follows, up to
 /// `$`.
 fn last_boxed(solution: &str) -> Result<String, String> {
-    let start = ["\\boxed", "\\fbox"]
-        .iter()
-        .filter_map(|command| solution.rfind(command).map(|at| at + command.len()))
-        .max()
-        .ok_or_else(|| "has no `\\boxed{…}` to take the answer from".to_owned())?;
-    let rest = &solution[start..];
-    let content = if let Some(inner) = rest.strip_prefix('{') {
-        let mut depth = 1_usize;
-        let close = inner.char_indices().find_map(|(i, c)| {
-            match c {
-                '{' => depth += 1,
-                '}' => depth -= 1,
-                _ => {}
+    match crate::answers::last_boxed(solution).map(str::trim) {
+        Some("") => Err("has an empty `\\boxed{}`".to_owned()),
+        Some(content) => Ok(content.to_owned()),
+        // `\boxed 5`: a box without braces holds the rest of its math.
+        None => match ["\\boxed ", "\\fbox "]
+            .iter()
+            .filter_map(|command| solution.rfind(command).map(|at| at + command.len()))
+            .max()
+        {
+            Some(start) => {
+                let rest = &solution[start..];
+                match rest.split('$').next().unwrap_or(rest).trim() {
+                    "" => Err("has an empty `\\boxed{}`".to_owned()),
+                    content => Ok(content.to_owned()),
+                }
             }
-            (depth == 0).then_some(i)
-        });
-        let close = close.ok_or_else(|| "has a `\\boxed{` that is never closed".to_owned())?;
-        &inner[..close]
-    } else if let Some(inner) = rest.strip_prefix(' ') {
-        inner.split('$').next().unwrap_or(inner)
-    } else {
-        return Err("has no `\\boxed{…}` to take the answer from".to_owned());
-    };
-    match content.trim() {
-        "" => Err("has an empty `\\boxed{}`".to_owned()),
-        content => Ok(content.to_owned()),
+            None if solution.contains("\\boxed{") || solution.contains("\\fbox{") => {
+                Err("has a `\\boxed{` that is never closed".to_owned())
+            }
+            None => Err("has no `\\boxed{…}` to take the answer from".to_owned()),
+        },
     }
 }
 
