@@ -54,3 +54,11 @@ pub fn last_boxed(text: &str) -> Option<&str> {
     }
     last.map(|(start, end)| &text[start..end])
 }
+
+/// GSM8K's final answer: the rest of the line after the last `####`, trimmed; `None` without
+/// one, or when nothing follows it.
+pub fn after_last_hashes(gold: &str) -> Option<&str> {
+    let start = gold.rfind("####")? + "####".len();
+    let answer = gold[start..].lines().next().unwrap_or_default().trim();
+    (!answer.is_empty()).then_some(answer)
+}

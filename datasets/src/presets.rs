@@ -231,12 +231,10 @@ fn last_boxed(solution: &str) -> Result<String, String> {
 /// The final answer of a GSM8K solution: the text after its last `####`, trimmed, with
 /// thousands separators removed (`1,000` is `1000`).
 fn after_hashes(solution: &str) -> Result<String, String> {
-    let (_, answer) = solution
-        .rsplit_once("####")
-        .ok_or_else(|| "has no `####` before its final answer".to_owned())?;
-    match answer.trim().replace(',', "") {
-        answer if answer.is_empty() => Err("has nothing after its last `####`".to_owned()),
-        answer => Ok(answer),
+    match crate::answers::after_last_hashes(solution) {
+        Some(answer) => Ok(answer.replace(',', "")),
+        None if solution.contains("####") => Err("has nothing after its last `####`".to_owned()),
+        None => Err("has no `####` before its final answer".to_owned()),
     }
 }
 

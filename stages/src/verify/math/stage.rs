@@ -15,6 +15,7 @@ use super::rational::Rational;
 use crate::Result;
 use crate::contract::{GroupStage, StepContext};
 use crate::verify::{Judgement, judge_group};
+use tandem_datasets::answers::after_last_hashes;
 
 /// How a verdict of `verify.math` was decided: `VerdictRecord.method`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -116,14 +117,6 @@ fn has_decimal(normalized: &str) -> bool {
         .iter()
         .enumerate()
         .any(|(i, &b)| b == b'.' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit))
-}
-
-/// GSM8K's final answer: the rest of the line after the last `####`, trimmed; `None` without
-/// one, or when nothing follows it.
-fn after_last_hashes(gold: &str) -> Option<&str> {
-    let start = gold.rfind("####")? + "####".len();
-    let answer = gold[start..].lines().next().unwrap_or_default().trim();
-    (!answer.is_empty()).then_some(answer)
 }
 
 impl MathVerifier {
