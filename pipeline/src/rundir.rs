@@ -1,38 +1,15 @@
 //! Creating a run directory and keeping its manifest current.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
 use tandem_schemas::layout::{Manifest, RunLayout, RunStatus, StreamEntry};
 use tandem_schemas::{SCHEMA_VERSION, StreamKind};
 
 use crate::plan::Plan;
 
-/// Picks a fresh run id, `<name>-<UTC yyyymmdd-hhmmss>` (with `-2`, `-3`, … if taken), and
-/// creates its directory so that two runs started in the same second do not share one.
-pub fn create_run_dir(out: &Path, name: &str) -> std::io::Result<(String, PathBuf)> {
-    std::fs::create_dir_all(out)?;
-    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-    let stamp: String = stamp
-        .chars()
-        .filter(|c| c.is_ascii_digit() || *c == 'T')
-        .collect::<String>()
-        .replace('T', "-");
-    for n in 1.. {
-        let id = if n == 1 {
-            format!("{name}-{stamp}")
-        } else {
-            format!("{name}-{stamp}-{n}")
-        };
-        let dir = out.join(&id);
-        match std::fs::create_dir(&dir) {
-            Ok(()) => return Ok((id, dir)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    unreachable!("the loop returns or fails")
-}
+// Run directories are made the same way by runs and by `tandem serve`'s ledger, which knows
+// no dataflow: the function lives with the layout.
+pub use tandem_schemas::layout::create_run_dir;
 
 /// The streams a plan materialises, as the manifest lists them.
 pub fn stream_entries(plan: &Plan) -> Vec<StreamEntry> {

@@ -242,6 +242,8 @@ pub enum Rows {
     Metrics(Vec<MetricsRecord>),
     /// Rows of the `errors` stream.
     Errors(Vec<ErrorRecord>),
+    /// Rows of the `requests` stream (`tandem serve`'s ledger).
+    Requests(Vec<RequestRecord>),
 }
 
 /// Applies `$body` to the vector inside any [`Rows`] variant.
@@ -257,6 +259,7 @@ macro_rules! each_rows {
             Rows::Filter($v) => $body,
             Rows::Metrics($v) => $body,
             Rows::Errors($v) => $body,
+            Rows::Requests($v) => $body,
         }
     };
 }
@@ -274,6 +277,7 @@ impl Rows {
             StreamKind::Filter => Rows::Filter(Vec::new()),
             StreamKind::Metrics => Rows::Metrics(Vec::new()),
             StreamKind::Errors => Rows::Errors(Vec::new()),
+            StreamKind::Requests => Rows::Requests(Vec::new()),
         }
     }
 
@@ -289,6 +293,7 @@ impl Rows {
             Rows::Filter(_) => StreamKind::Filter,
             Rows::Metrics(_) => StreamKind::Metrics,
             Rows::Errors(_) => StreamKind::Errors,
+            Rows::Requests(_) => StreamKind::Requests,
         }
     }
 
@@ -312,7 +317,7 @@ impl Rows {
             Rows::Rewards(v) => v.extend_from_slice(&group.rewards),
             Rows::Advantages(v) => v.extend_from_slice(&group.advantages),
             Rows::Filter(v) => v.extend(group.filter.clone()),
-            Rows::Metrics(_) => {}
+            Rows::Metrics(_) | Rows::Requests(_) => {}
             Rows::Errors(v) => v.extend_from_slice(&group.errors),
         }
     }
@@ -345,6 +350,9 @@ impl Rows {
                 v.sort_by(|a, b| (a.step, &a.prompt_id).cmp(&(b.step, &b.prompt_id)))
             }
             Rows::Metrics(v) => v.sort_by_key(|m| m.step),
+            Rows::Requests(v) => {
+                v.sort_by(|a, b| (a.step, &a.prompt_id).cmp(&(b.step, &b.prompt_id)))
+            }
             Rows::Errors(v) => v.sort_by(|a, b| {
                 (a.step, &a.prompt_id, &a.stage, a.sample_idx, &a.reason).cmp(&(
                     b.step,
@@ -370,7 +378,8 @@ impl Rows {
             };
         }
         join!(
-            Prompts, Samples, Cloud, Verdicts, Rewards, Advantages, Filter, Metrics, Errors
+            Prompts, Samples, Cloud, Verdicts, Rewards, Advantages, Filter, Metrics, Errors,
+            Requests
         )
     }
 
@@ -413,6 +422,7 @@ impl Rows {
             StreamKind::Filter => Rows::Filter(read_parquet(path)?),
             StreamKind::Metrics => Rows::Metrics(read_parquet(path)?),
             StreamKind::Errors => Rows::Errors(read_parquet(path)?),
+            StreamKind::Requests => Rows::Requests(read_parquet(path)?),
         })
     }
 }
@@ -444,7 +454,7 @@ pub fn assemble_groups(
     }
     for rows in facets {
         match rows {
-            Rows::Prompts(_) | Rows::Metrics(_) => {}
+            Rows::Prompts(_) | Rows::Metrics(_) | Rows::Requests(_) => {}
             Rows::Samples(v) => attach!(v, samples, push),
             Rows::Cloud(v) => attach!(v, cloud, set),
             Rows::Verdicts(v) => attach!(v, verdicts, push),
@@ -590,6 +600,19 @@ mod tests {
         fn errors_round_trip(rows in prop::collection::vec((keys(), prop::option::of(0u32..64), "[a-z.]{1,12}", "[a-z_]{1,8}", text()), 0..6)) {
             round_trip(rows.into_iter().map(|((run_id, step, prompt_id), sample_idx, stage, kind, reason)|
                 ErrorRecord { run_id, step, prompt_id, sample_idx, stage, kind, reason }).collect());
+        }
+
+        #[test]
+        fn requests_round_trip(rows in prop::collection::vec((keys(), "[0-9a-f]{64}", prop::bool::ANY, prop::bool::ANY, prop::option::of("[a-z_0-9]{1,8}"), any::<u64>(), 0.0f64..1e6), 0..6)) {
+            round_trip(rows.into_iter().map(|((run_id, step, prompt_id), question_hash, asked_help, capped, cloud_error, tokens, latency_ms)|
+                RequestRecord {
+                    run_id, step, prompt_id, question_hash,
+                    answered_by: if cloud_error.is_none() && asked_help && !capped { "cloud" } else { "device" }.into(),
+                    asked_help, escalated: asked_help && !capped, capped, cloud_error, stream: capped,
+                    device_tokens_in: tokens, device_tokens_out: tokens / 2, cloud_tokens_in: 3, cloud_tokens_out: tokens / 3,
+                    cost_usd: latency_ms / 7.0, device_ms: latency_ms / 2.0, cloud_ms: latency_ms / 3.0, latency_ms,
+                    finish_reason: "stop".into(),
+                }).collect());
         }
     }
 

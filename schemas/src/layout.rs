@@ -102,6 +102,32 @@ impl RunLayout {
     }
 }
 
+/// Picks a fresh run id, `<name>-<UTC yyyymmdd-hhmmss>` (with `-2`, `-3`, … if taken), and
+/// creates its directory so that two runs started in the same second do not share one.
+pub fn create_run_dir(out: &Path, name: &str) -> std::io::Result<(String, PathBuf)> {
+    std::fs::create_dir_all(out)?;
+    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let stamp: String = stamp
+        .chars()
+        .filter(|c| c.is_ascii_digit() || *c == 'T')
+        .collect::<String>()
+        .replace('T', "-");
+    for n in 1.. {
+        let id = if n == 1 {
+            format!("{name}-{stamp}")
+        } else {
+            format!("{name}-{stamp}-{n}")
+        };
+        let dir = out.join(&id);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok((id, dir)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    unreachable!("the loop returns or fails")
+}
+
 /// What a run directory holds and how it was made (`manifest.json`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {

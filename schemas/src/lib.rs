@@ -25,7 +25,7 @@ mod stream;
 pub use group::Group;
 pub use records::{
     AdvantageRecord, CloudRecord, ErrorRecord, FilterRecord, FinishReason, MetricsRecord,
-    PromptRecord, RewardRecord, SampleRecord, Target, VerdictRecord,
+    PromptRecord, RequestRecord, RewardRecord, SampleRecord, Target, VerdictRecord,
 };
 pub use stream::{Facet, Facets, Record, SCHEMA_VERSION, StreamKind};
 

@@ -201,6 +201,52 @@ pub struct MetricsRecord {
     pub values: BTreeMap<String, f64>,
 }
 
+/// One request `tandem serve` answered (stream `requests`): who answered, what it cost, how
+/// long it took. `prompt_id` is the request's id; the question itself is kept only as a hash.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    /// The serving session (its directory name).
+    pub run_id: String,
+    /// The ledger flush this row was written in.
+    pub step: u64,
+    /// The request's id (`chatcmpl-…`'s suffix).
+    pub prompt_id: String,
+    /// SHA-256 of the question (the last user message), hex.
+    pub question_hash: String,
+    /// `device` or `cloud`.
+    pub answered_by: String,
+    /// Whether the device's answer asked for help.
+    pub asked_help: bool,
+    /// Whether the question went to the cloud (a failed escalation included).
+    pub escalated: bool,
+    /// Whether the device asked but the budget was spent, so the device answered without the
+    /// help option.
+    pub capped: bool,
+    /// Why an escalation brought no answer (`timeout`, `http_500`, …), the device answering
+    /// instead; `None` otherwise.
+    pub cloud_error: Option<String>,
+    /// Whether the client asked for a stream.
+    pub stream: bool,
+    /// Prompt tokens the device read (summed over its passes).
+    pub device_tokens_in: u64,
+    /// Tokens the device generated (summed over its passes).
+    pub device_tokens_out: u64,
+    /// Prompt tokens the cloud billed.
+    pub cloud_tokens_in: u64,
+    /// Completion tokens the cloud billed.
+    pub cloud_tokens_out: u64,
+    /// The cloud's cost in US dollars at the configured prices.
+    pub cost_usd: f64,
+    /// Time in the device's queue and passes, milliseconds.
+    pub device_ms: f64,
+    /// Time of the cloud call with its retries, milliseconds (0 when not escalated).
+    pub cloud_ms: f64,
+    /// From the request's arrival to its answer being ready, milliseconds.
+    pub latency_ms: f64,
+    /// The answer's finish reason as the client saw it (`stop`, `length`).
+    pub finish_reason: String,
+}
+
 /// A record that failed inside a run: data, not a crash (stream `errors`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ErrorRecord {

@@ -148,6 +148,8 @@ pub enum StreamKind {
     Metrics,
     /// [`ErrorRecord`] rows.
     Errors,
+    /// [`RequestRecord`] rows (`tandem serve`'s ledger).
+    Requests,
 }
 
 impl StreamKind {
@@ -163,6 +165,7 @@ impl StreamKind {
             StreamKind::Filter => "filter",
             StreamKind::Metrics => "metrics",
             StreamKind::Errors => "errors",
+            StreamKind::Requests => "requests",
         }
     }
 
@@ -183,6 +186,7 @@ impl StreamKind {
             StreamKind::Filter => FilterRecord::schema(),
             StreamKind::Metrics => MetricsRecord::schema(),
             StreamKind::Errors => ErrorRecord::schema(),
+            StreamKind::Requests => RequestRecord::schema(),
         }
     }
 }
@@ -244,7 +248,7 @@ macro_rules! record {
 
 /// One schema cache per record type (generic statics do not exist, so a match on the kind).
 fn cached<R: Record>() -> &'static (Vec<FieldRef>, SchemaRef) {
-    static CACHE: [OnceLock<(Vec<FieldRef>, SchemaRef)>; 9] = [const { OnceLock::new() }; 9];
+    static CACHE: [OnceLock<(Vec<FieldRef>, SchemaRef)>; 10] = [const { OnceLock::new() }; 10];
     CACHE[R::KIND as usize].get_or_init(derive_schema::<R>)
 }
 
@@ -257,6 +261,7 @@ record!(AdvantageRecord, StreamKind::Advantages);
 record!(FilterRecord, StreamKind::Filter);
 record!(MetricsRecord, StreamKind::Metrics);
 record!(ErrorRecord, StreamKind::Errors);
+record!(RequestRecord, StreamKind::Requests);
 
 #[cfg(test)]
 mod tests {
@@ -283,6 +288,7 @@ mod tests {
             StreamKind::Filter,
             StreamKind::Metrics,
             StreamKind::Errors,
+            StreamKind::Requests,
         ];
         for kind in kinds {
             let schema = kind.schema();

@@ -9,5 +9,6 @@ pub mod model;
 pub mod replay;
 pub mod report;
 pub mod run;
+pub mod serve;
 pub mod validate;
 pub mod verify;

@@ -125,6 +125,45 @@ impl NamedTemplate {
         }
     }
 
+    /// The same template without the sentence that offers help (a `_task` variant is its own):
+    /// what a question is answered with when the cloud may not be asked.
+    ///
+    /// ```
+    /// use tandem_stages::prompt::NamedTemplate;
+    /// assert_eq!(NamedTemplate::Math.without_help(), NamedTemplate::MathTask);
+    /// assert_eq!(NamedTemplate::MathTask.without_help(), NamedTemplate::MathTask);
+    /// ```
+    pub fn without_help(self) -> NamedTemplate {
+        match self {
+            NamedTemplate::Countdown | NamedTemplate::CountdownTask => NamedTemplate::CountdownTask,
+            NamedTemplate::Math | NamedTemplate::MathTask => NamedTemplate::MathTask,
+            NamedTemplate::Arithmetic | NamedTemplate::ArithmeticTask => {
+                NamedTemplate::ArithmeticTask
+            }
+        }
+    }
+
+    /// The texts that end an answer in this template's format (`tandem eval`'s): the closing
+    /// answer tag where the answer is tagged, and the closing help tag.
+    pub fn stop_strings(self) -> &'static [&'static str] {
+        match self {
+            NamedTemplate::Math | NamedTemplate::MathTask => &["</unknown>"],
+            _ => &["</answer>", "</unknown>"],
+        }
+    }
+
+    /// The template's YAML name (`math`, `countdown_task`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            NamedTemplate::Countdown => "countdown",
+            NamedTemplate::CountdownTask => "countdown_task",
+            NamedTemplate::Math => "math",
+            NamedTemplate::MathTask => "math_task",
+            NamedTemplate::Arithmetic => "arithmetic",
+            NamedTemplate::ArithmeticTask => "arithmetic_task",
+        }
+    }
+
     /// The user turn, with `{question}` where the question goes.
     pub fn user_turn(self) -> &'static str {
         match self {
@@ -172,5 +211,22 @@ mod tests {
         );
         assert_eq!(without.user_turn(), "{question}");
         assert!(with.user_turn().starts_with("{question} Ask for help"));
+    }
+
+    #[test]
+    fn every_template_names_itself_as_yaml_does_and_drops_help_to_its_task_variant() {
+        for t in NamedTemplate::ALL {
+            let parsed: NamedTemplate =
+                serde_json::from_value(serde_json::Value::from(t.name())).expect("a YAML name");
+            assert_eq!(parsed, t);
+            let task = t.without_help();
+            assert!(task.name().ends_with("_task"), "{}", t.name());
+            assert_eq!(task.without_help(), task);
+            assert_eq!(
+                task.user_turn(),
+                t.user_turn().split(" Ask for help").next().unwrap_or("")
+            );
+            assert!(t.stop_strings().contains(&"</unknown>"));
+        }
     }
 }

@@ -83,6 +83,7 @@ fn retain_prompt(rows: &mut Rows, id: &str) {
         Rows::Advantages(v) => v.retain(|r| r.prompt_id == id),
         Rows::Filter(v) => v.retain(|r| r.prompt_id == id),
         Rows::Errors(v) => v.retain(|r| r.prompt_id == id),
+        Rows::Requests(v) => v.retain(|r| r.prompt_id == id),
         Rows::Metrics(v) => v.clear(),
     }
 }

@@ -209,10 +209,9 @@ impl Engine {
         }
         let _permit = self.in_flight.acquire().await.ok();
         let started = Instant::now();
-        let attempts = std::sync::atomic::AtomicU32::new(0);
         let endpoint = self.config.endpoint();
         let estimate = estimated_tokens(body, self.config.max_tokens);
-        let attempt = || async {
+        let wait_for_limits = || async {
             if let Some(limiter) = &self.requests {
                 limiter.until_ready().await;
             }
@@ -221,21 +220,21 @@ impl Engine {
                 // Cannot fail: n is at most the burst.
                 let _ = limiter.until_n_ready(n).await;
             }
-            attempts.fetch_add(1, Ordering::Relaxed);
-            let text = net::post_json(&self.client, &endpoint, &self.headers, body).await?;
-            parse_response(&text)
         };
-        let backoff = net::backoff(
-            self.config.retries,
-            Duration::from_millis(self.config.backoff_ms),
-            MAX_BACKOFF,
-        );
-        let result = attempt
-            .retry(backoff)
-            .when(Failure::retryable)
-            .adjust(|failure, delay| net::next_delay(failure, delay, MAX_BACKOFF))
-            .await;
-        trip.attempts = attempts.load(Ordering::Relaxed);
+        let retry = RetryPolicy {
+            retries: self.config.retries,
+            backoff: Duration::from_millis(self.config.backoff_ms),
+        };
+        let (result, attempts) = call_with_retries(
+            &self.client,
+            &endpoint,
+            &self.headers,
+            body,
+            retry,
+            wait_for_limits,
+        )
+        .await;
+        trip.attempts = attempts;
         trip.latency_ms = started.elapsed().as_secs_f64() * 1e3;
         match result {
             Ok(reply) => {
@@ -287,6 +286,48 @@ impl Engine {
     }
 }
 
+/// How often and how patiently a call is retried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt, for failures that heal.
+    pub retries: u32,
+    /// The first backoff; it doubles per retry, with jitter, up to a minute.
+    pub backoff: Duration,
+}
+
+/// One Chat Completions request (`body` POSTed to `endpoint`) with `cloud.openai`'s retry
+/// policy: failures that heal (timeouts, resets, 408/409/429/5xx, garbled bodies) are retried
+/// with exponential backoff and jitter, honouring `Retry-After` (capped at a minute); others
+/// are returned at once. `before_attempt` runs before every attempt (the stage waits for its
+/// rate limits there). Returns the reply or the last failure, and the attempts made.
+pub async fn call_with_retries<W, F>(
+    client: &reqwest::Client,
+    endpoint: &str,
+    headers: &HeaderMap,
+    body: &serde_json::Value,
+    retry: RetryPolicy,
+    before_attempt: W,
+) -> (std::result::Result<Reply, Failure>, u32)
+where
+    W: Fn() -> F,
+    F: std::future::Future<Output = ()>,
+{
+    let attempts = std::sync::atomic::AtomicU32::new(0);
+    let attempt = || async {
+        before_attempt().await;
+        attempts.fetch_add(1, Ordering::Relaxed);
+        let text = net::post_json(client, endpoint, headers, body).await?;
+        parse_response(&text)
+    };
+    let backoff = net::backoff(retry.retries, retry.backoff, MAX_BACKOFF);
+    let result = attempt
+        .retry(backoff)
+        .when(Failure::retryable)
+        .adjust(|failure, delay| net::next_delay(failure, delay, MAX_BACKOFF))
+        .await;
+    (result, attempts.load(Ordering::Relaxed))
+}
+
 /// What one call measured.
 #[derive(Default)]
 struct Trip {
@@ -303,12 +344,17 @@ fn estimated_tokens(body: &serde_json::Value, max_tokens: Option<u32>) -> u32 {
 }
 
 /// The part of a Chat Completions reply the stage keeps.
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Reply {
+    /// The first choice's text.
     pub content: String,
+    /// Its reasoning, for servers that return it separately.
     pub reasoning: Option<String>,
+    /// The model that answered, as the server names it.
     pub model: Option<String>,
+    /// Prompt tokens billed.
     pub tokens_in: u64,
+    /// Completion tokens billed.
     pub tokens_out: u64,
 }
 

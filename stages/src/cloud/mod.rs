@@ -31,6 +31,7 @@ use std::sync::mpsc::{self, Receiver, Sender};
 pub use cache::{CachedAnswer, DiskCache};
 pub use config::{Ask, BudgetConfig, CloudConfig, Prices};
 use engine::{Engine, Outcome};
+pub use engine::{Reply, RetryPolicy, call_with_retries, parse_response};
 use tandem_schemas::{CloudRecord, Facet, Facets, Group};
 
 use crate::contract::{BuildContext, Built, GroupStage, Pipelined, StepContext, Wake};
