@@ -3,8 +3,9 @@
 #
 # Installs what the tests need on a fresh machine, into a cache reused across checkouts:
 # libtorch (scripts/setup-libtorch.sh), and a Python venv with pyarrow and DuckDB, which the
-# interop test uses to read a run's streams the way users will, and HF `datasets`, which writes
-# the dataset layouts the loader must read (tests/hf_layouts.rs). Extra arguments go to cargo test.
+# interop test uses to read a run's streams the way users will, HF `datasets`, which writes
+# the dataset layouts the loader must read (tests/hf_layouts.rs), and the official `openai`
+# client, which drives `tandem serve` (tests/serve.rs). Extra arguments go to cargo test.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -14,12 +15,12 @@ cache=${TANDEM_CACHE:-$HOME/.cache/tandem}
 
 readers="$cache/py-readers"
 # -I: isolated, so the repository's own datasets/ folder cannot pass for the package.
-if ! "$readers/bin/python" -I -c 'import pyarrow, duckdb, datasets' 2>/dev/null; then
-  echo "test.sh: installing pyarrow, duckdb and datasets into $readers (once)" >&2
+if ! "$readers/bin/python" -I -c 'import pyarrow, duckdb, datasets, openai' 2>/dev/null; then
+  echo "test.sh: installing pyarrow, duckdb, datasets and openai into $readers (once)" >&2
   rm -rf "$readers"
   python3 -m venv "$readers"
   "$readers/bin/pip" install --quiet --disable-pip-version-check pyarrow==26.0.1 duckdb==2.0.0 \
-    datasets==5.2.0 >&2
+    datasets==5.2.0 openai==3.63.0 >&2
 fi
 export TANDEM_PYTHON="$readers/bin/python"
 

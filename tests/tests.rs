@@ -21,6 +21,7 @@ mod presets;
 mod recipes;
 mod replay;
 mod report;
+mod serve;
 mod sft;
 mod step_scope;
 mod torch_smoke;

@@ -31,7 +31,6 @@ use crate::config::ServeConfig;
 use crate::device::{AnswerReceiver, DeviceAnswer, DeviceQueue, Job, Refused, Sampling};
 use crate::ledger::{Entry, LedgerSender};
 use crate::metrics::{Answered, Metrics};
-use crate::{Error, Result};
 
 /// Header naming who answered: `device` or `cloud`.
 pub const ANSWERED_BY: &str = "x-tandem-answered-by";
@@ -54,32 +53,39 @@ pub struct AppState {
     id_prefix: String,
 }
 
+/// What a server's state is made of, besides its settings.
+pub struct Parts {
+    /// The device's queue.
+    pub device: DeviceQueue,
+    /// The cloud.
+    pub cloud: CloudClient,
+    /// The ledger.
+    pub ledger: LedgerSender,
+    /// The metrics.
+    pub metrics: Arc<Metrics>,
+    /// The token clients must send, if any.
+    pub token: Option<String>,
+}
+
 impl AppState {
-    /// The state of a server of `config`; reads the client token.
-    pub fn new(
-        config: &ServeConfig,
-        device: DeviceQueue,
-        cloud: CloudClient,
-        ledger: LedgerSender,
-        metrics: Arc<Metrics>,
-    ) -> Result<AppState> {
-        let token = config.client_token.as_ref().map(|s| s.read()).transpose()?;
+    /// The state of a server of `config`.
+    pub fn new(config: &ServeConfig, parts: Parts) -> AppState {
         let started = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        Ok(AppState {
+        AppState {
             model_name: config.model_name.clone(),
-            device,
-            cloud,
+            device: parts.device,
+            cloud: parts.cloud,
             budget: Budget::new(config.budget, config.budget_window),
-            ledger,
-            metrics,
-            token,
+            ledger: parts.ledger,
+            metrics: parts.metrics,
+            token: parts.token,
             max_new_tokens: config.max_new_tokens,
             temperature: config.temperature,
             next_id: AtomicU64::new(0),
             id_prefix: format!("{started:x}"),
-        })
+        }
     }
 
     /// The budget (tests read its figures).
@@ -258,7 +264,19 @@ struct Parsed {
 
 fn parse(state: &AppState, body: &[u8]) -> std::result::Result<Parsed, ApiError> {
     let raw: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request("body", format!("the body is not JSON: {e}")))?;
+        .map_err(|e| ApiError::bad_request("body", format!("body: not JSON: {e}")))?;
+    if !raw.is_object() {
+        return Err(ApiError::bad_request(
+            "body",
+            "body: expected a JSON object",
+        ));
+    }
+    if raw.get("messages").is_none() {
+        return Err(ApiError::bad_request(
+            "messages",
+            "messages: required (the conversation; its last user message is the question)",
+        ));
+    }
     let request: ChatRequest = serde_path_to_error::deserialize(&raw).map_err(|e| {
         let path = e.path().to_string();
         ApiError::bad_request(&path, format!("{path}: {}", e.inner()))
@@ -694,26 +712,183 @@ async fn answer(
     Ok(outcome)
 }
 
-/// Builds the state for a server of `config` around a device queue (tests pass one whose
-/// receiving end they hold).
-pub fn state_for_tests(
-    config: &ServeConfig,
-    device: DeviceQueue,
-    ledger: LedgerSender,
-) -> Result<Arc<AppState>> {
-    let metrics = Arc::new(Metrics::new(config.budget));
-    let cloud = CloudClient::new(config)?;
-    Ok(Arc::new(AppState::new(
-        config, device, cloud, ledger, metrics,
-    )?))
-}
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
 
-impl From<Error> for ApiError {
-    fn from(e: Error) -> ApiError {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "server_error",
-            e.to_string(),
+    use super::*;
+    use crate::device::Job;
+
+    /// A server whose device queue holds `capacity` and is never drained (no model needed).
+    fn server(capacity: usize, token: Option<&str>) -> (Router, DeviceQueue) {
+        let config = ServeConfig::new("model".into(), "http://127.0.0.1:9/v1".into());
+        let (queue, rx) = DeviceQueue::bounded(capacity);
+        // The receiver lives as long as the test's queue: jobs stay queued, unanswered.
+        std::mem::forget(rx);
+        let (ledger, _) = LedgerSender::detached();
+        let state = AppState::new(
+            &config,
+            Parts {
+                device: queue.clone(),
+                cloud: CloudClient::new(&config).expect("client"),
+                ledger,
+                metrics: Arc::new(Metrics::new(config.budget)),
+                token: token.map(str::to_owned),
+            },
+        );
+        (router(Arc::new(state)), queue)
+    }
+
+    fn completion(body: &str, token: Option<&str>) -> Request<Body> {
+        let mut request =
+            Request::post("/v1/chat/completions").header("content-type", "application/json");
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        request.body(Body::from(body.to_owned())).expect("request")
+    }
+
+    async fn json_of(response: Response) -> Value {
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        serde_json::from_slice(&bytes).expect("json")
+    }
+
+    const ASK: &str = r#"{"model":"m","messages":[{"role":"user","content":"What is 2 + 3?"}]}"#;
+
+    #[tokio::test]
+    async fn a_full_queue_answers_429_with_retry_after() {
+        let (app, queue) = server(1, None);
+        let sampling = Sampling {
+            max_new_tokens: 1,
+            temperature: 0.0,
+            top_p: 1.0,
+            seed: 0,
+        };
+        let (job, _answer) = Job::new("q".into(), true, sampling);
+        queue.try_submit(job).expect("room for one");
+        let response = app.oneshot(completion(ASK, None)).await.expect("response");
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        let body = json_of(response).await;
+        assert_eq!(body["error"]["type"], "rate_limit_error", "{body}");
+        assert_eq!(queue.depth(), 1, "the refused request was not queued");
+    }
+
+    #[tokio::test]
+    async fn a_missing_or_wrong_token_is_401_and_the_right_one_passes_auth() {
+        let (app, _queue) = server(1, Some("s3cret"));
+        for token in [None, Some("s3cret-not"), Some("s3cre")] {
+            let response = app
+                .clone()
+                .oneshot(completion(ASK, token))
+                .await
+                .expect("response");
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{token:?}");
+            assert!(!json_of(response).await.to_string().contains("s3cret"));
+        }
+        let models = Request::get("/v1/models")
+            .header("authorization", "Bearer s3cret")
+            .body(Body::empty())
+            .expect("request");
+        let response = app.clone().oneshot(models).await.expect("response");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(json_of(response).await["data"][0]["id"], "model");
+        // Past auth, a bad body is a 400 (not a 401): the token was accepted.
+        let response = app
+            .oneshot(completion("{}", Some("s3cret")))
+            .await
+            .expect("response");
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test]
+    async fn bad_bodies_are_400_naming_the_field() {
+        let (app, queue) = server(4, None);
+        for (body, param) in [
+            ("not json", "body"),
+            (r#"{"model":"m"}"#, "messages"),
+            (
+                r#"{"messages":[{"role":"system","content":"x"}]}"#,
+                "messages",
+            ),
+            (
+                r#"{"messages":[{"role":"user","content":7}]}"#,
+                "messages[0].content",
+            ),
+            (
+                r#"{"messages":[{"role":"user","content":"q"}],"temperature":9}"#,
+                "temperature",
+            ),
+            (
+                r#"{"messages":[{"role":"user","content":"q"}],"max_tokens":0}"#,
+                "max_tokens",
+            ),
+            (r#"{"messages":[{"role":"user","content":"q"}],"n":3}"#, "n"),
+            (
+                r#"{"messages":[{"role":"user","content":"q"}],"stream":"yes"}"#,
+                "stream",
+            ),
+        ] {
+            let response = app
+                .clone()
+                .oneshot(completion(body, None))
+                .await
+                .expect("response");
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
+            let error = json_of(response).await;
+            assert_eq!(error["error"]["param"], param, "{body}: {error}");
+            assert!(
+                error["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with(param)),
+                "{error}"
+            );
+        }
+        assert_eq!(queue.depth(), 0, "nothing bad reached the device");
+    }
+
+    #[test]
+    fn the_question_is_the_last_user_message_and_text_parts_are_joined() {
+        let content =
+            serde_json::json!([{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]);
+        assert_eq!(text_of(&content).as_deref(), Some("a\nb"));
+        assert_eq!(text_of(&serde_json::json!([{"type": "image_url"}])), None);
+        let config = ServeConfig::new("model".into(), "http://127.0.0.1:9/v1".into());
+        let (queue, _rx) = DeviceQueue::bounded(1);
+        let (ledger, _) = LedgerSender::detached();
+        let state = AppState::new(
+            &config,
+            Parts {
+                device: queue,
+                cloud: CloudClient::new(&config).expect("client"),
+                ledger,
+                metrics: Arc::new(Metrics::new(0.3)),
+                token: None,
+            },
+        );
+        let parsed = parse(
+            &state,
+            br#"{"messages":[{"role":"user","content":"first"},{"role":"assistant","content":"x"},{"role":"user","content":"second"}],"max_tokens":9999,"temperature":0.5}"#,
         )
+        .expect("parses");
+        assert_eq!(parsed.question, "second");
+        assert_eq!(
+            parsed.sampling.max_new_tokens, config.max_new_tokens,
+            "capped at the server's"
+        );
+        assert_eq!(parsed.cloud_extra["temperature"], 0.5);
+        assert_eq!(
+            parsed.messages.as_array().map(Vec::len),
+            Some(3),
+            "the cloud gets them all"
+        );
     }
 }

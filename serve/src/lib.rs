@@ -66,12 +66,28 @@ pub fn serve(config: ServeConfig, ready: impl FnOnce(std::net::SocketAddr)) -> R
         .enable_all()
         .build()
         .map_err(|e| Error::Io(format!("starting the I/O runtime: {e}")))?;
+    // Secrets and the cloud client first: a missing key stops the server before the model
+    // loads or a ledger directory is made.
+    let token = config
+        .client_token
+        .as_ref()
+        .map(config::TokenSource::read)
+        .transpose()?;
+    let cloud = cloud::CloudClient::new(&config)?;
     let metrics = Arc::new(metrics::Metrics::new(config.budget));
     let device = device::DeviceEngine::start(&config, metrics.clone())?;
-    let cloud = cloud::CloudClient::new(&config)?;
     let ledger = ledger::Ledger::create(&config)?;
     eprintln!("tandem serve: ledger at {}", ledger.run_dir().display());
-    let state = http::AppState::new(&config, device.queue(), cloud, ledger.sender(), metrics)?;
+    let state = http::AppState::new(
+        &config,
+        http::Parts {
+            device: device.queue(),
+            cloud,
+            ledger: ledger.sender(),
+            metrics,
+            token,
+        },
+    );
     let app = http::router(Arc::new(state));
     let served = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(&config.bind)

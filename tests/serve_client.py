@@ -1,0 +1,147 @@
+"""`tandem serve` as the official `openai` client sees it (tests/serve.rs runs this).
+
+Usage: serve_client.py BASE_URL TOKEN QUESTIONS_JSON CONCURRENT
+
+Lists the models, tries a wrong token, asks every question once without and once with
+streaming, then CONCURRENT requests at once (half of them streamed), and prints one JSON object:
+every answer with who answered (the body's `tandem` field and the `x-tandem-answered-by`
+header), the status of the wrong-token attempt, and the server's /metrics text.
+"""
+
+import asyncio
+import json
+import sys
+import urllib.request
+
+import openai
+
+
+def body_fields(obj):
+    extra = getattr(obj, "model_extra", None) or {}
+    return extra.get("tandem") or {}
+
+
+def plain(client, question):
+    raw = client.chat.completions.with_raw_response.create(
+        model="device", messages=[{"role": "user", "content": question}]
+    )
+    completion = raw.parse()
+    tandem = body_fields(completion)
+    return {
+        "id": completion.id,
+        "question": question,
+        "stream": False,
+        "content": completion.choices[0].message.content,
+        "answered_by": tandem.get("answered_by"),
+        "header": raw.headers.get("x-tandem-answered-by"),
+        "capped": tandem.get("capped"),
+        "route": tandem.get("route"),
+    }
+
+
+def streamed(client, question):
+    with client.chat.completions.with_streaming_response.create(
+        model="device",
+        messages=[{"role": "user", "content": question}],
+        stream=True,
+        stream_options={"include_usage": True},
+    ) as response:
+        header = response.headers.get("x-tandem-answered-by")
+        parts, tandem, ident, finish, usage = [], {}, None, None, None
+        for chunk in response.parse():
+            ident = chunk.id
+            tandem = body_fields(chunk) or tandem
+            if chunk.usage is not None:
+                usage = chunk.usage.completion_tokens
+            for choice in chunk.choices:
+                if choice.delta.content:
+                    parts.append(choice.delta.content)
+                finish = choice.finish_reason or finish
+    return {
+        "id": ident,
+        "question": question,
+        "stream": True,
+        "content": "".join(parts),
+        "answered_by": tandem.get("answered_by"),
+        "header": header,
+        "capped": tandem.get("capped"),
+        "route": tandem.get("route"),
+        "finish_reason": finish,
+        "completion_tokens": usage,
+    }
+
+
+async def burst(base_url, token, questions, n):
+    client = openai.AsyncOpenAI(base_url=base_url, api_key=token, max_retries=0, timeout=600)
+
+    async def one(i):
+        question = questions[i % len(questions)]
+        if i % 2 == 0:
+            raw = await client.chat.completions.with_raw_response.create(
+                model="device", messages=[{"role": "user", "content": question}]
+            )
+            completion = raw.parse()
+            tandem = body_fields(completion)
+            return {
+                "id": completion.id,
+                "question": question,
+                "stream": False,
+                "content": completion.choices[0].message.content,
+                "answered_by": tandem.get("answered_by"),
+                "header": raw.headers.get("x-tandem-answered-by"),
+                "capped": tandem.get("capped"),
+                "route": tandem.get("route"),
+            }
+        stream = await client.chat.completions.create(
+            model="device", messages=[{"role": "user", "content": question}], stream=True
+        )
+        parts, tandem, ident = [], {}, None
+        async for chunk in stream:
+            ident = chunk.id
+            tandem = body_fields(chunk) or tandem
+            for choice in chunk.choices:
+                if choice.delta.content:
+                    parts.append(choice.delta.content)
+        return {
+            "id": ident,
+            "question": question,
+            "stream": True,
+            "content": "".join(parts),
+            "answered_by": tandem.get("answered_by"),
+            "header": tandem.get("answered_by"),
+            "capped": tandem.get("capped"),
+            "route": tandem.get("route"),
+        }
+
+    try:
+        return await asyncio.gather(*(one(i) for i in range(n)))
+    finally:
+        await client.close()
+
+
+def main():
+    base_url, token, questions, n = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4])
+    client = openai.OpenAI(base_url=base_url, api_key=token, max_retries=0, timeout=600)
+    models = [m.id for m in client.models.list()]
+    wrong = openai.OpenAI(base_url=base_url, api_key=token + "-wrong", max_retries=0)
+    try:
+        wrong.chat.completions.create(model="device", messages=[{"role": "user", "content": "hi"}])
+        wrong_status = 200
+    except openai.AuthenticationError as e:
+        wrong_status = e.status_code
+    sequential = [plain(client, q) for q in questions] + [streamed(client, q) for q in questions]
+    concurrent = asyncio.run(burst(base_url, token, questions, n))
+    metrics_url = base_url.rsplit("/v1", 1)[0] + "/metrics"
+    metrics = urllib.request.urlopen(metrics_url).read().decode()
+    print(json.dumps({
+        "openai_version": openai.__version__,
+        "models": models,
+        "wrong_token_status": wrong_status,
+        "sequential": sequential,
+        "concurrent": concurrent,
+        "metrics": metrics,
+    }))
+
+
+if __name__ == "__main__":
+    main()
