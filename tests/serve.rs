@@ -40,8 +40,8 @@ const CLIENT_TOKEN: &str = "client-token-42";
 fn warm_model() -> &'static Path {
     static MODEL: OnceLock<PathBuf> = OnceLock::new();
     MODEL.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("serve-model-{}", std::process::id()));
+        // One directory, replaced by each test process, so runs leave one model behind at most.
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("serve-model");
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("mkdir");
         let data = dir.join("pairs.jsonl");
