@@ -249,19 +249,14 @@ mod tests {
     fn bad_flags_are_named_in_the_error() {
         let ok = ServeConfig::new("m".into(), "http://127.0.0.1:1/v1".into());
         assert!(ok.validate().is_ok());
-        let cases: [(Box<dyn Fn(&mut ServeConfig)>, &str); 5] = [
-            (Box::new(|c| c.budget = 1.5), "--budget 1.5"),
+        type Change = fn(&mut ServeConfig);
+        let cases: [(Change, &str); 5] = [
+            (|c| c.budget = 1.5, "--budget 1.5"),
+            (|c| c.cloud_url = "ftp://x/v1".into(), "--cloud ftp://x/v1"),
+            (|c| c.cloud_url = "not a url".into(), "--cloud not a url"),
+            (|c| c.queue = 0, "--queue 0"),
             (
-                Box::new(|c| c.cloud_url = "ftp://x/v1".into()),
-                "--cloud ftp://x/v1",
-            ),
-            (
-                Box::new(|c| c.cloud_url = "not a url".into()),
-                "--cloud not a url",
-            ),
-            (Box::new(|c| c.queue = 0), "--queue 0"),
-            (
-                Box::new(|c| c.budget_window = BudgetWindow::Requests(0)),
+                |c| c.budget_window = BudgetWindow::Requests(0),
                 "--budget-window 0",
             ),
         ];

@@ -238,6 +238,11 @@ impl Worker {
         policy::set_threads(config.threads);
         let policy =
             Policy::load(&config.model, &device, None).map_err(|e| model(e.to_string()))?;
+        if config.chat && !policy.tokenizer.has_chat_template() {
+            return Err(model(
+                "has no chat template; serve it with --no-chat (prompts as plain text)".into(),
+            ));
+        }
         let format = |template| {
             PromptParams {
                 chat: config.chat,
