@@ -144,7 +144,18 @@ impl Server {
     fn stop(mut self) -> String {
         let mut child = self.child.take().expect("running");
         drop(child.stdin.take());
-        let status = child.wait().expect("wait");
+        // A guard against a hang, not a timing: shutting down takes well under a second.
+        let started = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("poll") {
+                break status;
+            }
+            if started.elapsed() > std::time::Duration::from_secs(120) {
+                let _ = child.kill();
+                panic!("tandem serve did not exit after its stdin closed");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
         let stderr = std::fs::read_to_string(&self.stderr).unwrap_or_default();
         assert!(status.success(), "tandem serve failed: {stderr}");
         stderr
