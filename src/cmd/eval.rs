@@ -40,23 +40,35 @@ impl Task {
         }
     }
 
+    /// The template with the help option (its `_task` variant is the one without).
+    fn template(self) -> tandem_stages::prompt::NamedTemplate {
+        use tandem_stages::prompt::NamedTemplate;
+        match self {
+            Task::Countdown => NamedTemplate::Countdown,
+            Task::Math => NamedTemplate::Math,
+            Task::Arithmetic => NamedTemplate::Arithmetic,
+        }
+    }
+
     /// `(stop strings, verify stage, the cloud's user message)` as YAML values.
-    fn yaml_parts(self) -> (&'static str, &'static str, &'static str) {
+    fn yaml_parts(self) -> (String, &'static str, &'static str) {
+        // The template's stop strings, as `tandem serve` uses them too.
+        let stop = serde_json::Value::from(self.template().stop_strings().to_vec()).to_string();
         match self {
             Task::Countdown => (
-                r#"["</answer>", "</unknown>"]"#,
+                stop,
                 "{ id: verdicts, kind: verify.countdown }",
                 r#""{question} Return the final equation in <answer> </answer> tags.""#,
             ),
             Task::Math => (
-                r#"["</unknown>"]"#,
+                stop,
                 // The default extractors: a box, an answer tag, Minerva's "The final answer
                 // is …" sentence, a closing "The answer is …".
                 "{ id: verdicts, kind: verify.math }",
                 r#""{question} Put your final answer within \\boxed{}.""#,
             ),
             Task::Arithmetic => (
-                r#"["</answer>", "</unknown>"]"#,
+                stop,
                 "{ id: verdicts, kind: verify.math, params: { extract: [answer_tag] } }",
                 r#""{question} Return the final answer in <answer> </answer> tags.""#,
             ),
@@ -372,10 +384,11 @@ fn run_pipeline(
     let quote = |p: &Path| serde_json::Value::from(p.display().to_string()).to_string();
     let with_help = pipeline == Pipeline::Help;
     let (name, template) = match pipeline {
-        Pipeline::Help => ("eval-help", args.task.name().to_owned()),
-        Pipeline::Local => ("eval-local", format!("{}_task", args.task.name())),
-        Pipeline::RouterTrain => ("router-train", format!("{}_task", args.task.name())),
+        Pipeline::Help => ("eval-help", args.task.template()),
+        Pipeline::Local => ("eval-local", args.task.template().without_help()),
+        Pipeline::RouterTrain => ("router-train", args.task.template().without_help()),
     };
+    let template = template.name();
     let limit = args
         .limit
         .map(|l| format!(", limit: {l}"))
@@ -480,16 +493,11 @@ fn router(
 ) -> Result<RouterFigures> {
     use tandem_stages::eval::{Router, RouterTraining, prompt_features, solved_questions};
     use tandem_stages::policy::{DeviceSpec, Policy, PromptFormat};
-    use tandem_stages::prompt::NamedTemplate;
     let fail = |e: String| anyhow::anyhow!(e);
     let device: DeviceSpec = args.device.parse()?;
     let policy = Policy::load(&args.model, &device, None)?;
     // The router serves the device answering without the help option: encode as it sees them.
-    let template = match args.task {
-        Task::Countdown => NamedTemplate::CountdownTask,
-        Task::Math => NamedTemplate::MathTask,
-        Task::Arithmetic => NamedTemplate::ArithmeticTask,
-    };
+    let template = args.task.template().without_help();
     let format = PromptFormat {
         chat: true,
         system_prompt: template.system_prompt(),
