@@ -35,9 +35,20 @@ pub struct Budget {
 struct State {
     /// Requests admitted so far; the next one's sequence number.
     admitted: u64,
-    /// Sequence numbers of the escalations that count (all of them in total mode, those in the
-    /// window otherwise).
-    escalated: VecDeque<u64>,
+    /// Escalations since the start (total mode; a count, so a long-running server keeps no
+    /// list).
+    escalated: u64,
+    /// Sequence numbers of the escalations in the window (window mode).
+    in_window: VecDeque<u64>,
+}
+
+impl State {
+    fn escalated(&self, window: BudgetWindow) -> u64 {
+        match window {
+            BudgetWindow::Total => self.escalated,
+            BudgetWindow::Requests(_) => self.in_window.len() as u64,
+        }
+    }
 }
 
 /// The budget's figures at one moment.
@@ -80,20 +91,26 @@ impl Budget {
     pub fn try_escalate(&self, seq: u64) -> bool {
         let mut state = self.lock();
         let counted = self.prune(&mut state);
-        let allowed = self.allowance(counted);
-        if (state.escalated.len() as u64) < allowed {
-            state.escalated.push_back(seq);
-            true
-        } else {
-            false
+        if state.escalated(self.window) >= self.allowance(counted) {
+            return false;
         }
+        match self.window {
+            BudgetWindow::Total => state.escalated += 1,
+            BudgetWindow::Requests(_) => state.in_window.push_back(seq),
+        }
+        true
     }
 
     /// Gives back the escalation of `seq` (its cloud call failed).
     pub fn release(&self, seq: u64) {
         let mut state = self.lock();
-        if let Some(i) = state.escalated.iter().position(|s| *s == seq) {
-            state.escalated.remove(i);
+        match self.window {
+            BudgetWindow::Total => state.escalated = state.escalated.saturating_sub(1),
+            BudgetWindow::Requests(_) => {
+                if let Some(i) = state.in_window.iter().position(|s| *s == seq) {
+                    state.in_window.remove(i);
+                }
+            }
         }
     }
 
@@ -101,7 +118,7 @@ impl Budget {
     pub fn snapshot(&self) -> BudgetSnapshot {
         let mut state = self.lock();
         let counted = self.prune(&mut state);
-        let escalated = state.escalated.len() as u64;
+        let escalated = state.escalated(self.window);
         BudgetSnapshot {
             admitted: state.admitted,
             counted,
@@ -122,7 +139,7 @@ impl Budget {
             BudgetWindow::Total => state.admitted,
             BudgetWindow::Requests(n) => {
                 let first = state.admitted.saturating_sub(n as u64);
-                state.escalated.retain(|s| *s >= first);
+                state.in_window.retain(|s| *s >= first);
                 state.admitted - first
             }
         }
