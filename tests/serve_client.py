@@ -92,23 +92,24 @@ async def burst(base_url, token, questions, n):
                 "capped": tandem.get("capped"),
                 "route": tandem.get("route"),
             }
-        stream = await client.chat.completions.create(
+        async with client.chat.completions.with_streaming_response.create(
             model="device", messages=[{"role": "user", "content": question}], stream=True
-        )
-        parts, tandem, ident = [], {}, None
-        async for chunk in stream:
-            ident = chunk.id
-            tandem = body_fields(chunk) or tandem
-            for choice in chunk.choices:
-                if choice.delta.content:
-                    parts.append(choice.delta.content)
+        ) as response:
+            header = response.headers.get("x-tandem-answered-by")
+            parts, tandem, ident = [], {}, None
+            async for chunk in await response.parse():
+                ident = chunk.id
+                tandem = body_fields(chunk) or tandem
+                for choice in chunk.choices:
+                    if choice.delta.content:
+                        parts.append(choice.delta.content)
         return {
             "id": ident,
             "question": question,
             "stream": True,
             "content": "".join(parts),
             "answered_by": tandem.get("answered_by"),
-            "header": tandem.get("answered_by"),
+            "header": header,
             "capped": tandem.get("capped"),
             "route": tandem.get("route"),
         }
