@@ -1,9 +1,10 @@
 //! `tandem demo configs/demo-ci.yaml` runs the whole chain from nothing but the repository: task
 //! data, a tokenizer, a fresh model, the supervised warm start, both evaluations against the
 //! simulated cloud it starts itself, the RL run, the summary and plots; a second run reuses the
-//! cached warm start. And it learned: after RL the policy asks for help on hard problems and
-//! not on easy ones, and beats random offloading at the budget (margins from the seeds in
-//! BENCHMARKS.md, "tandem demo").
+//! cached warm start. And it shows the paper's point on the search suite, where whether the
+//! device can finish is decided while it works, not written in the question: after RL the
+//! policy, deciding after it has tried, beats the warm start with a learned router at the same
+//! budget (margins from the seeds in BENCHMARKS.md, "The CI-sized demo").
 
 use std::path::Path;
 
@@ -24,15 +25,18 @@ fn number(value: &Value) -> f64 {
         .unwrap_or_else(|| panic!("not a number: {value}"))
 }
 
-/// After RL, the hard help rate exceeds the easy one by at least this much. Seeds 0–2 of the
-/// CI-sized demo gave 1.0 each (BENCHMARKS.md).
-const HELP_RATE_MARGIN: f64 = 0.5;
-/// After RL, overall accuracy at the budget exceeds random offloading at the same call rate by
-/// at least this much (seeds 0–2: 0.19–0.21).
-const ACCURACY_MARGIN: f64 = 0.1;
+/// After RL, overall accuracy at the budget exceeds the warm start's with a learned router by
+/// at least this much at CI size (seeds 0–2: 0.09, 0.13, 0.02).
+const CI_ROUTER_MARGIN: f64 = 0.02;
+/// After RL, accuracy on the questions the policy kept on the device exceeds device-only
+/// accuracy by at least this much: it asks on the searches that fail (seeds 0–2: 0.19, 0.22,
+/// 0.03).
+const ASKS_ON_FAILURES_MARGIN: f64 = 0.02;
 
 /// `train.set: [run.steps=…]` in configs/demo-ci.yaml.
-const RL_STEPS: u64 = 100;
+const RL_STEPS: u64 = 60;
+/// `data.test` in configs/demo-ci.yaml.
+const TEST_QUESTIONS: f64 = 100.0;
 
 fn demo(dir: &Path, extra: &[&str]) -> Value {
     demo_of("configs/demo-ci.yaml", dir, extra)
@@ -65,8 +69,26 @@ fn demo_of(file: &str, dir: &Path, extra: &[&str]) -> Value {
     serde_json::from_slice(&output.stdout).expect("demo.json on stdout")
 }
 
+/// The policy beats the warm start with a learned router, and the other baselines, each at its
+/// own call rate.
+fn assert_the_policy_wins(out: &Value, router_margin: f64) {
+    let (before, after) = (&out["before"], &out["after"]);
+    let router = number(&before["router"]["overall_accuracy"]);
+    let policy = number(&after["overall_accuracy"]);
+    assert!(
+        policy - router >= router_margin,
+        "policy {policy} vs warm start + router {router}: {out}"
+    );
+    // The router is not starved: it sends up to the budget, as the policy may.
+    assert!(number(&before["router"]["call_rate"]) > 0.25, "{before}");
+    for baseline in ["local_only", "random_offloading"] {
+        assert!(policy > number(&after[baseline]), "{baseline}: {after}");
+    }
+    assert!(policy > number(&before["overall_accuracy"]), "{before}");
+}
+
 #[test]
-fn the_ci_demo_runs_every_step_from_scratch_then_reuses_its_warm_start() {
+fn the_ci_demo_runs_every_step_from_scratch_and_the_policy_beats_the_router() {
     let dir = tempfile::tempdir().expect("temp dir");
     let first = demo(dir.path(), &[]);
     assert_eq!(first["warm_start_reused"], false);
@@ -76,13 +98,9 @@ fn the_ci_demo_runs_every_step_from_scratch_then_reuses_its_warm_start() {
         let (easy, hard) = (level(evaluation, "easy"), level(evaluation, "hard"));
         assert_eq!(
             number(&easy["questions"]) + number(&hard["questions"]),
-            60.0,
+            TEST_QUESTIONS,
             "{evaluation}"
         );
-        // 4-digit products are beyond a sub-million-parameter model; single-digit sums are
-        // what the warm start taught it.
-        assert_eq!(number(&hard["local_accuracy"]), 0.0, "{evaluation}");
-        assert!(number(&easy["local_accuracy"]) > 0.0, "{evaluation}");
         // The simulated cloud answers 95% right; the budget caps the calls.
         assert!(number(&evaluation["cloud_only"]) >= 0.85, "{evaluation}");
         assert!(
@@ -94,44 +112,34 @@ fn the_ci_demo_runs_every_step_from_scratch_then_reuses_its_warm_start() {
             .iter()
             .map(|l| number(&l["help_rate"]) * number(&l["questions"]))
             .sum::<f64>()
-            / 60.0;
+            / TEST_QUESTIONS;
         assert!(
             (weighted - number(&evaluation["help_rate"])).abs() < 1e-9,
             "{evaluation}"
         );
-    }
-    assert_ne!(first["before"]["model"], first["after"]["model"]);
-
-    // What RL did: the help action is now tied to difficulty, and asking pays at the budget.
-    let after = &first["after"];
-    let (easy, hard) = (level(after, "easy"), level(after, "hard"));
-    let gap = number(&hard["help_rate"]) - number(&easy["help_rate"]);
-    assert!(
-        gap >= HELP_RATE_MARGIN,
-        "help rate hard - easy = {gap}: {after}"
-    );
-    let over_random = number(&after["overall_accuracy"]) - number(&after["random_offloading"]);
-    assert!(
-        over_random >= ACCURACY_MARGIN,
-        "overall accuracy - random offloading = {over_random}: {after}"
-    );
-    // The device-only baseline is the model without the help sentence: the warm start learned
-    // to answer those prompts too (`sft.bare_share`), so random offloading is no straw man.
-    assert!(
-        number(&first["before"]["local_only"]) > 0.3,
-        "{}",
-        first["before"]
-    );
-
-    // The learned-router baseline is evaluated on both models, trained on the whole training
-    // split: it sends at most the budget, and its AUC is a probability.
-    for evaluation in [&first["before"], &first["after"]] {
+        // The learned-router baseline is evaluated on both models, trained on the whole
+        // training split: it sends at most the budget, and its AUC is a probability.
         let router = &evaluation["router"];
         assert!(number(&router["call_rate"]) <= 0.3 + 1e-9, "{router}");
         let auc = number(&router["auc"]);
         assert!((0.0..=1.0).contains(&auc), "{router}");
-        assert!(number(&router["overall_accuracy"]) <= 1.0, "{router}");
     }
+    assert_ne!(first["before"]["model"], first["after"]["model"]);
+    // The warm start solves a share of the searches on its own, and fails a share: the device
+    // only baseline is the model without the help sentence (`sft.bare_share`).
+    let device_only = number(&first["before"]["local_only"]);
+    assert!((0.15..=0.85).contains(&device_only), "{}", first["before"]);
+
+    // What RL did: asking pays at the budget, against every baseline.
+    assert_the_policy_wins(&first, CI_ROUTER_MARGIN);
+    // And it asks when its own search fails: what it keeps on the device it solves far more
+    // often than the device does alone.
+    let after = &first["after"];
+    let picked = number(&after["conditional_accuracy"]) - number(&after["local_only"]);
+    assert!(
+        picked >= ASKS_ON_FAILURES_MARGIN,
+        "conditional accuracy - device only = {picked}: {after}"
+    );
     // What RL kept of the warm start's local skill, question by question.
     let kept = &first["kept"];
     assert!(number(&kept["solved_before"]) > 0.0, "{kept}");
@@ -179,43 +187,50 @@ fn the_ci_demo_runs_every_step_from_scratch_then_reuses_its_warm_start() {
     );
 
     // The second run takes the warm start from the cache: same model, same data, no SFT.
-    // (Two RL steps are enough for that.)
-    let second = demo(dir.path(), &["--set", "train.set=[run.steps=2]"]);
+    // (Two RL steps are enough for that, and no router.)
+    let second = demo(
+        dir.path(),
+        &["--set", "train.set=[run.steps=2]", "--set", "eval.router=false"],
+    );
     assert_eq!(second["warm_start_reused"], true);
     assert_eq!(second["warm_start"]["model"], first["warm_start"]["model"]);
     assert_eq!(number(&second["seconds"]["warm_start"]), 0.0);
-    // Same seed, same warm model, greedy evaluation: the "before" numbers repeat exactly.
+    // Same seed, same warm model, seeded sampling: the "before" numbers repeat exactly.
     assert_eq!(second["before"]["levels"], first["before"]["levels"]);
 }
 
 /// After RL, overall accuracy at the budget exceeds the warm start's with a learned router by at
-/// least this much on the search suite (seeds 0–2: BENCHMARKS.md, "The search suite as the
+/// least this much on the full search demo (seeds 0–2: BENCHMARKS.md, "The search suite as the
 /// main job").
 const ROUTER_MARGIN: f64 = 0.1;
 
-/// The paper's claim on the built-in demo (the search suite): the policy deciding after trying
-/// beats the warm start with a learned router, at the same budget, test split and temperature.
-/// It takes the full demo's 10 minutes, twice the CI size, so it runs on request:
-/// `cargo test --release --test tests the_policy_beats -- --ignored`.
+/// The paper's claim on the built-in demo at full size. It takes 10 minutes, twice the CI
+/// size, so it runs on request: `cargo test --release --test tests the_policy_beats -- --ignored`.
 #[test]
 #[ignore = "the full demo: about 10 minutes on 2 cores"]
 fn the_policy_beats_the_warm_start_with_a_learned_router_on_the_search_demo() {
     let dir = tempfile::tempdir().expect("temp dir");
     let out = demo_of("configs/demo.yaml", dir.path(), &[]);
-    let (before, after) = (&out["before"], &out["after"]);
-    let router = number(&before["router"]["overall_accuracy"]);
-    let policy = number(&after["overall_accuracy"]);
-    assert!(
-        policy - router >= ROUTER_MARGIN,
-        "policy {policy} vs warm start + router {router}: {out}"
-    );
-    // The router sends up to the budget, as the policy may.
-    assert!(number(&before["router"]["call_rate"]) > 0.25, "{before}");
-    // Nor are the other baselines: the policy beats each at its own call rate.
-    for baseline in ["local_only", "random_offloading"] {
-        assert!(policy > number(&after[baseline]), "{baseline}: {after}");
-    }
-    assert!(policy > number(&before["overall_accuracy"]), "{before}");
+    assert_the_policy_wins(&out, ROUTER_MARGIN);
+}
+
+/// On the products suite, where difficulty shows in the question (4-digit products against
+/// single-digit sums), the policy learns to ask on the hard level only; a router does as well
+/// there (docs/demo.md, "Products"). About 4 minutes: `cargo test --release --test tests
+/// products_demo -- --ignored`.
+#[test]
+#[ignore = "the products demo: about 4 minutes on 2 cores"]
+fn on_the_products_demo_the_policy_asks_on_the_hard_level_only() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = demo_of("configs/demo-products.yaml", dir.path(), &[]);
+    let after = &out["after"];
+    let (easy, hard) = (level(after, "easy"), level(after, "hard"));
+    // 4-digit products are beyond a sub-million-parameter model.
+    assert_eq!(number(&hard["local_accuracy"]), 0.0, "{after}");
+    let gap = number(&hard["help_rate"]) - number(&easy["help_rate"]);
+    assert!(gap >= 0.5, "help rate hard - easy = {gap}: {after}");
+    let over_random = number(&after["overall_accuracy"]) - number(&after["random_offloading"]);
+    assert!(over_random >= 0.1, "over random offloading {over_random}: {after}");
 }
 
 /// `tandem validate` takes a demo file: its own settings, then both pipelines as they would be
