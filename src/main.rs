@@ -6,8 +6,6 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cmd;
-mod demo;
-mod plot;
 
 /// Post-train small on-device LLMs to solve what they can and ask a cloud LLM when it pays.
 #[derive(Debug, Parser)]

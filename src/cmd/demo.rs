@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use crate::demo;
+use tandem_lab::demo;
 
 /// Arguments of `tandem demo`.
 #[derive(Debug, clap::Args)]

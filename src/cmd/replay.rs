@@ -7,7 +7,8 @@ use anyhow::Result;
 use tandem_pipeline::{PlanOptions, RunOptions, plan_replay};
 use tandem_stages::Registry;
 
-use crate::cmd::run::{print_summary, progress};
+use crate::cmd::run::print_summary;
+use tandem_lab::progress::progress;
 
 /// Arguments of `tandem replay`.
 #[derive(Debug, clap::Args)]

@@ -45,7 +45,7 @@ pub fn run(args: Args) -> Result<()> {
         )?);
     }
     let comparisons = report::compare(&runs)?;
-    let plots = crate::plot::write_plots(&runs, &out)?;
+    let plots = tandem_lab::plot::write_plots(&runs, &out)?;
     let markdown = report::write_markdown(&runs, &comparisons, &plots, &out)?;
     if args.json {
         let json = serde_json::json!({

@@ -1,12 +1,10 @@
 //! `tandem run`: plan, then run the dataflow with a progress bar (or log lines off a terminal).
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Result;
-use indicatif::{ProgressBar, ProgressStyle};
-use tandem_pipeline::{OnStep, Plan, PlanOptions, RunOptions, RunSummary, StepReport};
+use tandem_lab::progress::progress;
+use tandem_pipeline::{Plan, PlanOptions, RunOptions, RunSummary};
 use tandem_stages::Registry;
 
 /// Arguments of `tandem run`.
@@ -96,40 +94,6 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// A progress bar on a terminal (log lines elsewhere), and the callback that moves it.
-pub(crate) fn progress(steps: u64, first_step: u64) -> (Option<ProgressBar>, OnStep) {
-    let bar = std::io::stderr().is_terminal().then(|| {
-        let bar = ProgressBar::new(steps);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} step {pos}/{len} [{bar:30}] {elapsed_precise} eta {eta} {msg}",
-            )
-            .expect("the template is valid")
-            .progress_chars("=> "),
-        );
-        bar.set_position(first_step);
-        bar
-    });
-    let progress_bar = bar.clone();
-    let on_step: OnStep = Arc::new(move |report: &StepReport| {
-        let line = format!(
-            "{} groups, {} samples, {} errors{}",
-            report.groups,
-            report.samples,
-            report.errors,
-            time_line(&report.seconds)
-        );
-        match &progress_bar {
-            Some(bar) => {
-                bar.set_position(report.step + 1);
-                bar.set_message(line);
-            }
-            None => tracing::info!("step {}/{}: {line}", report.step + 1, report.steps),
-        }
-    });
-    (bar, on_step)
-}
-
 /// The lines a finished run ends with.
 pub(crate) fn print_summary(summary: &RunSummary) {
     println!(
@@ -141,19 +105,4 @@ pub(crate) fn print_summary(summary: &RunSummary) {
         summary.errors,
         summary.run_dir.display()
     );
-}
-
-/// `, 2.1 s (rollouts 1.5, learn 0.4)`: the step's wall time and its two slowest stages.
-fn time_line(seconds: &[(String, f64)]) -> String {
-    let Some((_, step)) = seconds.iter().find(|(name, _)| name == "step") else {
-        return String::new();
-    };
-    let mut stages: Vec<&(String, f64)> = seconds.iter().filter(|(n, _)| n != "step").collect();
-    stages.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let slowest: Vec<String> = stages
-        .iter()
-        .take(2)
-        .map(|(name, s)| format!("{name} {s:.1}"))
-        .collect();
-    format!(", {step:.1} s ({})", slowest.join(", "))
 }

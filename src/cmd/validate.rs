@@ -34,8 +34,8 @@ pub fn run(args: Args) -> Result<()> {
     }
     let file = args.pipeline.expect("checked above");
     if is_demo_file(&file)? {
-        let (config, source) = crate::demo::load(Some(&file), &args.sets)?;
-        let plans = crate::demo::validate(&config, &source)?;
+        let (config, source) = tandem_lab::demo::load(Some(&file), &args.sets)?;
+        let plans = tandem_lab::demo::validate(&config, &source)?;
         println!(
             "{}: ok (a demo file: {} train and {} test problems, levels {})",
             file.display(),

@@ -20,7 +20,7 @@ use serde::Serialize;
 pub use config::{DemoConfig, Source, load};
 pub use summary::DemoReport;
 
-use crate::cmd::eval;
+use crate::eval;
 use summary::Evaluated;
 use tandem_cloudsim::{SimConfig, spawn};
 

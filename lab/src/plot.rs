@@ -13,7 +13,7 @@ use plotters::style::{FontStyle, register_font};
 use tandem_pipeline::report::{Breakdown, ReportError, RunReport, Tally};
 
 const SIZE: (u32, u32) = (800, 480);
-const FONT: &[u8] = include_bytes!("../assets/DejaVuSans-subset.ttf");
+const FONT: &[u8] = include_bytes!("../../assets/DejaVuSans-subset.ttf");
 
 /// One plot: lines (or points) of (x, y).
 struct Chart {

@@ -186,14 +186,14 @@ pub enum Source {
 
 /// The files compiled in, by their path relative to `configs/`.
 const BUILT_IN: &[(&str, &str)] = &[
-    ("demo.yaml", include_str!("../../configs/demo.yaml")),
+    ("demo.yaml", include_str!("../../../configs/demo.yaml")),
     (
         "demo/warm-start.yaml",
-        include_str!("../../configs/demo/warm-start.yaml"),
+        include_str!("../../../configs/demo/warm-start.yaml"),
     ),
     (
         "demo/train.yaml",
-        include_str!("../../configs/demo/train.yaml"),
+        include_str!("../../../configs/demo/train.yaml"),
     ),
 ];
 
@@ -264,7 +264,7 @@ mod tests {
     /// prompt it never sees again.
     #[test]
     fn the_sft_rows_are_the_user_turns_of_the_rl_prompts() {
-        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let repo = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
         for file in [None, Some(repo.join("configs/demo-ci.yaml"))] {
             let (config, source) = load(file.as_deref(), &[]).expect("the demo file loads");
             let instruction = config.data.sft.instruction.expect("data.sft.instruction");

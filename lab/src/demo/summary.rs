@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::Seconds;
 use super::config::DemoConfig;
 use super::warm::Warm;
-use crate::cmd::eval::Evaluation;
+use crate::eval::Evaluation;
 use tandem_pipeline::report::{self, Breakdown};
 
 /// One difficulty level in an evaluation.

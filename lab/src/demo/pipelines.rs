@@ -10,7 +10,7 @@ use tandem_schemas::layout::RunLayout;
 use tandem_stages::Registry;
 
 use super::config::{PipelineRef, Source};
-use crate::cmd::run::progress;
+use crate::progress::progress;
 
 /// Plans `pipeline` with `vars` (the environment fills the rest), then its `set` overrides:
 /// everything `tandem run` checks before it starts.

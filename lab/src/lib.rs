@@ -1,0 +1,17 @@
+//! What tandem's commands orchestrate on top of the pipeline engine: runs of runs.
+//!
+//! - [`eval`]: a routing policy against a cloud budget, as two stored pipelines joined per
+//!   question, with the device-only, cloud-only, naive and learned-router baselines
+//!   (`tandem eval`);
+//! - [`demo`]: the whole chain on a model made here, from task data to the before/after table
+//!   (`tandem demo`);
+//! - [`plot`]: the PNG/SVG plots of `tandem report`, `tandem eval` and the demo;
+//! - [`progress`]: a pipeline run's progress bar.
+//!
+//! The CLI (`src/`) parses arguments and calls these; only `tandem-pipeline` knows the
+//! dataflow.
+
+pub mod demo;
+pub mod eval;
+pub mod plot;
+pub mod progress;
