@@ -441,7 +441,13 @@ fn complete(base: &str, question: &str) -> (reqwest::StatusCode, Value, String) 
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let response = reqwest::Client::new()
+        // The client tandem's stages use: rustls with ring, installed once per process.
+        let client = tandem_stages::net::client(
+            std::time::Duration::from_secs(5),
+            std::time::Duration::from_secs(60),
+        )
+        .expect("client");
+        let response = client
             .post(format!("{base}/chat/completions"))
             .json(&serde_json::json!({
                 "model": "device",

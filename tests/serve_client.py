@@ -21,10 +21,8 @@ def body_fields(obj):
     return extra.get("tandem") or {}
 
 
-def plain(client, question):
-    raw = client.chat.completions.with_raw_response.create(
-        model="device", messages=[{"role": "user", "content": question}]
-    )
+def plain_record(raw, question):
+    """What a non-streamed answer says: its text, who answered (body and header), the route."""
     completion = raw.parse()
     tandem = body_fields(completion)
     return {
@@ -37,6 +35,13 @@ def plain(client, question):
         "capped": tandem.get("capped"),
         "route": tandem.get("route"),
     }
+
+
+def plain(client, question):
+    raw = client.chat.completions.with_raw_response.create(
+        model="device", messages=[{"role": "user", "content": question}]
+    )
+    return plain_record(raw, question)
 
 
 def streamed(client, question):
@@ -80,18 +85,7 @@ async def burst(base_url, token, questions, n):
             raw = await client.chat.completions.with_raw_response.create(
                 model="device", messages=[{"role": "user", "content": question}]
             )
-            completion = raw.parse()
-            tandem = body_fields(completion)
-            return {
-                "id": completion.id,
-                "question": question,
-                "stream": False,
-                "content": completion.choices[0].message.content,
-                "answered_by": tandem.get("answered_by"),
-                "header": raw.headers.get("x-tandem-answered-by"),
-                "capped": tandem.get("capped"),
-                "route": tandem.get("route"),
-            }
+            return plain_record(raw, question)
         async with client.chat.completions.with_streaming_response.create(
             model="device", messages=[{"role": "user", "content": question}], stream=True
         ) as response:
