@@ -17,7 +17,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::json;
 use tandem_stages::policy::{
     self, DeviceSpec, GenerationRequest, Learner, LearnerConfig, Policy, PolicyGradient,
-    SamplingParams, Sequence,
+    SamplingParams, Sequence, WeightDtype,
 };
 
 #[derive(Parser)]
@@ -45,13 +45,23 @@ struct Args {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Compute dtype: f32 or bf16 (default: f32 on CPU, bf16 on CUDA). `scripts/gpu-check.sh`
+    /// compares a train step in f32 across devices.
+    #[arg(long)]
+    dtype: Option<String>,
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
     policy::set_threads(args.threads);
     let device: DeviceSpec = args.device.parse()?;
-    let policy = Policy::load(&args.model, &device, None)?;
+    let dtype = match args.dtype.as_deref() {
+        None => None,
+        Some("f32") => Some(WeightDtype::F32),
+        Some("bf16") => Some(WeightDtype::BF16),
+        Some(other) => anyhow::bail!("--dtype {other}: expected f32 or bf16"),
+    };
+    let policy = Policy::load(&args.model, &device, dtype)?;
     let vocab = policy
         .tokenizer
         .vocab_size()
@@ -113,13 +123,17 @@ fn main() -> Result<()> {
                 clip_eps_high: None,
                 kl_coef: 0.0,
             };
+            // The first step's loss and gradient norm (a warm-up step too): what a step on
+            // another device must reproduce (scripts/gpu-check.sh).
+            let first = learner.step(&policy.model, None, &sequences, &objective)?;
             let seconds = timed(args.warmup, args.repeat, || {
                 learner
                     .step(&policy.model, None, &sequences, &objective)
                     .expect("step");
             });
             json!({"tool": "tandem", "bench": "train_step", "model": model_name, "batch": args.batch,
-                   "seq_len": args.seq_len, "seconds": seconds, "peak_rss_mb": peak_rss_mb()})
+                   "seq_len": args.seq_len, "seconds": seconds, "peak_rss_mb": peak_rss_mb(),
+                   "first_mean_logprob": first.mean_logprob, "first_grad_norm": first.grad_norm})
         }
         other => anyhow::bail!("--bench {other}: expected generate or train_step"),
     };
