@@ -45,6 +45,9 @@ enum Command {
     Data(cmd::data::Args),
     /// Evaluate a model's routing against a cloud budget, with the paper's baselines.
     Eval(cmd::eval::Args),
+    /// Train and evaluate every method of a comparison on one task suite over seeds, at the same
+    /// budget and test split: the paper's table, with the spread over seeds (resumable).
+    Experiment(cmd::experiment::Args),
     /// Serve a trained model behind an OpenAI-compatible endpoint; it answers, and the cloud is
     /// called only when it asks for help, within a budget.
     Serve(cmd::serve::Args),
@@ -69,6 +72,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => cmd::validate::run(args),
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Eval(args) => cmd::eval::run(args),
+        Command::Experiment(args) => cmd::experiment::run(args),
         Command::Serve(args) => cmd::serve::run(args),
         Command::Model(args) => cmd::model::run(args),
         Command::Verify(args) => cmd::verify::run(args),

@@ -5,6 +5,8 @@
 //!   (`tandem eval`);
 //! - [`demo`]: the whole chain on a model made here, from task data to the before/after table
 //!   (`tandem demo`);
+//! - [`experiment`]: every method of a comparison on one suite over seeds, as a table
+//!   (`tandem experiment`);
 //! - [`plot`]: the PNG/SVG plots of `tandem report`, `tandem eval` and the demo;
 //! - [`progress`]: a pipeline run's progress bar.
 //!
@@ -13,5 +15,6 @@
 
 pub mod demo;
 pub mod eval;
+pub mod experiment;
 pub mod plot;
 pub mod progress;

@@ -56,7 +56,7 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 /// `$TANDEM_CACHE/demo`, else `$HOME/.cache/tandem/demo`, else `.tandem-cache/demo`.
-fn default_cache() -> PathBuf {
+pub(crate) fn default_cache() -> PathBuf {
     let root = std::env::var_os("TANDEM_CACHE")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/tandem")))

@@ -4,6 +4,7 @@ pub mod cloud_sim;
 pub mod data;
 pub mod demo;
 pub mod eval;
+pub mod experiment;
 pub mod inspect;
 pub mod model;
 pub mod replay;

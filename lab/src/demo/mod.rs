@@ -17,11 +17,11 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-pub use config::{DemoConfig, Source, load};
-pub use summary::DemoReport;
+pub use config::{DemoConfig, PipelineRef, Source, load};
+pub use summary::{DemoReport, Evaluated, RouterBaseline};
+pub use warm::Warm as WarmStart;
 
 use crate::eval;
-use summary::Evaluated;
 use tandem_cloudsim::{SimConfig, spawn};
 
 /// Where the demo writes and caches.
@@ -88,33 +88,50 @@ pub fn run(config: &DemoConfig, source: &Source, options: &Options) -> Result<De
 
     let eval_started = Instant::now();
     eprintln!("[2/4] evaluation before RL");
-    let before = evaluate(config, &warm, &warm.model, &url, &dir)?;
+    let before = evaluate_model(config, &warm, &warm.model, &url, &dir)?;
     seconds.eval += eval_started.elapsed().as_secs_f64();
 
     eprintln!("[3/4] RL");
     let train_started = Instant::now();
-    let vars = train_vars(config, &warm.data, &warm.model, &url);
-    let summary = pipelines::run_pipeline(source, &config.train, &vars, &dir, "RL")?;
+    let (train_run, trained) = train(config, source, &warm, &url, &dir, "RL")?;
     seconds.train = train_started.elapsed().as_secs_f64();
-    let trained = pipelines::final_checkpoint(&summary, "learn.pg")?;
 
     let eval_started = Instant::now();
     eprintln!("[4/4] evaluation after RL");
-    let after = evaluate(config, &warm, &trained, &url, &dir)?;
+    let after = evaluate_model(config, &warm, &trained, &url, &dir)?;
     seconds.eval += eval_started.elapsed().as_secs_f64();
     cloud.shutdown();
 
     seconds.total = started.elapsed().as_secs_f64();
-    let report = summary::write(
-        &dir,
-        config,
-        &warm,
-        &summary.run_dir,
-        before,
-        after,
-        seconds,
-    )?;
+    let report = summary::write(&dir, config, &warm, &train_run, before, after, seconds)?;
     Ok(report)
+}
+
+/// The warm start for `config` (cached under `cache`, made with its supervised run stored in
+/// `runs` when the cache lacks it).
+pub fn warm_start(
+    config: &DemoConfig,
+    source: &Source,
+    cache: &Path,
+    runs: &Path,
+) -> Result<WarmStart> {
+    warm::prepare(config, source, cache, runs, false)
+}
+
+/// Runs the suite's RL pipeline (`config.train`) from the warm start against `cloud`, stored
+/// in `runs`; returns the run and its final checkpoint.
+pub fn train(
+    config: &DemoConfig,
+    source: &Source,
+    warm: &WarmStart,
+    cloud: &str,
+    runs: &Path,
+    label: &str,
+) -> Result<(PathBuf, PathBuf)> {
+    let vars = train_vars(config, &warm.data, &warm.model, cloud);
+    let summary = pipelines::run_pipeline(source, &config.train, &vars, runs, label)?;
+    let trained = pipelines::final_checkpoint(&summary, "learn.pg")?;
+    Ok((summary.run_dir, trained))
 }
 
 /// The variables the RL pipeline is filled in with.
@@ -155,8 +172,9 @@ pub fn validate(
     ])
 }
 
-/// `tandem eval` of `model` on the test split.
-fn evaluate(
+/// `tandem eval` of `model` on the test split, against `cloud`, stored in `dir` (with the
+/// learned-router baseline when `config.eval.router`).
+pub fn evaluate_model(
     config: &DemoConfig,
     warm: &warm::Warm,
     model: &Path,

@@ -72,7 +72,7 @@ pub struct Answered {
 }
 
 /// The learned-router baseline of one evaluation.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct RouterBaseline {
     /// ROC AUC of its `P(solved)` on the test split (0.5 is chance).
     pub auc: Option<f64>,
