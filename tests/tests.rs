@@ -9,6 +9,7 @@ mod data;
 mod dataflow;
 mod demo;
 mod eval;
+mod experiment;
 mod hf_layouts;
 mod inspect;
 mod interop;
