@@ -18,7 +18,6 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
-use tandem_cloudsim::{SimConfig, spawn};
 use tandem_pipeline::report::{self, Breakdown};
 use tandem_pipeline::yaml::Document;
 
@@ -362,16 +361,7 @@ impl Todo {
             config.eval.budget = budget;
         }
         config.eval.router = self.method.baselines;
-        let cloud = spawn(
-            SimConfig {
-                seed: config.seed,
-                accuracy: config.cloud.accuracy,
-                latency_mean: std::time::Duration::try_from_secs_f64(config.cloud.latency_ms / 1e3)
-                    .context("cloud.latency_ms must be a finite number >= 0")?,
-                ..SimConfig::default()
-            },
-            "127.0.0.1:0".parse()?,
-        )?;
+        let cloud = demo::spawn_cloud(&config)?;
         let trained = demo::train(
             &config,
             &self.source,

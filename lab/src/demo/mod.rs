@@ -22,7 +22,7 @@ pub use summary::{DemoReport, Evaluated, RouterBaseline};
 pub use warm::Warm as WarmStart;
 
 use crate::eval;
-use tandem_cloudsim::{SimConfig, spawn};
+use tandem_cloudsim::{SimConfig, SimHandle, spawn};
 
 /// Where the demo writes and caches.
 #[derive(Clone, Debug)]
@@ -70,16 +70,7 @@ pub fn run(config: &DemoConfig, source: &Source, options: &Options) -> Result<De
         seconds.warm_start = warm.seconds;
     }
 
-    let cloud = spawn(
-        SimConfig {
-            seed: config.seed,
-            accuracy: config.cloud.accuracy,
-            latency_mean: std::time::Duration::try_from_secs_f64(config.cloud.latency_ms / 1e3)
-                .context("cloud.latency_ms must be a finite number >= 0")?,
-            ..SimConfig::default()
-        },
-        "127.0.0.1:0".parse()?,
-    )?;
+    let cloud = spawn_cloud(config)?;
     let url = cloud.base_url();
     eprintln!(
         "cloud: simulated, accuracy {}, at {url}",
@@ -105,6 +96,20 @@ pub fn run(config: &DemoConfig, source: &Source, options: &Options) -> Result<De
     seconds.total = started.elapsed().as_secs_f64();
     let report = summary::write(&dir, config, &warm, &train_run, before, after, seconds)?;
     Ok(report)
+}
+
+/// The simulated cloud of `config.cloud`, seeded by `config.seed`, on a free loopback port.
+pub fn spawn_cloud(config: &DemoConfig) -> Result<SimHandle> {
+    Ok(spawn(
+        SimConfig {
+            seed: config.seed,
+            accuracy: config.cloud.accuracy,
+            latency_mean: std::time::Duration::try_from_secs_f64(config.cloud.latency_ms / 1e3)
+                .context("cloud.latency_ms must be a finite number >= 0")?,
+            ..SimConfig::default()
+        },
+        "127.0.0.1:0".parse()?,
+    )?)
 }
 
 /// The warm start for `config` (cached under `cache`, made with its supervised run stored in
