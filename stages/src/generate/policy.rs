@@ -120,8 +120,7 @@ impl StageConfig for PolicyConfig {
             .and_then(|r| r.checkpoint.as_deref());
         let start = policy::start_point(&dir, checkpoint)
             .map_err(|e| StageError::Run(format!("resuming: {e}")))?;
-        let policy = Policy::load(&start.0, &device, dtype)
-            .and_then(|p| policy::load_master_weights(&start.0, &p.model).map(|()| p))
+        let policy = Policy::load_start(&dir, &start.0, &device, dtype)
             .map_err(|e| params(format!("model: {e}")))?;
         let format = PromptParams {
             chat: self.chat,
@@ -200,7 +199,10 @@ impl PolicyGenerator {
 impl Generator for PolicyGenerator {
     fn generate(&mut self, groups: &mut [Group], ctx: &StepContext) -> Result<()> {
         // The learner may have published newer weights since the last batch.
-        self.version = self.hub.refresh(&self.policy.model, self.version, ctx.step);
+        self.version = self
+            .hub
+            .refresh(&mut self.policy.model, self.version, ctx.step)
+            .map_err(|e| StageError::Run(format!("step {}: new weights: {e}", ctx.step)))?;
         let mut pending: Vec<(usize, GenerationRequest)> = Vec::new();
         for (g, group) in groups.iter_mut().enumerate() {
             match self.prompt_ids(&group.prompt.question) {

@@ -25,7 +25,9 @@ use tandem_schemas::{Facet, Facets, Group, StreamKind, Target};
 
 use super::trained::{self, Saving, TrainedModel, params};
 use crate::contract::{BuildContext, Built, Sink, StepContext};
-use crate::policy::{AdamWConfig, LearnerConfig, LrSchedule, PolicyGradient, PolicyHub, Sequence};
+use crate::policy::{
+    AdamWConfig, LearnerConfig, LoraConfig, LrSchedule, PolicyGradient, PolicyHub, Sequence,
+};
 use crate::registry::StageConfig;
 use crate::{Result, StageError};
 
@@ -90,6 +92,12 @@ pub struct LearnConfig {
     /// Save a checkpoint every N steps (default 0: only at the end).
     #[serde(default)]
     pub checkpoint_every: u64,
+    /// Train LoRA adapters on the frozen model instead of every weight: `{r, alpha, rslora,
+    /// dropout, targets}` (default: none, full fine-tuning). Checkpoints are then PEFT adapters
+    /// (`adapter_config.json`, `adapter_model.safetensors`) plus the learner's state, and
+    /// generation uses the base with the newest adapter.
+    #[serde(default)]
+    pub lora: Option<LoraConfig>,
 }
 
 fn one_epoch() -> usize {
@@ -138,6 +146,7 @@ impl StageConfig for LearnConfig {
             ));
         }
         let device = trained::check_common(&self.device, &self.optimizer)?;
+        trained::check_lora(self.lora.as_ref())?;
         let Ok(hub) = ctx
             .shared
             .get_or_try_init::<PolicyHub, ()>(PolicyHub::KEY, || Err(()))
@@ -149,7 +158,13 @@ impl StageConfig for LearnConfig {
         };
         // The policy continues from the hub's starting weights (a resumed run's checkpoint);
         // the KL reference is always the model the training began from.
-        let model = trained::load_f32("model", &hub.start_dir, &device)?;
+        let model = trained::load_trainable(
+            &hub.model_dir,
+            &hub.start_dir,
+            &device,
+            self.lora.as_ref(),
+            ctx.run.seed,
+        )?;
         let reference = if self.kl_coef > 0.0 {
             Some(trained::load_f32("reference", &hub.model_dir, &device)?)
         } else {
@@ -305,8 +320,7 @@ impl Sink for PolicyLearner {
             }
             let stats = first.expect("epochs >= 1");
             trained.version += 1;
-            self.hub
-                .publish(ctx.step, trained.version, trained.model.named_parameters());
+            self.hub.publish(ctx.step, trained.version, &trained.model);
             let seconds = started.elapsed().as_secs_f64();
             values.insert("epochs".to_owned(), self.config.epochs as f64);
             values.extend(trained::update_figures(&stats, seconds, self.config.epochs));

@@ -19,7 +19,8 @@ use tandem_schemas::{Facet, Facets, Group, StreamKind};
 use super::trained::{self, Saving, TrainedModel, params};
 use crate::contract::{BuildContext, Built, Sink, StepContext};
 use crate::policy::{
-    self, AdamWConfig, LearnerConfig, Likelihood, LrSchedule, PromptFormat, Sequence, Tokenizer,
+    self, AdamWConfig, LearnerConfig, Likelihood, LoraConfig, LrSchedule, PromptFormat, Sequence,
+    Tokenizer,
 };
 use crate::prompt::{NamedTemplate, PromptParams};
 use crate::registry::StageConfig;
@@ -71,6 +72,11 @@ pub struct SftConfig {
     /// Save a checkpoint every N steps (default 0: only at the end).
     #[serde(default)]
     pub checkpoint_every: u64,
+    /// Train LoRA adapters on the frozen model instead of every weight: `{r, alpha, rslora,
+    /// dropout, targets}` (default: none). Checkpoints are then PEFT adapters plus the
+    /// learner's state (`tandem model merge` makes a whole model of one).
+    #[serde(default)]
+    pub lora: Option<LoraConfig>,
 }
 
 fn yes() -> bool {
@@ -98,6 +104,7 @@ impl SftConfig {
     /// The learner, loaded and checked: what [`StageConfig::build`] wraps.
     pub fn learner(self, ctx: &BuildContext) -> Result<SftLearner> {
         let device = trained::check_common(&self.device, &self.optimizer)?;
+        trained::check_lora(self.lora.as_ref())?;
         policy::set_threads(self.threads);
         let model_dir = ctx.resolve(&self.model);
         let tokenizer =
@@ -116,7 +123,13 @@ impl SftConfig {
             .and_then(|r| r.checkpoint.as_deref());
         let (start_dir, version) = policy::start_point(&model_dir, checkpoint)
             .map_err(|e| StageError::Run(format!("resuming: {e}")))?;
-        let model = trained::load_f32("model", &start_dir, &device)?;
+        let model = trained::load_trainable(
+            &model_dir,
+            &start_dir,
+            &device,
+            self.lora.as_ref(),
+            ctx.run.seed,
+        )?;
         let eos = match self.append_eos {
             false => None,
             true => Some(

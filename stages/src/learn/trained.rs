@@ -12,8 +12,8 @@ use tandem_schemas::layout::RunLayout;
 
 use crate::contract::{BuildContext, StepContext};
 use crate::policy::{
-    self, AdamWConfig, DeviceSpec, Learner, LearnerConfig, StepStats, TrainerState, Transformer,
-    WeightDtype,
+    self, AdamWConfig, DeviceSpec, Learner, LearnerConfig, LoraConfig, LoraInit, StepStats,
+    TrainerState, Transformer, WeightDtype,
 };
 use crate::{Result, StageError};
 
@@ -66,9 +66,89 @@ pub(crate) fn load_f32(what: &str, dir: &Path, device: &DeviceSpec) -> Result<Tr
         })
 }
 
+/// A `lora` option that can train: its error names the field below `lora`.
+pub(crate) fn check_lora(lora: Option<&LoraConfig>) -> Result<()> {
+    match lora.map(LoraConfig::validate) {
+        Some(Err((field, message))) => Err(params(&format!("lora.{field}"), message)),
+        _ => Ok(()),
+    }
+}
+
+/// The model a learner trains, starting from `start_dir` (`model_dir`, or the checkpoint a
+/// resumed run continues from).
+///
+/// Without `lora`, the whole model in f32 (see [`load_f32`]). With `lora`, the base of
+/// `model_dir` frozen in the device's dtype (f32 on CPU, bf16 on CUDA) with f32 adapters: new
+/// ones (PEFT's init, seeded by `seed`), or a resumed checkpoint's, which must have the same
+/// rank, alpha and targets.
+pub(crate) fn load_trainable(
+    model_dir: &Path,
+    start_dir: &Path,
+    device: &DeviceSpec,
+    lora: Option<&LoraConfig>,
+    seed: u64,
+) -> Result<Transformer> {
+    let resumed_adapter = policy::is_adapter_dir(start_dir);
+    let Some(lora) = lora else {
+        if resumed_adapter {
+            return Err(params(
+                "lora",
+                format!(
+                    "{} holds a LoRA adapter: resume it with the `lora` options it was trained with",
+                    start_dir.display()
+                ),
+            ));
+        }
+        return load_f32("model", start_dir, device);
+    };
+    let fail = |e: policy::PolicyError| {
+        params(
+            "",
+            format!("loading the model from {}: {e}", model_dir.display()),
+        )
+    };
+    let mut model = Transformer::load(model_dir, device, None).map_err(fail)?;
+    if resumed_adapter {
+        let saved = model
+            .load_adapter(start_dir)
+            .map_err(|e| StageError::Run(format!("resuming from {}: {e}", start_dir.display())))?;
+        if !saved.same_shape(lora) {
+            return Err(params(
+                "lora",
+                format!(
+                    "{} holds an adapter with r = {}, alpha = {}, rslora = {}, targets {:?}; the run asks for r = {}, alpha = {}, rslora = {}, targets {:?}",
+                    start_dir.display(),
+                    saved.r,
+                    saved.alpha(),
+                    saved.rslora,
+                    saved.target_set(),
+                    lora.r,
+                    lora.alpha(),
+                    lora.rslora,
+                    lora.target_set()
+                ),
+            ));
+        }
+    } else if start_dir != model_dir {
+        return Err(params(
+            "lora",
+            format!(
+                "{} is a full checkpoint, not a LoRA adapter: a LoRA run cannot continue it",
+                start_dir.display()
+            ),
+        ));
+    } else {
+        model
+            .attach_lora(lora, LoraInit::Peft { seed })
+            .map_err(fail)?;
+    }
+    Ok(model)
+}
+
 /// How a [`TrainedModel`] saves itself.
 pub(crate) struct Saving {
-    /// Where the tokenizer files copied into each checkpoint come from.
+    /// Where the tokenizer files copied into each checkpoint come from; also the base model
+    /// an adapter checkpoint names (`base_model_name_or_path`).
     pub tokenizer_dir: PathBuf,
     /// The dtype of `model.safetensors` (f32 master weights are kept besides a lower one).
     pub dtype: WeightDtype,
@@ -124,9 +204,22 @@ impl TrainedModel {
         let fail = |e: policy::PolicyError| {
             StageError::Run(format!("writing checkpoint {}: {e}", dir.display()))
         };
-        let dtype = self.saving.dtype;
-        policy::save_pretrained(&self.model, &self.saving.tokenizer_dir, &dir, dtype)
+        let dtype = if self.model.lora().is_some() {
+            // A LoRA run's checkpoint is the adapter (f32) and the learner's state.
+            let base = self.saving.tokenizer_dir.to_string_lossy();
+            policy::save_adapter(&self.model, &base, Some(&self.saving.tokenizer_dir), &dir)
+                .map_err(fail)?;
+            WeightDtype::F32
+        } else {
+            policy::save_pretrained(
+                &self.model,
+                &self.saving.tokenizer_dir,
+                &dir,
+                self.saving.dtype,
+            )
             .map_err(fail)?;
+            self.saving.dtype
+        };
         let state = TrainerState {
             optimizer_steps: self.learner.optimizer.steps,
             step: step + 1,

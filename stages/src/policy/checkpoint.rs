@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::config::WeightDtype;
+use super::lora::{self, ADAPTER_CONFIG, ADAPTER_WEIGHTS};
 use super::model::Transformer;
 use super::train::Learner;
 use super::{PolicyError, Result, weights};
@@ -59,6 +60,44 @@ pub fn save_pretrained(
     })
 }
 
+/// Writes the LoRA adapters of `model` as PEFT does at `out` (`adapter_config.json` naming
+/// `base_model_name_or_path`, and `adapter_model.safetensors` in f32 with PEFT's key names),
+/// with the tokenizer files of `tokenizer_dir` when given. An existing `out` is replaced.
+pub fn save_adapter(
+    model: &Transformer,
+    base_model_name_or_path: &str,
+    tokenizer_dir: Option<&Path>,
+    out: &Path,
+) -> Result<()> {
+    let Some(config) = model.lora() else {
+        return Err(PolicyError::Invalid(
+            "the model has no LoRA adapters to save".into(),
+        ));
+    };
+    write_dir(out, |tmp| {
+        let json = lora::peft_config_json(config, base_model_name_or_path);
+        let path = tmp.join(ADAPTER_CONFIG);
+        let text = serde_json::to_string_pretty(&json).unwrap_or_default();
+        std::fs::write(&path, text + "\n").map_err(|e| PolicyError::io(&path, e))?;
+        let tensors: Vec<(String, tch::Tensor)> = model
+            .adapter_parameters()
+            .iter()
+            .map(|(name, t)| (lora::peft_key(name), t.shallow_clone()))
+            .collect();
+        weights::write(&tmp.join(ADAPTER_WEIGHTS), &tensors, tch::Kind::Float)?;
+        let Some(tokenizer_dir) = tokenizer_dir else {
+            return Ok(());
+        };
+        for name in TOKENIZER_FILES {
+            let from = tokenizer_dir.join(name);
+            if from.is_file() {
+                std::fs::copy(&from, tmp.join(name)).map_err(|e| PolicyError::io(&from, e))?;
+            }
+        }
+        Ok(())
+    })
+}
+
 /// Counters and seeds a resumed run needs besides weights and optimiser moments.
 ///
 /// Generation draws from streams seeded by `(seed, prompt, sample)`, so the seed is the whole
@@ -76,8 +115,9 @@ pub struct TrainerState {
 }
 
 /// Writes the learner's AdamW moments and `state` into checkpoint directory `dir` (which
-/// [`save_pretrained`] created). When the model was saved below f32 (`saved`), the f32 weights
-/// of `model` are kept too, as [`MASTER_FILE`].
+/// [`save_pretrained`] or [`save_adapter`] created). When the model was saved below f32
+/// (`saved`), the f32 weights of `model` are kept too, as [`MASTER_FILE`] (an adapter is always
+/// saved in f32).
 pub fn save_trainer_state(
     dir: &Path,
     model: &Transformer,
@@ -85,7 +125,7 @@ pub fn save_trainer_state(
     learner: &Learner,
     state: &TrainerState,
 ) -> Result<()> {
-    if saved != WeightDtype::F32 {
+    if saved != WeightDtype::F32 && model.lora().is_none() {
         weights::write(
             &dir.join(MASTER_FILE),
             model.named_parameters(),
@@ -180,4 +220,33 @@ fn write_dir(out: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
         std::fs::remove_dir_all(out).map_err(|e| PolicyError::io(out, e))?;
     }
     std::fs::rename(&tmp, out).map_err(|e| PolicyError::io(out, e))
+}
+
+/// Writes at `out` the HF model that base `base` with the adapter in `adapter` computes: the
+/// adapters folded into the weights (`W + s·B·A`, in f32) and saved in `dtype` (default: the
+/// base's stored dtype), with the base's tokenizer files. Transformers loads `out` unchanged.
+pub fn merge_adapter(
+    base: &Path,
+    adapter: &Path,
+    out: &Path,
+    dtype: Option<WeightDtype>,
+) -> Result<()> {
+    let mut model = Transformer::load(base, &super::DeviceSpec::Cpu, Some(WeightDtype::F32))?;
+    model.load_adapter(adapter)?;
+    model.merge_lora();
+    let dtype = dtype.unwrap_or(model.config.dtype);
+    save_pretrained(&model, base, out, dtype)
+}
+
+/// Writes a new adapter for base `base` at `out` (PEFT's format, `base_model_name_or_path` as
+/// `base` is spelled), started as `init` says.
+pub fn init_adapter(
+    base: &Path,
+    out: &Path,
+    config: &super::LoraConfig,
+    init: super::LoraInit,
+) -> Result<()> {
+    let mut model = Transformer::load(base, &super::DeviceSpec::Cpu, Some(WeightDtype::F32))?;
+    model.attach_lora(config, init)?;
+    save_adapter(&model, &base.to_string_lossy(), None, out)
 }

@@ -153,7 +153,19 @@ impl ModelConfig {
     /// Reads `<dir>/config.json`.
     pub fn from_dir(dir: &Path) -> Result<ModelConfig> {
         let path = dir.join("config.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| PolicyError::missing(&path, e))?;
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            if super::is_adapter_dir(dir) {
+                PolicyError::missing(
+                    &path,
+                    format!(
+                        "{e}; the directory holds a LoRA adapter: give its base model and the \
+                         adapter (`--adapter`), or merge them (`tandem model merge`)"
+                    ),
+                )
+            } else {
+                PolicyError::missing(&path, e)
+            }
+        })?;
         let value: Value = serde_json::from_str(&text).map_err(|e| PolicyError::Config {
             path: path.clone(),
             message: format!("line {}, column {}: {e}", e.line(), e.column()),

@@ -3,9 +3,10 @@
 //!
 //! The generator makes the hub when it is built (the key is [`PolicyHub::KEY`] in the run's
 //! [`crate::SharedState`]); the learner finds it there, so both encode prompts with the same code
-//! and settings. After each update the learner publishes a copy of its parameters with a new
-//! version; each generator instance copies them into its own model before it samples, and stamps
-//! its samples with the version it used.
+//! and settings. After each update the learner publishes a copy of its trainable parameters (all
+//! of them, or only the LoRA adapters when it trains adapters) with a new version; each
+//! generator instance copies them into its own model before it samples (attaching adapters of the
+//! same shape to its base the first time), and stamps its samples with the version it used.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -13,7 +14,7 @@ use std::sync::Mutex;
 
 use tch::Tensor;
 
-use super::{ChatMessage, Result, Tokenizer, Transformer, WeightDtype};
+use super::{ChatMessage, LoraConfig, LoraInit, Result, Tokenizer, Transformer, WeightDtype};
 
 /// How a question becomes the prompt the policy sees.
 #[derive(Clone, Debug, PartialEq)]
@@ -49,6 +50,8 @@ impl PromptFormat {
 struct Published {
     step: u64,
     version: u64,
+    /// The LoRA options when `params` are adapters.
+    lora: Option<LoraConfig>,
     params: Vec<(String, Tensor)>,
 }
 
@@ -109,10 +112,12 @@ impl PolicyHub {
         self.format.encode(&tokenizer, question)
     }
 
-    /// Publishes a copy of `params`, the weights after the learner's step `step`, as `version`.
-    pub fn publish(&self, step: u64, version: u64, params: &[(String, Tensor)]) {
+    /// Publishes a copy of `model`'s trainable parameters (its adapters, with their options,
+    /// when it has LoRA adapters), the weights after the learner's step `step`, as `version`.
+    pub fn publish(&self, step: u64, version: u64, model: &Transformer) {
         let copies = tch::no_grad(|| {
-            params
+            model
+                .trainable_parameters()
                 .iter()
                 .map(|(name, p)| (name.clone(), p.detach().copy()))
                 .collect()
@@ -121,6 +126,7 @@ impl PolicyHub {
         published.push_back(Published {
             step,
             version,
+            lora: model.lora().cloned(),
             params: copies,
         });
         while published.len() as u64 > self.max_staleness + 1 {
@@ -132,8 +138,9 @@ impl PolicyHub {
     /// `step` uses: the newest published after a step `<= step - 1 - max_staleness`. The
     /// pipeline feeds step `step` only once the learner has finished that step, so the choice
     /// never depends on timing: a run is reproducible with any staleness. Returns the version
-    /// `model` holds afterwards.
-    pub fn refresh(&self, model: &Transformer, have: u64, step: u64) -> u64 {
+    /// `model` holds afterwards. Adapters are attached to `model` when the learner publishes
+    /// adapters and `model` has none yet.
+    pub fn refresh(&self, model: &mut Transformer, have: u64, step: u64) -> Result<u64> {
         let published = self.published.lock().unwrap_or_else(|e| e.into_inner());
         let newest_allowed = step.checked_sub(1 + self.max_staleness);
         let Some(chosen) = published
@@ -141,20 +148,32 @@ impl PolicyHub {
             .rev()
             .find(|p| newest_allowed.is_some_and(|limit| p.step <= limit))
         else {
-            return have;
+            return Ok(have);
         };
         if chosen.version == have {
-            return have;
+            return Ok(have);
+        }
+        if let Some(lora) = &chosen.lora
+            && model.lora().is_none()
+        {
+            // The values are overwritten below; the init only gives the shapes.
+            model.attach_lora(lora, LoraInit::Peft { seed: 0 })?;
+        }
+        let dst_params = model.trainable_parameters();
+        if dst_params.len() != chosen.params.len() {
+            return Err(super::PolicyError::Invalid(format!(
+                "the learner published {} tensors, the generator's model has {} to update",
+                chosen.params.len(),
+                dst_params.len()
+            )));
         }
         tch::no_grad(|| {
-            for ((name, dst), (src_name, src)) in
-                model.named_parameters().iter().zip(&chosen.params)
-            {
+            for ((name, dst), (src_name, src)) in dst_params.iter().zip(&chosen.params) {
                 debug_assert_eq!(name, src_name, "the same architecture, the same order");
                 let mut dst = dst.shallow_clone();
                 dst.copy_(src);
             }
         });
-        chosen.version
+        Ok(chosen.version)
     }
 }

@@ -20,6 +20,7 @@ mod device;
 mod generate;
 mod hub;
 mod init;
+mod lora;
 mod model;
 mod tokenizer;
 mod tokenizer_train;
@@ -29,14 +30,19 @@ mod weights;
 use std::path::{Path, PathBuf};
 
 pub use checkpoint::{
-    MASTER_FILE, OPTIMIZER_FILE, STATE_FILE, TrainerState, load_master_weights, load_trainer_state,
-    read_trainer_state, save_pretrained, save_trainer_state, start_point,
+    MASTER_FILE, OPTIMIZER_FILE, STATE_FILE, TrainerState, init_adapter, load_master_weights,
+    load_trainer_state, merge_adapter, read_trainer_state, save_adapter, save_pretrained,
+    save_trainer_state, start_point,
 };
 pub use config::{Arch, ModelConfig, RopeScaling, Shape, WeightDtype};
 pub use device::{DeviceSpec, describe_device, set_threads};
 pub use generate::{Completion, GenerationRequest, SamplingParams, generate};
 pub use hub::{PolicyHub, PromptFormat};
 pub use init::{InitOptions, init_model};
+pub use lora::{
+    ADAPTER_CONFIG, ADAPTER_WEIGHTS, LoraConfig, LoraInit, PEFT_PREFIX, TargetModule,
+    is_adapter_dir, peft_config_json, read_adapter_config,
+};
 pub use model::{Attend, KvCache, Transformer, positions_from_mask};
 pub use tokenizer::{ChatMessage, Tokenizer};
 pub use tokenizer_train::{
@@ -149,6 +155,8 @@ pub struct Policy {
 impl Policy {
     /// Loads `dir` onto `device` in `dtype` (weights are converted from their stored dtype).
     pub fn load(dir: &Path, device: &DeviceSpec, dtype: Option<WeightDtype>) -> Result<Policy> {
+        // An adapter directory has tokenizer files but no model: say so, not "no config.json".
+        ModelConfig::from_dir(dir)?;
         let tokenizer = Tokenizer::from_dir(dir)?;
         let model = Transformer::load(dir, device, dtype)?;
         Ok(Policy {
@@ -156,6 +164,36 @@ impl Policy {
             tokenizer,
             dir: dir.to_path_buf(),
         })
+    }
+
+    /// Loads the base model `base` with the PEFT adapter in `adapter` attached (the adapter's
+    /// matrices stay f32 whatever `dtype` the base gets).
+    pub fn load_with_adapter(
+        base: &Path,
+        adapter: &Path,
+        device: &DeviceSpec,
+        dtype: Option<WeightDtype>,
+    ) -> Result<Policy> {
+        let mut policy = Policy::load(base, device, dtype)?;
+        policy.model.load_adapter(adapter)?;
+        Ok(policy)
+    }
+
+    /// The weights a run starts from: `model_dir`, or the checkpoint `start_dir` a resumed
+    /// run continues from; a LoRA run's checkpoint holds only the adapter, which is attached
+    /// to `model_dir`'s base. A checkpoint's f32 master weights are put back.
+    pub fn load_start(
+        model_dir: &Path,
+        start_dir: &Path,
+        device: &DeviceSpec,
+        dtype: Option<WeightDtype>,
+    ) -> Result<Policy> {
+        if is_adapter_dir(start_dir) {
+            return Policy::load_with_adapter(model_dir, start_dir, device, dtype);
+        }
+        let policy = Policy::load(start_dir, device, dtype)?;
+        load_master_weights(start_dir, &policy.model)?;
+        Ok(policy)
     }
 
     /// The token ids that end a completion: the union of those `config.json`,

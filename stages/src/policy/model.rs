@@ -3,13 +3,15 @@
 //! KV cache written in place.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tch::{Device, Kind, Tensor};
 
-use super::Result;
 use super::config::{ModelConfig, RopeScaling, WeightDtype};
 use super::device::DeviceSpec;
+use super::lora::{self, LoraConfig, LoraInit, LoraLinear, TargetModule};
 use super::weights::StoredWeights;
+use super::{PolicyError, Result};
 
 /// One decoder layer's weights.
 struct Layer {
@@ -27,11 +29,36 @@ struct Layer {
 struct Linear {
     weight: Tensor,
     bias: Option<Tensor>,
+    /// A LoRA adapter on this projection.
+    lora: Option<LoraLinear>,
 }
 
 impl Linear {
-    fn forward(&self, x: &Tensor) -> Tensor {
-        project(x, &self.weight, self.bias.as_ref())
+    /// `x·Wᵀ + b`, plus the adapter's `s·B·A·x` (computed in f32, added, and cast back to the
+    /// base's dtype, as PEFT does); adapter dropout only while `training`.
+    fn forward(&self, x: &Tensor, training: bool) -> Tensor {
+        let y = project(x, &self.weight, self.bias.as_ref());
+        match &self.lora {
+            None => y,
+            Some(lora) => {
+                let kind = y.kind();
+                (y.to_kind(Kind::Float) + lora.delta(x, training)).to_kind(kind)
+            }
+        }
+    }
+}
+
+impl Layer {
+    fn linear_mut(&mut self, target: TargetModule) -> &mut Linear {
+        match target {
+            TargetModule::QProj => &mut self.q,
+            TargetModule::KProj => &mut self.k,
+            TargetModule::VProj => &mut self.v,
+            TargetModule::OProj => &mut self.o,
+            TargetModule::GateProj => &mut self.gate,
+            TargetModule::UpProj => &mut self.up,
+            TargetModule::DownProj => &mut self.down,
+        }
     }
 }
 
@@ -80,6 +107,13 @@ pub struct Transformer {
     inv_freq: Tensor,
     device: Device,
     kind: Kind,
+    /// The LoRA options when adapters are attached.
+    lora: Option<LoraConfig>,
+    /// The adapters' matrices by tandem name (`model.layers.0.self_attn.q_proj.lora_A.weight`),
+    /// layer by layer in the order of [`TargetModule::ALL`].
+    adapter_params: Vec<(String, Tensor)>,
+    /// Adapter dropout is on (the learner's passes); generation and scoring leave it off.
+    training: AtomicBool,
 }
 
 /// Keys and values of every layer for a batch of rows, preallocated to `capacity` positions and
@@ -192,7 +226,11 @@ impl Transformer {
                 } else {
                     None
                 };
-                Ok(Linear { weight, bias })
+                Ok(Linear {
+                    weight,
+                    bias,
+                    lora: None,
+                })
             };
             let q = linear("self_attn.q_proj", q_out, h, c.attention_bias)?;
             let k = linear("self_attn.k_proj", kv_out, h, c.attention_bias)?;
@@ -236,7 +274,171 @@ impl Transformer {
             inv_freq,
             device,
             kind,
+            lora: None,
+            adapter_params: Vec::new(),
+            training: AtomicBool::new(false),
         })
+    }
+
+    /// Attaches new LoRA adapters (f32, on the model's device) to the projections `config`
+    /// targets, started as `init` says. The base weights are left as they are.
+    pub fn attach_lora(&mut self, config: &LoraConfig, init: LoraInit) -> Result<()> {
+        self.attach_lora_with(config, |name, shape| {
+            let (seed, random_b) = match init {
+                LoraInit::Peft { seed } => (seed, false),
+                LoraInit::Random { seed } => (seed, true),
+            };
+            // Kaiming-uniform with a = √5 over the fan-in, as `nn.Linear` and PEFT draw `A`.
+            let bound = 1.0 / (shape[1] as f64).sqrt();
+            if name.ends_with("lora_B.weight") && !random_b {
+                Ok(Tensor::zeros(shape, (Kind::Float, tch::Device::Cpu)))
+            } else {
+                Ok(super::weights::uniform(seed, name, shape, bound))
+            }
+        })
+    }
+
+    /// Attaches the adapter saved in `dir` (PEFT's `adapter_config.json` and
+    /// `adapter_model.safetensors`). Every target's matrices must be there with the shapes the
+    /// base implies, and nothing else.
+    pub fn load_adapter(&mut self, dir: &Path) -> Result<LoraConfig> {
+        let (config, _) = lora::read_adapter_config(dir)?;
+        let (path, mut stored) = lora::read_adapter_weights(dir)?;
+        self.attach_lora_with(&config, |name, shape| {
+            let key = lora::peft_key(name);
+            let t = stored.remove(name).ok_or_else(|| PolicyError::Tensor {
+                path: path.clone(),
+                name: key.clone(),
+                message: format!(
+                    "missing (adapter_config.json targets {} with r = {})",
+                    config
+                        .target_set()
+                        .iter()
+                        .map(|t| t.name())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    config.r
+                ),
+            })?;
+            if t.size() != shape {
+                return Err(PolicyError::Tensor {
+                    path: path.clone(),
+                    name: key,
+                    message: format!(
+                        "shape {:?}, the base model and r = {} imply {shape:?}",
+                        t.size(),
+                        config.r
+                    ),
+                });
+            }
+            if !matches!(t.kind(), Kind::Float | Kind::BFloat16 | Kind::Half) {
+                return Err(PolicyError::Tensor {
+                    path: path.clone(),
+                    name: key,
+                    message: format!("dtype {:?} is not a float type", t.kind()),
+                });
+            }
+            Ok(t)
+        })?;
+        if let Some(extra) = stored.keys().next() {
+            return Err(PolicyError::Tensor {
+                path,
+                name: lora::peft_key(extra),
+                message: "not an adapter of a targeted projection of this base model".into(),
+            });
+        }
+        Ok(config)
+    }
+
+    fn attach_lora_with(
+        &mut self,
+        config: &LoraConfig,
+        mut make: impl FnMut(&str, &[i64]) -> Result<Tensor>,
+    ) -> Result<()> {
+        if self.lora.is_some() {
+            return Err(PolicyError::Invalid(
+                "the model already has LoRA adapters".into(),
+            ));
+        }
+        config
+            .validate()
+            .map_err(|(field, m)| PolicyError::Invalid(format!("lora `{field}`: {m}")))?;
+        let targets = config.target_set();
+        let r = config.r as i64;
+        let mut params = Vec::new();
+        let mut built = Vec::new();
+        for l in 0..self.layers.len() {
+            for &target in &targets {
+                let size = self.layers[l].linear_mut(target).weight.size();
+                let (out, inp) = (size[0], size[1]);
+                let [a_name, b_name] = lora::param_names(l, target);
+                let a = make(&a_name, &[r, inp])?
+                    .to_kind(Kind::Float)
+                    .to_device(self.device);
+                let b = make(&b_name, &[out, r])?
+                    .to_kind(Kind::Float)
+                    .to_device(self.device);
+                params.push((a_name, a.shallow_clone()));
+                params.push((b_name, b.shallow_clone()));
+                built.push((l, target, a, b));
+            }
+        }
+        for (l, target, a, b) in built {
+            self.layers[l].linear_mut(target).lora = Some(LoraLinear {
+                a,
+                b,
+                scaling: config.scaling(),
+                dropout: config.dropout,
+            });
+        }
+        self.adapter_params = params;
+        self.lora = Some(config.clone());
+        Ok(())
+    }
+
+    /// The LoRA options of the attached adapters, if any.
+    pub fn lora(&self) -> Option<&LoraConfig> {
+        self.lora.as_ref()
+    }
+
+    /// The adapters' matrices by name (empty without LoRA).
+    pub fn adapter_parameters(&self) -> &[(String, Tensor)] {
+        &self.adapter_params
+    }
+
+    /// What a learner updates: the adapters when there are any, else every parameter.
+    pub fn trainable_parameters(&self) -> &[(String, Tensor)] {
+        if self.lora.is_some() {
+            &self.adapter_params
+        } else {
+            &self.params
+        }
+    }
+
+    /// Folds the adapters into the base weights (`W += s·B·A`, in f32, stored back in the
+    /// base's dtype) and removes them: the model then computes what base + adapter computed.
+    pub fn merge_lora(&mut self) {
+        if self.lora.take().is_none() {
+            return;
+        }
+        tch::no_grad(|| {
+            for layer in &mut self.layers {
+                for target in TargetModule::ALL {
+                    let linear = layer.linear_mut(target);
+                    if let Some(lora) = linear.lora.take() {
+                        let delta = lora.b.mm(&lora.a) * lora.scaling;
+                        let merged = linear.weight.to_kind(Kind::Float) + delta;
+                        let _ = linear.weight.copy_(&merged.to_kind(linear.weight.kind()));
+                    }
+                }
+            }
+        });
+        self.adapter_params.clear();
+    }
+
+    /// Turns adapter dropout on (learning) or off (generation, scoring).
+    pub fn set_training(&self, on: bool) {
+        self.training.store(on, Ordering::Relaxed);
     }
 
     /// The device the weights live on.
@@ -280,17 +482,22 @@ impl Transformer {
         let (cos, sin) = self.rotary(positions);
         let mut x = Tensor::embedding(&self.embed, input_ids, -1, false, false);
         let start = cache.as_ref().map_or(0, |c| c.len);
+        let tr = self.training.load(Ordering::Relaxed);
         for (l, layer) in self.layers.iter().enumerate() {
             let h = rms_norm(&x, &layer.input_norm, c.rms_norm_eps);
-            let q = layer.q.forward(&h).view([b, t, heads, d]).transpose(1, 2);
+            let q = layer
+                .q
+                .forward(&h, tr)
+                .view([b, t, heads, d])
+                .transpose(1, 2);
             let k = layer
                 .k
-                .forward(&h)
+                .forward(&h, tr)
                 .view([b, t, kv_heads, d])
                 .transpose(1, 2);
             let v = layer
                 .v
-                .forward(&h)
+                .forward(&h, tr)
                 .view([b, t, kv_heads, d])
                 .transpose(1, 2);
             let q = apply_rotary(&q, &cos, &sin);
@@ -313,11 +520,12 @@ impl Transformer {
                 Tensor::scaled_dot_product_attention(&q, &k, &v, mask, 0.0, causal, None, true);
             let attn = attn.transpose(1, 2).reshape([b, t, heads * d]);
             // Out of place: autograd saved `x` for the norm's backward; `+=` would overwrite it.
-            x = x + layer.o.forward(&attn);
+            x = x + layer.o.forward(&attn, tr);
             let h = rms_norm(&x, &layer.post_norm, c.rms_norm_eps);
-            let mlp = layer
-                .down
-                .forward(&(layer.gate.forward(&h).silu() * layer.up.forward(&h)));
+            let mlp = layer.down.forward(
+                &(layer.gate.forward(&h, tr).silu() * layer.up.forward(&h, tr)),
+                tr,
+            );
             x = x + mlp;
         }
         if let Some(cache) = cache {

@@ -501,12 +501,14 @@ pub struct Learner {
 }
 
 impl Learner {
-    /// A learner for `model`, whose parameters start requiring gradients.
+    /// A learner for `model`, whose trainable parameters start requiring gradients: its LoRA
+    /// adapters when it has them (the base stays frozen: no gradients, no moments), else every
+    /// parameter.
     pub fn new(model: &Transformer, config: LearnerConfig) -> Learner {
-        for (_, p) in model.named_parameters() {
+        for (_, p) in model.trainable_parameters() {
             let _ = p.set_requires_grad(true);
         }
-        let optimizer = AdamW::new(model.named_parameters(), config.optimizer.clone());
+        let optimizer = AdamW::new(model.trainable_parameters(), config.optimizer.clone());
         Learner { config, optimizer }
     }
 
@@ -603,6 +605,16 @@ impl Learner {
                 (s.prompt_ids.len() + s.completion_ids.len(), i)
             });
         }
+        // Adapter dropout applies to the learner's passes only, and is off again afterwards
+        // (also when a pass fails).
+        struct Training<'a>(&'a Transformer);
+        impl Drop for Training<'_> {
+            fn drop(&mut self) {
+                self.0.set_training(false);
+            }
+        }
+        model.set_training(true);
+        let _training = Training(model);
         let (mut loss_sum, mut logprob_sum, mut kl_sum, mut has_kl) = (0.0, 0.0, 0.0, false);
         for indices in order.chunks(micro) {
             let refs: Vec<&Sequence> = indices.iter().map(|&i| &sequences[i]).collect();

@@ -123,29 +123,47 @@ impl StoredWeights {
 
 impl RandomInit {
     fn draw(&self, name: &str, shape: &[i64]) -> Tensor {
-        use rand::{Rng, SeedableRng};
-        let numel: i64 = shape.iter().product();
         if name.ends_with("norm.weight") {
             return Tensor::ones(shape, (Kind::Float, Device::Cpu));
         }
         if name.ends_with(".bias") {
             return Tensor::zeros(shape, (Kind::Float, Device::Cpu));
         }
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.seed);
-        rng.set_stream(fnv1a(name));
-        let mut values = Vec::with_capacity(numel as usize);
-        while values.len() < numel as usize {
-            // Box-Muller: two uniforms in (0, 1] give two independent standard normals.
-            let u1: f64 = 1.0 - rng.random::<f64>();
-            let u2: f64 = rng.random::<f64>();
-            let r = (-2.0 * u1.ln()).sqrt() * self.std;
-            let theta = 2.0 * std::f64::consts::PI * u2;
-            values.push((r * theta.cos()) as f32);
-            values.push((r * theta.sin()) as f32);
-        }
-        values.truncate(numel as usize);
-        Tensor::from_slice(&values).view(shape)
+        normal(self.seed, name, shape, self.std)
     }
+}
+
+/// `shape` values from N(0, std²) on the stream of `(seed, name)`: the same on every machine and
+/// whatever order tensors are drawn in.
+pub(crate) fn normal(seed: u64, name: &str, shape: &[i64], std: f64) -> Tensor {
+    use rand::{Rng, SeedableRng};
+    let numel: i64 = shape.iter().product();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(fnv1a(name));
+    let mut values = Vec::with_capacity(numel as usize);
+    while values.len() < numel as usize {
+        // Box-Muller: two uniforms in (0, 1] give two independent standard normals.
+        let u1: f64 = 1.0 - rng.random::<f64>();
+        let u2: f64 = rng.random::<f64>();
+        let r = (-2.0 * u1.ln()).sqrt() * std;
+        let theta = 2.0 * std::f64::consts::PI * u2;
+        values.push((r * theta.cos()) as f32);
+        values.push((r * theta.sin()) as f32);
+    }
+    values.truncate(numel as usize);
+    Tensor::from_slice(&values).view(shape)
+}
+
+/// `shape` values from U(-bound, bound) on the stream of `(seed, name)`.
+pub(crate) fn uniform(seed: u64, name: &str, shape: &[i64], bound: f64) -> Tensor {
+    use rand::{Rng, SeedableRng};
+    let numel: i64 = shape.iter().product();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(fnv1a(name));
+    let values: Vec<f32> = (0..numel)
+        .map(|_| ((rng.random::<f64>() * 2.0 - 1.0) * bound) as f32)
+        .collect();
+    Tensor::from_slice(&values).view(shape)
 }
 
 fn fnv1a(text: &str) -> u64 {
