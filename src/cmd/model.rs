@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use serde_json::json;
 use tandem_stages::policy::{
-    self, Arch, ChatMessage, DeviceSpec, GenerationRequest, InitOptions, Policy, SamplingParams,
-    Sequence, WeightDtype,
+    self, Arch, ChatMessage, DeviceSpec, GenerationRequest, InitOptions, LoraConfig, LoraInit,
+    Policy, SamplingParams, Sequence, TargetModule, WeightDtype,
 };
 
 /// Arguments of `tandem model`.
@@ -31,6 +31,10 @@ enum Command {
     Init(InitArgs),
     /// Train a byte-level BPE tokenizer (Qwen2-style, ChatML template) on JSON Lines text.
     Tokenizer(TokenizerArgs),
+    /// Fold a LoRA adapter (PEFT format) into its base model and write the merged HF model.
+    Merge(MergeArgs),
+    /// Write a new LoRA adapter (PEFT format) for a base model.
+    InitAdapter(InitAdapterArgs),
 }
 
 /// Where a model comes from and where it runs.
@@ -50,6 +54,10 @@ struct Load {
     /// Print JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// A LoRA adapter directory (PEFT's adapter_config.json + adapter_model.safetensors) to
+    /// apply on top of the model.
+    #[arg(long, value_name = "DIR")]
+    adapter: Option<PathBuf>,
 }
 
 impl Load {
@@ -57,9 +65,62 @@ impl Load {
         policy::set_threads(self.threads);
         let device: DeviceSpec = self.device.parse()?;
         let dtype = self.dtype.as_deref().map(parse_dtype).transpose()?;
-        Policy::load(&self.dir, &device, dtype)
-            .with_context(|| format!("loading {}", self.dir.display()))
+        match &self.adapter {
+            None => Policy::load(&self.dir, &device, dtype)
+                .with_context(|| format!("loading {}", self.dir.display())),
+            Some(adapter) => Policy::load_with_adapter(&self.dir, adapter, &device, dtype)
+                .with_context(|| {
+                    format!(
+                        "loading {} with the adapter {}",
+                        self.dir.display(),
+                        adapter.display()
+                    )
+                }),
+        }
     }
+}
+
+#[derive(Debug, clap::Args)]
+struct MergeArgs {
+    /// The base model directory.
+    base: PathBuf,
+    /// The adapter directory.
+    adapter: PathBuf,
+    /// The directory to write (replaced if it exists).
+    out: PathBuf,
+    /// dtype of the written weights: f32, bf16 or f16 (default: the base's).
+    #[arg(long)]
+    dtype: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct InitAdapterArgs {
+    /// The base model directory (named as given in `base_model_name_or_path`).
+    base: PathBuf,
+    /// The directory to write (replaced if it exists).
+    out: PathBuf,
+    /// Rank.
+    #[arg(long, default_value_t = 8)]
+    r: usize,
+    /// lora_alpha (default: r).
+    #[arg(long)]
+    alpha: Option<f64>,
+    /// Scale by alpha/√r (rsLoRA) instead of alpha/r.
+    #[arg(long)]
+    rslora: bool,
+    /// lora_dropout recorded in the config.
+    #[arg(long, default_value_t = 0.0)]
+    dropout: f64,
+    /// Projections, comma-separated (default: all seven).
+    #[arg(long, value_delimiter = ',')]
+    targets: Vec<String>,
+    /// Seed of the matrices.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Draw B too (PEFT's init_lora_weights=False), so the adapter changes the model; by
+    /// default B is zero and the adapted model starts as the base.
+    #[arg(long)]
+    random_b: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -197,7 +258,43 @@ pub fn run(args: Args) -> Result<()> {
         Command::Logprobs(a) => logprobs(&a),
         Command::Init(a) => init(&a),
         Command::Tokenizer(a) => tokenizer(&a),
+        Command::Merge(a) => merge(&a),
+        Command::InitAdapter(a) => init_adapter(&a),
     }
+}
+
+fn merge(a: &MergeArgs) -> Result<()> {
+    let dtype = a.dtype.as_deref().map(parse_dtype).transpose()?;
+    policy::merge_adapter(&a.base, &a.adapter, &a.out, dtype)
+        .with_context(|| format!("merging {} into {}", a.adapter.display(), a.base.display()))?;
+    println!("wrote {}", a.out.display());
+    Ok(())
+}
+
+fn init_adapter(a: &InitAdapterArgs) -> Result<()> {
+    let targets = if a.targets.is_empty() {
+        TargetModule::ALL.to_vec()
+    } else {
+        a.targets
+            .iter()
+            .map(|t| t.parse::<TargetModule>().context("--targets"))
+            .collect::<Result<_>>()?
+    };
+    let config = LoraConfig {
+        r: a.r,
+        alpha: a.alpha,
+        rslora: a.rslora,
+        dropout: a.dropout,
+        targets,
+    };
+    let init = if a.random_b {
+        LoraInit::Random { seed: a.seed }
+    } else {
+        LoraInit::Peft { seed: a.seed }
+    };
+    policy::init_adapter(&a.base, &a.out, &config, init)?;
+    println!("wrote {}", a.out.display());
+    Ok(())
 }
 
 fn parse_dtype(s: &str) -> Result<WeightDtype> {
