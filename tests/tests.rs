@@ -15,6 +15,7 @@ mod inspect;
 mod interop;
 mod kill;
 mod learn;
+mod lora;
 mod parquet_codecs;
 mod plugin_rewards;
 mod policy;

@@ -3,6 +3,7 @@
 
     python scripts/parity/make_fixtures.py generate [--root REPO_ROOT]
     python scripts/parity/make_fixtures.py check MODEL_DIR OUT.json
+    python scripts/parity/make_fixtures.py lora [--tandem target/debug/tandem]
 
 `generate` builds two tiny byte-level BPE tokenizers and two tiny random models and writes
 
@@ -860,6 +861,110 @@ def check(model_dir: Path, out_json: Path) -> None:
     write_json(out_json, result)
 
 
+# ---------------------------------------------------------------------------------------------
+# LoRA (PEFT) parity: both directions on qwen2-tiny
+# ---------------------------------------------------------------------------------------------
+
+LORA_BASE = "tests/fixtures/models/qwen2-tiny"  # relative: it is what base_model_name_or_path records
+# The adapter tandem writes; tests/lora.rs runs the same command and compares the bytes.
+TANDEM_ADAPTER_ARGS = [
+    "model", "init-adapter", LORA_BASE, "tests/fixtures/adapters/qwen2-tiny-tandem",
+    "--r", "8", "--alpha", "16", "--seed", "7", "--random-b",
+]
+
+
+def lora_cases(rng: random.Random, vocab: int) -> tuple[list[list[int]], list[tuple[list[int], list[int]]]]:
+    seqs = [[rng.randrange(vocab) for _ in range(n)] for n in (12, 7)]
+    pairs = [([rng.randrange(vocab) for _ in range(p)], [rng.randrange(vocab) for _ in range(c)]) for p, c in ((5, 6), (9, 3))]
+    return seqs, pairs
+
+
+def peft_numbers(model, seqs, pairs) -> dict:
+    return {
+        "logits": [{"input_ids": ids, "logits": full_logits(model, ids).tolist()} for ids in seqs],
+        "logprobs": [
+            {"prompt_ids": p, "completion_ids": c, "logprobs": logprobs_of(model, p, c)} for p, c in pairs
+        ],
+    }
+
+
+def lora(tandem: Path) -> None:
+    import subprocess
+
+    import peft
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from safetensors.torch import load_file
+
+    assert peft.__version__ == "0.21.2", peft.__version__
+    os.chdir(REPO_ROOT)
+    adapters = Path("tests/fixtures/adapters")
+    base_vocab = 400  # ids the tokenizer has, below the padded embedding rows
+
+    def base():
+        return load_reference(Path(LORA_BASE), "eager")
+
+    # 1. PEFT writes an adapter with non-zero B (rsLoRA, a subset of the projections); tandem
+    #    must compute PEFT's numbers with it.
+    print("[lora: PEFT's adapter]")
+    torch.manual_seed(SEED + 300)
+    config = LoraConfig(
+        r=4, lora_alpha=8, use_rslora=True, lora_dropout=0.1, task_type="CAUSAL_LM",
+        target_modules=["q_proj", "v_proj", "o_proj", "gate_proj", "down_proj"],
+    )
+    model = get_peft_model(base(), config)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_" in name:
+                p.copy_(torch.randn_like(p) * 0.1)
+    model.eval()
+    out = adapters / "qwen2-tiny-peft"
+    if out.exists():
+        shutil.rmtree(out)
+    model.save_pretrained(out)
+    (out / "README.md").unlink(missing_ok=True)
+    for f in out.iterdir():
+        f.chmod(0o644)
+    rng = random.Random(SEED + 301)
+    seqs, pairs = lora_cases(rng, base_vocab)
+    reloaded = PeftModel.from_pretrained(base(), out).eval()
+    peft_side = {"adapter": str(out), **peft_numbers(reloaded, seqs, pairs)}
+    # Reloading gives the numbers of the model that was saved.
+    assert peft_side["logits"][0]["logits"] == peft_numbers(model, seqs[:1], [])["logits"][0]["logits"]
+
+    # 2. tandem writes a seeded adapter; PEFT loads it (every tensor, no key left over) and its
+    #    numbers are recorded for tandem to match.
+    print("[lora: tandem's adapter]")
+    run = subprocess.run([str(tandem), *TANDEM_ADAPTER_ARGS], capture_output=True, text=True)
+    if run.returncode != 0:
+        raise SystemExit(f"tandem failed: {run.stderr}")
+    out = Path(TANDEM_ADAPTER_ARGS[3])
+    (out / "README.md").unlink(missing_ok=True)
+    for f in out.iterdir():
+        f.chmod(0o644)
+    saved = load_file(out / "adapter_model.safetensors")
+    loaded = PeftModel.from_pretrained(base(), out).eval()
+    state = {k: v for k, v in loaded.state_dict().items() if "lora_" in k}
+    assert len(state) == len(saved), (len(state), len(saved))
+    for key, value in saved.items():
+        live = key.replace(".lora_A.weight", ".lora_A.default.weight").replace(".lora_B.weight", ".lora_B.default.weight")
+        assert torch.equal(state[live], value), key
+    assert bool((saved[next(k for k in saved if "lora_B" in k)] != 0).any()), "B must be non-zero"
+    cfg = loaded.peft_config["default"]
+    assert (cfg.r, cfg.lora_alpha, cfg.use_rslora) == (8, 16, False), cfg
+    tandem_side = {"adapter": str(out), "command": ["tandem", *TANDEM_ADAPTER_ARGS], **peft_numbers(loaded, seqs, pairs)}
+    # The merged model (what `tandem model merge` writes) computes the same.
+    merged = loaded.merge_and_unload()
+    worst = max(
+        float((full_logits(merged, ids) - torch.tensor(c["logits"])).abs().max())
+        for ids, c in zip(seqs, tandem_side["logits"])
+    )
+    assert worst < 1e-4, worst
+    write_json(
+        Path("tests/fixtures/parity/lora-qwen2-tiny.json"),
+        {"base": LORA_BASE, "peft_version": peft.__version__, "peft": peft_side, "tandem": tandem_side},
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="mode", required=True)
@@ -868,10 +973,14 @@ def main() -> None:
     c = sub.add_parser("check", help="reference numbers for an existing HF checkpoint directory")
     c.add_argument("model_dir", type=Path)
     c.add_argument("out", type=Path)
+    lo = sub.add_parser("lora", help="rebuild tests/fixtures/adapters and parity/lora-qwen2-tiny.json (PEFT)")
+    lo.add_argument("--tandem", type=Path, default=REPO_ROOT / "target" / "debug" / "tandem")
     args = parser.parse_args()
     torch.manual_seed(SEED)
     if args.mode == "generate":
         generate(args.root)
+    elif args.mode == "lora":
+        lora(args.tandem.resolve())
     else:
         check(args.model_dir, args.out)
 
