@@ -605,3 +605,65 @@ fn bad_lora_options_are_params_errors_before_the_run() {
         );
     }
 }
+
+#[test]
+fn learn_sft_with_lora_fits_its_pairs_and_checkpoints_an_adapter() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("pairs.jsonl");
+    let pairs = [
+        ("What is 2 + 3?", "<answer>5</answer>"),
+        ("What is 7 * 6?", "<answer>42</answer>"),
+        ("Say hello.", "hello there"),
+    ];
+    let lines: String = pairs
+        .iter()
+        .map(|(q, r)| serde_json::json!({ "question": q, "completions": [r] }).to_string() + "\n")
+        .collect();
+    std::fs::write(&data, lines).expect("pairs");
+    let model = root().join("tests/fixtures/models/tandem-init");
+    let yaml = format!(
+        r#"run: {{ name: sft-lora, seed: 3, prompts_per_step: 3, group_size: 1, steps: 12 }}
+stages:
+  - id: prompts
+    kind: source.jsonl
+    params: {{ path: '{data}', fields: {{ answer: null, completions: completions }} }}
+  - {{ id: responses, kind: generate.offline }}
+  - id: sft
+    kind: learn.sft
+    params:
+      model: '{model}'
+      threads: 1
+      optimizer: {{ lr: 0.02, weight_decay: 0.0 }}
+      lora: {{ r: 8, alpha: 16, rslora: true, dropout: 0.05 }}
+"#,
+        data = data.display(),
+        model = model.display(),
+    );
+    let pipeline = dir.path().join("sft.yaml");
+    std::fs::write(&pipeline, yaml).expect("write");
+    let run = crate::common::run_in_process(&pipeline, 1, &dir.path().join("runs"));
+    let tandem_schemas::io::Rows::Metrics(metrics) =
+        &crate::common::stored_streams(&run.run_dir)["metrics"]
+    else {
+        panic!("metrics")
+    };
+    let (first, last) = (metrics[0].values["loss"], metrics[11].values["loss"]);
+    assert!(last < 0.5 * first, "loss {first} -> {last}");
+    let checkpoint = RunLayout::new(&run.run_dir).checkpoint(11);
+    let (config, base) = policy::read_adapter_config(&checkpoint).expect("an adapter");
+    assert!(config.rslora && config.r == 8 && config.dropout == 0.05);
+    assert_eq!(base.map(PathBuf::from), Some(model.clone()));
+    // The merged model computes what base + adapter computes.
+    threads();
+    let adapted =
+        Policy::load_with_adapter(&model, &checkpoint, &DeviceSpec::Cpu, None).expect("load");
+    let merged_dir = dir.path().join("merged");
+    policy::merge_adapter(&model, &checkpoint, &merged_dir, None).expect("merge");
+    let merged = Policy::load(&merged_dir, &DeviceSpec::Cpu, None).expect("merged");
+    let input: Vec<u32> = (1..20).collect();
+    let diff = max_abs_diff(
+        &logits(&merged.model, &input),
+        &logits(&adapted.model, &input),
+    );
+    assert!(diff < 1e-4, "{diff}");
+}
