@@ -5,6 +5,7 @@
 //! ```sh
 //! cargo run --release --example policy_bench -- --model DIR --bench generate --batch 8 --prompt-len 64 --new-tokens 64
 //! cargo run --release --example policy_bench -- --model DIR --bench train_step --batch 8 --seq-len 128
+//! cargo run --release --example policy_bench -- --model DIR --bench train_step --lora-r 16   # LoRA, all projections
 //! ```
 //! `benches/compare/policy_vs_transformers.sh` runs both tools on the shapes of BENCHMARKS.md.
 
@@ -16,8 +17,8 @@ use clap::Parser;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 use tandem_stages::policy::{
-    self, DeviceSpec, GenerationRequest, Learner, LearnerConfig, Policy, PolicyGradient,
-    SamplingParams, Sequence, WeightDtype,
+    self, DeviceSpec, GenerationRequest, Learner, LearnerConfig, LoraConfig, LoraInit, Policy,
+    PolicyGradient, SamplingParams, Sequence, WeightDtype,
 };
 
 #[derive(Parser)]
@@ -49,6 +50,10 @@ struct Args {
     /// compares a train step in f32 across devices.
     #[arg(long)]
     dtype: Option<String>,
+    /// Train LoRA adapters of this rank on all seven projections (alpha = 2r) instead of
+    /// every weight (train_step only; 0 = full fine-tuning).
+    #[arg(long, default_value_t = 0)]
+    lora_r: usize,
 }
 
 fn main() -> Result<()> {
@@ -61,7 +66,14 @@ fn main() -> Result<()> {
         Some("bf16") => Some(WeightDtype::BF16),
         Some(other) => anyhow::bail!("--dtype {other}: expected f32 or bf16"),
     };
-    let policy = Policy::load(&args.model, &device, dtype)?;
+    let mut policy = Policy::load(&args.model, &device, dtype)?;
+    if args.lora_r > 0 {
+        let mut lora = LoraConfig::new(args.lora_r);
+        lora.alpha = Some(2.0 * args.lora_r as f64);
+        policy
+            .model
+            .attach_lora(&lora, LoraInit::Peft { seed: 0 })?;
+    }
     let vocab = policy
         .tokenizer
         .vocab_size()
@@ -132,7 +144,9 @@ fn main() -> Result<()> {
                     .expect("step");
             });
             json!({"tool": "tandem", "bench": "train_step", "model": model_name, "batch": args.batch,
-                   "seq_len": args.seq_len, "seconds": seconds, "peak_rss_mb": peak_rss_mb(),
+                   "seq_len": args.seq_len, "lora_r": args.lora_r,
+                   "trainable_parameters": policy.model.trainable_parameters().iter().map(|(_, t)| t.numel()).sum::<usize>(),
+                   "seconds": seconds, "peak_rss_mb": peak_rss_mb(),
                    "first_mean_logprob": first.mean_logprob, "first_grad_norm": first.grad_norm})
         }
         other => anyhow::bail!("--bench {other}: expected generate or train_step"),
