@@ -428,7 +428,7 @@ impl Transformer {
                     if let Some(lora) = linear.lora.take() {
                         let delta = lora.b.mm(&lora.a) * lora.scaling;
                         let merged = linear.weight.to_kind(Kind::Float) + delta;
-                        let _ = linear.weight.copy_(&merged.to_kind(linear.weight.kind()));
+                        linear.weight.copy_(&merged.to_kind(linear.weight.kind()));
                     }
                 }
             }
