@@ -667,3 +667,73 @@ stages:
     );
     assert!(diff < 1e-4, "{diff}");
 }
+
+#[test]
+fn a_bf16_base_keeps_f32_adapters_that_learn() {
+    threads();
+    let mut model = Transformer::load(
+        &base_dir(),
+        &DeviceSpec::Cpu,
+        Some(policy::WeightDtype::BF16),
+    )
+    .expect("bf16 base");
+    let adapter = root().join("tests/fixtures/adapters/qwen2-tiny-peft");
+    model.load_adapter(&adapter).expect("adapter");
+    assert!(
+        model
+            .adapter_parameters()
+            .iter()
+            .all(|(_, t)| t.kind() == Kind::Float)
+    );
+    assert_eq!(model.kind(), Kind::BFloat16);
+    // As close to the f32 model with the same adapter as the bf16 base is to the f32 base: the
+    // adapter adds no error of its own beyond the base's rounding.
+    let input: Vec<u32> = (3..15).collect();
+    let bf16_base = Transformer::load(
+        &base_dir(),
+        &DeviceSpec::Cpu,
+        Some(policy::WeightDtype::BF16),
+    )
+    .expect("bf16 base");
+    let rounding = max_abs_diff(&logits(&bf16_base, &input), &logits(&base(), &input));
+    let mut f32_model = base();
+    f32_model.load_adapter(&adapter).expect("adapter");
+    let diff = max_abs_diff(&logits(&model, &input), &logits(&f32_model, &input));
+    assert!(
+        diff < 3.0 * rounding + 1e-3,
+        "bf16 vs f32 base with the adapter: {diff}, without: {rounding}"
+    );
+    let base_before: Vec<Tensor> = model
+        .named_parameters()
+        .iter()
+        .map(|(_, p)| p.detach().copy())
+        .collect();
+    let mut config = LearnerConfig::default();
+    config.optimizer.lr = 1e-2;
+    let mut learner = Learner::new(&model, config);
+    let batch = vec![Sequence {
+        prompt_ids: vec![5, 17, 99],
+        completion_ids: vec![40, 41, 42],
+        advantage: 1.0,
+        old_logprobs: None,
+    }];
+    let first = learner
+        .step(&model, None, &batch, &Likelihood)
+        .expect("step");
+    let mut last = first.clone();
+    for _ in 0..5 {
+        last = learner
+            .step(&model, None, &batch, &Likelihood)
+            .expect("step");
+    }
+    assert!(
+        last.mean_logprob > first.mean_logprob,
+        "{first:?} -> {last:?}"
+    );
+    for ((name, p), b) in model.named_parameters().iter().zip(&base_before) {
+        assert!(
+            p.kind() == Kind::BFloat16 && p.equal(b),
+            "{name} stays frozen bf16"
+        );
+    }
+}
