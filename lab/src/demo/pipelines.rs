@@ -8,6 +8,7 @@ use tandem_pipeline::yaml::Document;
 use tandem_pipeline::{Plan, RunOptions, RunSummary};
 use tandem_schemas::layout::RunLayout;
 use tandem_stages::Registry;
+use tandem_stages::policy;
 
 use super::config::{PipelineRef, Source};
 use crate::progress::progress;
@@ -63,14 +64,28 @@ pub fn run_pipeline(
     Ok(summary)
 }
 
-/// The checkpoint a finished learning run saved after its last step; `learner` names the kind
-/// the pipeline must end with, for the error.
+/// The checkpoint a finished learning run saved after its last step, as a whole model
+/// directory; `learner` names the kind the pipeline must end with, for the error. A LoRA run's
+/// checkpoint is an adapter: it is merged into the base it names, at `<run>/merged/step-<n>`,
+/// so the evaluations load it like any model.
 pub fn final_checkpoint(summary: &RunSummary, learner: &str) -> Result<PathBuf> {
     let run = summary.run_dir.display();
     let Some(last) = summary.steps.checked_sub(1) else {
         bail!("{run}: the run took no step");
     };
     let checkpoint = RunLayout::new(&summary.run_dir).checkpoint(last);
+    if policy::is_adapter_dir(&checkpoint) {
+        let (_, base) = policy::read_adapter_config(&checkpoint)?;
+        let Some(base) = base else {
+            bail!(
+                "{}: the adapter names no base_model_name_or_path",
+                checkpoint.display()
+            );
+        };
+        let merged = summary.run_dir.join("merged").join(format!("step-{last}"));
+        policy::merge_adapter(Path::new(&base), &checkpoint, &merged, None)?;
+        return Ok(merged);
+    }
     if !checkpoint.join("config.json").exists() {
         bail!(
             "{run}: no final checkpoint at {}; the pipeline must end with {learner}",
