@@ -251,3 +251,39 @@ pub fn assert_same_checkpoint(a: &Path, b: &Path, step: u64, why: &str) {
         );
     }
 }
+
+/// Caps torch's threads in a test: `TANDEM_TEST_TORCH_THREADS`, else 1.
+pub fn torch_threads() {
+    let n = std::env::var("TANDEM_TEST_TORCH_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    tandem_stages::policy::set_threads(n);
+}
+
+/// Token ids from a JSON array (the parity fixtures').
+pub fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .expect("ids")
+        .iter()
+        .map(|x| x.as_u64().expect("id") as u32)
+        .collect()
+}
+
+/// Floats from a JSON array (the parity fixtures' logits and log-probs).
+pub fn floats(v: &serde_json::Value) -> Vec<f32> {
+    v.as_array()
+        .expect("floats")
+        .iter()
+        .map(|x| x.as_f64().expect("float") as f32)
+        .collect()
+}
+
+/// The largest elementwise |a - b| of two equally long slices.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}

@@ -13,7 +13,7 @@ use tandem_stages::policy::{
 };
 use tch::{Device, Kind, Tensor};
 
-use crate::common::tandem;
+use crate::common::{floats, ids, max_abs_diff, tandem, torch_threads as threads};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -21,14 +21,6 @@ fn root() -> PathBuf {
 
 fn base_dir() -> PathBuf {
     root().join("tests/fixtures/models/qwen2-tiny")
-}
-
-fn threads() {
-    let n = std::env::var("TANDEM_TEST_TORCH_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
-    policy::set_threads(n);
 }
 
 fn reference() -> Value {
@@ -42,22 +34,6 @@ fn base() -> Transformer {
     Transformer::load(&base_dir(), &DeviceSpec::Cpu, None).expect("base")
 }
 
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .expect("ids")
-        .iter()
-        .map(|x| x.as_u64().expect("id") as u32)
-        .collect()
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .expect("floats")
-        .iter()
-        .map(|x| x.as_f64().expect("float") as f32)
-        .collect()
-}
-
 /// Logits `[T * V]` of one unpadded sequence.
 fn logits(model: &Transformer, input: &[u32]) -> Vec<f32> {
     let t = input.len() as i64;
@@ -67,14 +43,6 @@ fn logits(model: &Transformer, input: &[u32]) -> Vec<f32> {
     let out =
         tch::no_grad(|| model.logits(&model.forward(&ids, &positions, &Attend::Causal, None)));
     Vec::<f32>::try_from(out.flatten(0, -1)).expect("logits")
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 /// tandem's logits and log-probs with `model` equal those PEFT recorded in `side`.

@@ -11,18 +11,10 @@ use tandem_stages::policy::{
 };
 use tch::{Device, Kind, Tensor};
 
-use crate::common::tandem;
+use crate::common::{floats, ids, max_abs_diff, tandem, torch_threads as threads};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
-fn threads() {
-    let n = std::env::var("TANDEM_TEST_TORCH_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
-    policy::set_threads(n);
 }
 
 fn load(name: &str) -> (Policy, Value) {
@@ -32,30 +24,6 @@ fn load(name: &str) -> (Policy, Value) {
     let text = std::fs::read_to_string(fixtures().join("parity").join(format!("{name}.json")))
         .expect("reference");
     (policy, serde_json::from_str(&text).expect("reference json"))
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .expect("ids")
-        .iter()
-        .map(|x| x.as_u64().expect("id") as u32)
-        .collect()
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .expect("floats")
-        .iter()
-        .map(|x| x.as_f64().expect("float") as f32)
-        .collect()
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 /// Full logits `[T, V]` of one unpadded sequence.
