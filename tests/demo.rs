@@ -190,7 +190,12 @@ fn the_ci_demo_runs_every_step_from_scratch_and_the_policy_beats_the_router() {
     // (Two RL steps are enough for that, and no router.)
     let second = demo(
         dir.path(),
-        &["--set", "train.set=[run.steps=2]", "--set", "eval.router=false"],
+        &[
+            "--set",
+            "train.set=[run.steps=2]",
+            "--set",
+            "eval.router=false",
+        ],
     );
     assert_eq!(second["warm_start_reused"], true);
     assert_eq!(second["warm_start"]["model"], first["warm_start"]["model"]);
@@ -230,7 +235,10 @@ fn on_the_products_demo_the_policy_asks_on_the_hard_level_only() {
     let gap = number(&hard["help_rate"]) - number(&easy["help_rate"]);
     assert!(gap >= 0.5, "help rate hard - easy = {gap}: {after}");
     let over_random = number(&after["overall_accuracy"]) - number(&after["random_offloading"]);
-    assert!(over_random >= 0.1, "over random offloading {over_random}: {after}");
+    assert!(
+        over_random >= 0.1,
+        "over random offloading {over_random}: {after}"
+    );
 }
 
 /// `tandem validate` takes a demo file: its own settings, then both pipelines as they would be
