@@ -287,3 +287,38 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
 }
+
+/// Writes (question, completion) pairs as the JSON Lines `learn.sft` pipelines read.
+pub fn write_pairs(path: &Path, pairs: &[(&str, &str)]) {
+    let lines: String = pairs
+        .iter()
+        .map(|(q, r)| serde_json::json!({ "question": q, "completions": [r] }).to_string() + "\n")
+        .collect();
+    std::fs::write(path, lines).expect("write pairs");
+}
+
+/// `dir/sft.yaml`: fine-tuning `model` (one torch thread) on the pairs at `data`, the shape
+/// every SFT test shares. `run` is the run mapping's items (`name: sft, seed: 3, …`), `learn`
+/// more of `learn.sft`'s params, one `key: value` each.
+pub fn sft_pipeline(dir: &Path, data: &Path, model: &Path, run: &str, learn: &[&str]) -> PathBuf {
+    let learn: String = learn.iter().map(|l| format!("      {l}\n")).collect();
+    let yaml = format!(
+        r#"run: {{ {run} }}
+stages:
+  - id: prompts
+    kind: source.jsonl
+    params: {{ path: '{data}', fields: {{ answer: null, completions: completions }} }}
+  - {{ id: responses, kind: generate.offline }}
+  - id: sft
+    kind: learn.sft
+    params:
+      model: '{model}'
+      threads: 1
+{learn}"#,
+        data = data.display(),
+        model = model.display(),
+    );
+    let path = dir.join("sft.yaml");
+    std::fs::write(&path, yaml).expect("write the pipeline");
+    path
+}

@@ -583,32 +583,18 @@ fn learn_sft_with_lora_fits_its_pairs_and_checkpoints_an_adapter() {
         ("What is 7 * 6?", "<answer>42</answer>"),
         ("Say hello.", "hello there"),
     ];
-    let lines: String = pairs
-        .iter()
-        .map(|(q, r)| serde_json::json!({ "question": q, "completions": [r] }).to_string() + "\n")
-        .collect();
-    std::fs::write(&data, lines).expect("pairs");
+    crate::common::write_pairs(&data, &pairs);
     let model = root().join("tests/fixtures/models/tandem-init");
-    let yaml = format!(
-        r#"run: {{ name: sft-lora, seed: 3, prompts_per_step: 3, group_size: 1, steps: 12 }}
-stages:
-  - id: prompts
-    kind: source.jsonl
-    params: {{ path: '{data}', fields: {{ answer: null, completions: completions }} }}
-  - {{ id: responses, kind: generate.offline }}
-  - id: sft
-    kind: learn.sft
-    params:
-      model: '{model}'
-      threads: 1
-      optimizer: {{ lr: 0.02, weight_decay: 0.0 }}
-      lora: {{ r: 8, alpha: 16, rslora: true, dropout: 0.05 }}
-"#,
-        data = data.display(),
-        model = model.display(),
+    let pipeline = crate::common::sft_pipeline(
+        dir.path(),
+        &data,
+        &model,
+        "name: sft-lora, seed: 3, prompts_per_step: 3, group_size: 1, steps: 12",
+        &[
+            "optimizer: { lr: 0.02, weight_decay: 0.0 }",
+            "lora: { r: 8, alpha: 16, rslora: true, dropout: 0.05 }",
+        ],
     );
-    let pipeline = dir.path().join("sft.yaml");
-    std::fs::write(&pipeline, yaml).expect("write");
     let run = crate::common::run_in_process(&pipeline, 1, &dir.path().join("runs"));
     let tandem_schemas::io::Rows::Metrics(metrics) =
         &crate::common::stored_streams(&run.run_dir)["metrics"]

@@ -45,37 +45,24 @@ fn warm_model() -> &'static Path {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("mkdir");
         let data = dir.join("pairs.jsonl");
-        let lines: String = ANSWERS
+        let pairs: Vec<(&str, &str)> = ANSWERS
             .iter()
             .copied()
             .chain(HARD.iter().map(|q| (*q, HELP)))
-            .map(|(q, r)| {
-                serde_json::json!({ "question": q, "completions": [r] }).to_string() + "\n"
-            })
             .collect();
-        std::fs::write(&data, lines).expect("write pairs");
+        crate::common::write_pairs(&data, &pairs);
         let fixture =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/tandem-init");
-        let yaml = format!(
-            r#"run: {{ name: warm, seed: 5, prompts_per_step: 8, group_size: 1, steps: 60 }}
-stages:
-  - id: prompts
-    kind: source.jsonl
-    params: {{ path: '{data}', fields: {{ answer: null, completions: completions }} }}
-  - {{ id: responses, kind: generate.offline }}
-  - id: sft
-    kind: learn.sft
-    params:
-      model: '{model}'
-      threads: 1
-      template: {TEMPLATE}
-      optimizer: {{ lr: 0.01, weight_decay: 0.0 }}
-"#,
-            data = data.display(),
-            model = fixture.display(),
+        let pipeline = crate::common::sft_pipeline(
+            &dir,
+            &data,
+            &fixture,
+            "name: warm, seed: 5, prompts_per_step: 8, group_size: 1, steps: 60",
+            &[
+                &format!("template: {TEMPLATE}"),
+                "optimizer: { lr: 0.01, weight_decay: 0.0 }",
+            ],
         );
-        let pipeline = dir.join("warm.yaml");
-        std::fs::write(&pipeline, yaml).expect("write pipeline");
         let run = crate::common::run_in_process(&pipeline, 1, &dir.join("runs"));
         run.run_dir.join("checkpoints/step-59")
     })

@@ -9,6 +9,8 @@ use tandem_schemas::io::Rows;
 use tandem_schemas::layout::{Manifest, RunLayout, RunStatus};
 use tandem_stages::{BuildContext, Registry, RunSettings, SharedState};
 
+use crate::common::write_pairs;
+
 fn model_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/tandem-init")
 }
@@ -23,39 +25,22 @@ const PAIRS: [(&str, &str); 6] = [
     ("Say hello.", "hello there"),
 ];
 
-fn write_pairs(path: &Path, pairs: &[(&str, &str)]) {
-    let lines: String = pairs
-        .iter()
-        .map(|(q, r)| serde_json::json!({ "question": q, "completions": [r] }).to_string() + "\n")
-        .collect();
-    std::fs::write(path, lines).expect("write pairs");
-}
-
 /// An SFT pipeline over `data`: every pair each step, `steps` steps at a high rate.
 fn sft_pipeline(dir: &Path, data: &Path, steps: u64, every: u64) -> PathBuf {
-    let yaml = format!(
-        r#"run: {{ name: sft, seed: 3, prompts_per_step: {per_step}, group_size: 1, steps: {steps} }}
-stages:
-  - id: prompts
-    kind: source.jsonl
-    params: {{ path: '{data}', fields: {{ answer: null, completions: completions }} }}
-  - {{ id: responses, kind: generate.offline }}
-  - id: sft
-    kind: learn.sft
-    params:
-      model: '{model}'
-      threads: 1
-      prompt_template: "Q: {{question}}"
-      optimizer: {{ lr: 0.01, weight_decay: 0.0 }}
-      checkpoint_every: {every}
-"#,
-        per_step = PAIRS.len(),
-        data = data.display(),
-        model = model_dir().display(),
-    );
-    let path = dir.join("sft.yaml");
-    std::fs::write(&path, yaml).expect("write");
-    path
+    crate::common::sft_pipeline(
+        dir,
+        data,
+        &model_dir(),
+        &format!(
+            "name: sft, seed: 3, prompts_per_step: {}, group_size: 1, steps: {steps}",
+            PAIRS.len()
+        ),
+        &[
+            r#"prompt_template: "Q: {question}""#,
+            "optimizer: { lr: 0.01, weight_decay: 0.0 }",
+            &format!("checkpoint_every: {every}"),
+        ],
+    )
 }
 
 fn metrics(run_dir: &Path) -> Vec<tandem_schemas::MetricsRecord> {
