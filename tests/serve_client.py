@@ -44,6 +44,38 @@ def plain(client, question):
     return plain_record(raw, question)
 
 
+class StreamedAnswer:
+    """What a streamed answer says, chunk by chunk: its text, who answered, how it finished."""
+
+    def __init__(self, question, header):
+        self.question, self.header = question, header
+        self.parts, self.tandem, self.ident, self.finish, self.usage = [], {}, None, None, None
+
+    def add(self, chunk):
+        self.ident = chunk.id
+        self.tandem = body_fields(chunk) or self.tandem
+        if chunk.usage is not None:
+            self.usage = chunk.usage.completion_tokens
+        for choice in chunk.choices:
+            if choice.delta.content:
+                self.parts.append(choice.delta.content)
+            self.finish = choice.finish_reason or self.finish
+
+    def record(self):
+        return {
+            "id": self.ident,
+            "question": self.question,
+            "stream": True,
+            "content": "".join(self.parts),
+            "answered_by": self.tandem.get("answered_by"),
+            "header": self.header,
+            "capped": self.tandem.get("capped"),
+            "route": self.tandem.get("route"),
+            "finish_reason": self.finish,
+            "completion_tokens": self.usage,
+        }
+
+
 def streamed(client, question):
     with client.chat.completions.with_streaming_response.create(
         model="device",
@@ -51,29 +83,10 @@ def streamed(client, question):
         stream=True,
         stream_options={"include_usage": True},
     ) as response:
-        header = response.headers.get("x-tandem-answered-by")
-        parts, tandem, ident, finish, usage = [], {}, None, None, None
+        answer = StreamedAnswer(question, response.headers.get("x-tandem-answered-by"))
         for chunk in response.parse():
-            ident = chunk.id
-            tandem = body_fields(chunk) or tandem
-            if chunk.usage is not None:
-                usage = chunk.usage.completion_tokens
-            for choice in chunk.choices:
-                if choice.delta.content:
-                    parts.append(choice.delta.content)
-                finish = choice.finish_reason or finish
-    return {
-        "id": ident,
-        "question": question,
-        "stream": True,
-        "content": "".join(parts),
-        "answered_by": tandem.get("answered_by"),
-        "header": header,
-        "capped": tandem.get("capped"),
-        "route": tandem.get("route"),
-        "finish_reason": finish,
-        "completion_tokens": usage,
-    }
+            answer.add(chunk)
+    return answer.record()
 
 
 async def burst(base_url, token, questions, n):
@@ -89,24 +102,10 @@ async def burst(base_url, token, questions, n):
         async with client.chat.completions.with_streaming_response.create(
             model="device", messages=[{"role": "user", "content": question}], stream=True
         ) as response:
-            header = response.headers.get("x-tandem-answered-by")
-            parts, tandem, ident = [], {}, None
+            answer = StreamedAnswer(question, response.headers.get("x-tandem-answered-by"))
             async for chunk in await response.parse():
-                ident = chunk.id
-                tandem = body_fields(chunk) or tandem
-                for choice in chunk.choices:
-                    if choice.delta.content:
-                        parts.append(choice.delta.content)
-        return {
-            "id": ident,
-            "question": question,
-            "stream": True,
-            "content": "".join(parts),
-            "answered_by": tandem.get("answered_by"),
-            "header": header,
-            "capped": tandem.get("capped"),
-            "route": tandem.get("route"),
-        }
+                answer.add(chunk)
+        return answer.record()
 
     try:
         return await asyncio.gather(*(one(i) for i in range(n)))
