@@ -9,7 +9,7 @@ use serde_json::Value;
 use tandem_schemas::layout::{Manifest, RunLayout, RunStatus};
 use tandem_stages::policy::{
     self, Attend, DeviceSpec, Learner, LearnerConfig, Likelihood, LoraConfig, LoraInit, Policy,
-    Sequence, TargetModule, Transformer,
+    Sequence, StepStats, TargetModule, Transformer,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -402,21 +402,7 @@ fn a_lora_learner_updates_only_the_adapters_and_learns() {
     let mut learner = Learner::new(&model, learner_config);
     // Moments only for the adapters: 2 matrices × 7 projections × 2 layers.
     assert_eq!(learner.optimizer.params().len(), 28);
-    let batch = vec![Sequence {
-        prompt_ids: vec![5, 17, 99],
-        completion_ids: vec![40, 41, 42, 43],
-        advantage: 1.0,
-        old_logprobs: None,
-    }];
-    let first = learner
-        .step(&model, None, &batch, &Likelihood)
-        .expect("step");
-    let mut last = first.clone();
-    for _ in 0..10 {
-        last = learner
-            .step(&model, None, &batch, &Likelihood)
-            .expect("step");
-    }
+    let (first, last) = likelihood_steps(&mut learner, &model, &[40, 41, 42, 43], 10);
     assert!(
         last.mean_logprob > first.mean_logprob + 0.5,
         "{} -> {}",
@@ -426,6 +412,33 @@ fn a_lora_learner_updates_only_the_adapters_and_learns() {
     for ((name, p), b) in model.named_parameters().iter().zip(&before) {
         assert!(p.equal(b), "{name} is frozen");
     }
+}
+
+/// One likelihood step on a single sequence, then `more` more: the first and the last
+/// step's stats.
+fn likelihood_steps(
+    learner: &mut Learner,
+    model: &Transformer,
+    completion: &[u32],
+    more: usize,
+) -> (StepStats, StepStats) {
+    let batch = vec![Sequence {
+        prompt_ids: vec![5, 17, 99],
+        completion_ids: completion.to_vec(),
+        advantage: 1.0,
+        old_logprobs: None,
+    }];
+    let mut step = || {
+        learner
+            .step(model, None, &batch, &Likelihood)
+            .expect("step")
+    };
+    let first = step();
+    let last = (0..more)
+        .map(|_| step())
+        .last()
+        .unwrap_or_else(|| first.clone());
+    (first, last)
 }
 
 /// A GRPO pipeline whose learner trains LoRA adapters (`reward.command` scores distinct
@@ -665,21 +678,7 @@ fn a_bf16_base_keeps_f32_adapters_that_learn() {
     let mut config = LearnerConfig::default();
     config.optimizer.lr = 1e-2;
     let mut learner = Learner::new(&model, config);
-    let batch = vec![Sequence {
-        prompt_ids: vec![5, 17, 99],
-        completion_ids: vec![40, 41, 42],
-        advantage: 1.0,
-        old_logprobs: None,
-    }];
-    let first = learner
-        .step(&model, None, &batch, &Likelihood)
-        .expect("step");
-    let mut last = first.clone();
-    for _ in 0..5 {
-        last = learner
-            .step(&model, None, &batch, &Likelihood)
-            .expect("step");
-    }
+    let (first, last) = likelihood_steps(&mut learner, &model, &[40, 41, 42], 5);
     assert!(
         last.mean_logprob > first.mean_logprob,
         "{first:?} -> {last:?}"
