@@ -191,11 +191,12 @@ fn suite_at(suite: &Path, config: &ExperimentConfig, seed: u64) -> Result<(DemoC
 /// anything runs, naming the method.
 pub fn validate(config: &ExperimentConfig, suite: &Path) -> Result<()> {
     let (demo_config, source) = suite_at(suite, config, config.seeds[0])?;
-    for method in &config.methods {
-        let mut with = demo_config.clone();
-        with.train = train_ref(&demo_config, method);
-        demo::validate(&with, &source).with_context(|| format!("method {}", method.name))?;
-    }
+    let trains: Vec<(String, PipelineRef)> = config
+        .methods
+        .iter()
+        .map(|m| (format!("method {}", m.name), train_ref(&demo_config, m)))
+        .collect();
+    demo::validate_with(&demo_config, &source, &trains)?;
     Ok(())
 }
 

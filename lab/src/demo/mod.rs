@@ -164,17 +164,28 @@ pub fn validate(
     config: &DemoConfig,
     source: &Source,
 ) -> Result<Vec<(PathBuf, tandem_pipeline::Plan)>> {
+    validate_with(config, source, &[("RL".to_owned(), config.train.clone())])
+}
+
+/// [`validate`] with other RL pipelines in place of `config.train`, each planned on the same
+/// data and fresh model (made once); an error names the pipeline's label.
+pub fn validate_with(
+    config: &DemoConfig,
+    source: &Source,
+    trains: &[(String, PipelineRef)],
+) -> Result<Vec<(PathBuf, tandem_pipeline::Plan)>> {
     let scratch = tempfile::tempdir().context("a temporary directory")?;
     let inputs = warm::make_inputs(config, scratch.path())?;
     let warm_plan = pipelines::plan_pipeline(source, &config.warm_start, &inputs.vars(config))?;
+    let mut plans = vec![(source.path(&config.warm_start.pipeline), warm_plan)];
     // Never contacted while planning.
     let cloud = "http://127.0.0.1:9/v1";
     let vars = train_vars(config, &inputs.data, &inputs.init, cloud);
-    let train_plan = pipelines::plan_pipeline(source, &config.train, &vars)?;
-    Ok(vec![
-        (source.path(&config.warm_start.pipeline), warm_plan),
-        (source.path(&config.train.pipeline), train_plan),
-    ])
+    for (label, train) in trains {
+        let plan = pipelines::plan_pipeline(source, train, &vars).context(label.clone())?;
+        plans.push((source.path(&train.pipeline), plan));
+    }
+    Ok(plans)
 }
 
 /// `tandem eval` of `model` on the test split, against `cloud`, stored in `dir` (with the
