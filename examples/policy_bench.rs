@@ -120,6 +120,7 @@ fn main() -> Result<()> {
                         completion_ids: all[1..].to_vec(),
                         advantage: 1.0,
                         old_logprobs: None,
+                        sampled_logprobs: None,
                     }
                 })
                 .collect();

@@ -5,7 +5,8 @@
 # libtorch (scripts/setup-libtorch.sh), and a Python venv with pyarrow and DuckDB, which the
 # interop test uses to read a run's streams the way users will, HF `datasets`, which writes
 # the dataset layouts the loader must read (tests/hf_layouts.rs), and the official `openai`
-# client, which drives `tandem serve` (tests/serve.rs). Extra arguments go to cargo test.
+# client, which drives `tandem serve` (tests/serve.rs); and vLLM (scripts/setup-vllm.sh), which
+# samples for `generate.openai` in tests/vllm.rs. Extra arguments go to cargo test.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -23,6 +24,10 @@ if ! "$readers/bin/python" -I -c 'import pyarrow, duckdb, datasets, openai' 2>/d
     datasets==5.2.0 openai==3.63.0 >&2
 fi
 export TANDEM_PYTHON="$readers/bin/python"
+
+# vLLM for CPUs, which tests/vllm.rs trains with (generate.openai); once, about 2 minutes.
+TANDEM_VLLM_PYTHON=$("$repo/scripts/setup-vllm.sh")
+export TANDEM_VLLM_PYTHON
 
 cd "$repo"
 cargo test --workspace "$@"

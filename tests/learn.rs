@@ -26,12 +26,14 @@ fn sequences() -> Vec<Sequence> {
             completion_ids: vec![33, 8, 91],
             advantage: 1.0,
             old_logprobs: None,
+            sampled_logprobs: None,
         },
         Sequence {
             prompt_ids: vec![9, 3],
             completion_ids: vec![12, 7, 7, 64, 100],
             advantage: -0.5,
             old_logprobs: None,
+            sampled_logprobs: None,
         },
     ]
 }
@@ -132,6 +134,22 @@ fn a_non_finite_loss_refuses_the_step_and_keeps_the_weights() {
 /// answers the prompts that asked, rewards, GAPG advantages, the learner.
 /// `steps` steps with a checkpoint every `every`.
 fn training_pipeline(dir: &Path, cloud_base: &str, steps: u64, every: u64) -> PathBuf {
+    let rollouts = format!(
+        "kind: generate.policy\n    params: {{ model: '{}', chat: false, threads: 1, max_new_tokens: 12, temperature: 1.0, batch_prompts: 4 }}",
+        model_dir().display()
+    );
+    training_pipeline_with(dir, cloud_base, steps, every, &rollouts)
+}
+
+/// [`training_pipeline`] with another generator: `rollouts` is the stage's YAML after its id
+/// (`kind: ...` and `params: ...`, the second line indented by four spaces).
+pub(crate) fn training_pipeline_with(
+    dir: &Path,
+    cloud_base: &str,
+    steps: u64,
+    every: u64,
+    rollouts: &str,
+) -> PathBuf {
     let data = dir.join("data.jsonl");
     crate::common::write_dataset(&data, 16, 0, 9);
     let yaml = format!(
@@ -143,8 +161,7 @@ stages:
       path: {data}
       fields: {{ id: uid, question: problem, answer: solution }}
   - id: rollouts
-    kind: generate.policy
-    params: {{ model: '{model}', chat: false, threads: 1, max_new_tokens: 12, temperature: 1.0, batch_prompts: 4 }}
+    {rollouts}
   - id: cloud
     kind: cloud.openai
     params: {{ base_url: '{cloud_base}', model: sim-oracle, cache_dir: null }}
@@ -161,7 +178,6 @@ stages:
     params: {{ optimizer: {{ lr: 0.01 }}, checkpoint_every: {every} }}
 "#,
         data = data.display(),
-        model = model_dir().display(),
     );
     let path = dir.join("train.yaml");
     std::fs::write(&path, yaml).expect("write");

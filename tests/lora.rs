@@ -427,6 +427,7 @@ fn likelihood_steps(
         completion_ids: completion.to_vec(),
         advantage: 1.0,
         old_logprobs: None,
+        sampled_logprobs: None,
     }];
     let mut step = || {
         learner

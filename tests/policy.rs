@@ -472,6 +472,7 @@ fn micro_batches_grouped_by_length_give_the_one_batch_gradient() {
                 completion_ids,
                 advantage: [1.0, -0.5, 0.25, 2.0, -1.5][i],
                 old_logprobs: Some(old),
+                sampled_logprobs: None,
             }
         })
         .collect();
@@ -542,6 +543,7 @@ fn learns_a_target_completion_and_reloads_bit_identically() {
         completion_ids: target,
         advantage: 1.0,
         old_logprobs: None,
+        sampled_logprobs: None,
     };
     let config = LearnerConfig {
         micro_batch_size: 1,

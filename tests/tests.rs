@@ -28,3 +28,4 @@ mod sft;
 mod step_scope;
 mod torch_smoke;
 mod verify;
+mod vllm;

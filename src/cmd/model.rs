@@ -35,6 +35,9 @@ enum Command {
     Merge(MergeArgs),
     /// Write a new LoRA adapter (PEFT format) for a base model.
     InitAdapter(InitAdapterArgs),
+    /// Write a copy whose tied output projection is its own `lm_head.weight`: the layout a
+    /// vLLM server must start from for `generate.openai`'s weight sync.
+    Untie(UntieArgs),
 }
 
 /// Where a model comes from and where it runs.
@@ -89,6 +92,17 @@ struct MergeArgs {
     /// The directory to write (replaced if it exists).
     out: PathBuf,
     /// dtype of the written weights: f32, bf16 or f16 (default: the base's).
+    #[arg(long)]
+    dtype: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct UntieArgs {
+    /// The model directory.
+    dir: PathBuf,
+    /// The directory to write (replaced if it exists).
+    out: PathBuf,
+    /// dtype of the written weights: f32, bf16 or f16 (default: the model's).
     #[arg(long)]
     dtype: Option<String>,
 }
@@ -260,7 +274,20 @@ pub fn run(args: Args) -> Result<()> {
         Command::Tokenizer(a) => tokenizer(&a),
         Command::Merge(a) => merge(&a),
         Command::InitAdapter(a) => init_adapter(&a),
+        Command::Untie(a) => untie(&a),
     }
+}
+
+fn untie(a: &UntieArgs) -> Result<()> {
+    let model = policy::Policy::load(&a.dir, &policy::DeviceSpec::Cpu, Some(WeightDtype::F32))?;
+    let dtype = match a.dtype.as_deref() {
+        Some(d) => parse_dtype(d)?,
+        None => policy::ModelConfig::from_dir(&a.dir)?.dtype,
+    };
+    policy::save_for_engine(&model.model, &a.dir, &a.out, dtype, true)
+        .with_context(|| format!("writing {}", a.out.display()))?;
+    println!("wrote {}", a.out.display());
+    Ok(())
 }
 
 fn merge(a: &MergeArgs) -> Result<()> {

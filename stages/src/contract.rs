@@ -1,7 +1,7 @@
 //! The four stage contracts and the contexts stages are built and run with.
 
 use std::any::Any;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -100,6 +100,31 @@ impl std::fmt::Debug for SharedState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         f.debug_set().entries(map.keys()).finish()
+    }
+}
+
+/// Figures a stage measured for a step that belong in that step's metrics row, which the
+/// learner writes: `generate.openai` puts its weight-sync time and probe gap here. Shared
+/// under [`StepFigures::KEY`].
+#[derive(Debug, Default)]
+pub struct StepFigures(Mutex<BTreeMap<u64, Vec<(String, f64)>>>);
+
+impl StepFigures {
+    /// The key in the run's [`SharedState`].
+    pub const KEY: &'static str = "step-figures";
+
+    /// Records `value` as `name` for `step`.
+    pub fn add(&self, step: u64, name: &str, value: f64) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(step).or_default().push((name.to_owned(), value));
+    }
+
+    /// The figures recorded for `step`, removed (with any of earlier steps nobody took).
+    pub fn take(&self, step: u64) -> Vec<(String, f64)> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let later = map.split_off(&(step + 1));
+        let mine = std::mem::replace(&mut *map, later).remove(&step);
+        mine.unwrap_or_default()
     }
 }
 

@@ -36,7 +36,7 @@ pub mod verify;
 
 pub use contract::{
     BuildContext, Built, Generator, GroupStage, Pipelined, ResumePoint, RunSettings, Scope,
-    SharedState, Sink, Source, StepContext, Wake,
+    SharedState, Sink, Source, StepContext, StepFigures, Wake,
 };
 pub use registry::{KindSpec, Registry, Role};
 

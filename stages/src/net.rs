@@ -125,7 +125,8 @@ pub fn headers(
 #[derive(Clone, Debug, PartialEq)]
 pub enum Failure {
     /// No (whole) HTTP answer: `timeout`, `connect`, `body` (truncated or reset mid-body),
-    /// `malformed` (the body is not what the protocol says), `request`.
+    /// `malformed` (the body is not what the protocol says), `request`, or an answer without
+    /// what the caller needs: `unsupported`.
     Transport {
         /// The short kind, as written to error rows.
         kind: &'static str,
@@ -156,7 +157,7 @@ impl Failure {
     /// 4xx (bad request, bad key, no such model) will not heal.
     pub fn retryable(&self) -> bool {
         match self {
-            Failure::Transport { kind, .. } => *kind != "request",
+            Failure::Transport { kind, .. } => !matches!(*kind, "request" | "unsupported"),
             Failure::Status { status, .. } => matches!(status, 408 | 409 | 429) || *status >= 500,
         }
     }
@@ -186,6 +187,14 @@ impl Failure {
         Failure::Transport {
             kind,
             message: full_chain(error),
+        }
+    }
+
+    /// An answer that says the server lacks something the caller needs (never retried).
+    pub fn unsupported(message: impl Into<String>) -> Failure {
+        Failure::Transport {
+            kind: "unsupported",
+            message: message.into(),
         }
     }
 
@@ -282,6 +291,52 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     }
     let at = httpdate::parse_http_date(value).ok()?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// No wait between attempts exceeds this, whatever a server's `Retry-After` says.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// How often and how patiently a call is retried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt, for failures that heal.
+    pub retries: u32,
+    /// The first backoff; it doubles per retry, with jitter, up to a minute.
+    pub backoff: Duration,
+}
+
+/// POSTs `body` to `url` and parses the answer with `parse`, retrying what heals (timeouts,
+/// resets, 408/409/429/5xx, bodies `parse` calls malformed) with exponential backoff and
+/// jitter, honouring `Retry-After` (capped at [`MAX_BACKOFF`]); other failures are returned at
+/// once. `before_attempt` runs before every attempt (rate limits wait there). Returns the
+/// parsed answer or the last failure, and the attempts made.
+pub async fn post_with_retries<T, W, F>(
+    client: &reqwest::Client,
+    url: &str,
+    headers: &HeaderMap,
+    body: &serde_json::Value,
+    retry: RetryPolicy,
+    before_attempt: W,
+    parse: impl Fn(&str) -> std::result::Result<T, Failure>,
+) -> (std::result::Result<T, Failure>, u32)
+where
+    W: Fn() -> F,
+    F: std::future::Future<Output = ()>,
+{
+    use backon::Retryable;
+    let attempts = std::sync::atomic::AtomicU32::new(0);
+    let attempt = || async {
+        before_attempt().await;
+        attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let text = post_json(client, url, headers, body).await?;
+        parse(&text)
+    };
+    let result = attempt
+        .retry(backoff(retry.retries, retry.backoff, MAX_BACKOFF))
+        .when(Failure::retryable)
+        .adjust(|failure, delay| next_delay(failure, delay, MAX_BACKOFF))
+        .await;
+    (result, attempts.load(std::sync::atomic::Ordering::Relaxed))
 }
 
 /// Exponential backoff from `min` doubling up to `max`, with jitter, for `retries` retries.

@@ -92,6 +92,12 @@ pub const BUILTIN: &[KindSpec] = &[
         build: build_with::<generate::PolicyConfig>,
     },
     KindSpec {
+        name: "generate.openai",
+        role: Role::Generator,
+        summary: "G samples per prompt from a serving engine (vLLM, SGLang, any /v1/completions server), its weights kept in step with the learner",
+        build: build_with::<generate::OpenAiGenConfig>,
+    },
+    KindSpec {
         name: "cloud.openai",
         role: Role::Group,
         summary: "the cloud model's answer to prompts a sample asked help for (OpenAI-compatible; cached, budgeted, retried)",
@@ -106,7 +112,7 @@ pub const BUILTIN: &[KindSpec] = &[
     KindSpec {
         name: "learn.pg",
         role: Role::Sink,
-        summary: "the learner: one policy-gradient update of generate.policy's model per step, metrics, checkpoints",
+        summary: "the learner: one policy-gradient update of the generator's model (generate.policy or generate.openai) per step, metrics, checkpoints",
         build: build_with::<crate::learn::LearnConfig>,
     },
     KindSpec {

@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use backon::Retryable;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::header::HeaderMap;
 use serde::Deserialize;
@@ -15,11 +14,8 @@ use tokio::sync::{OnceCell, Semaphore};
 
 use super::cache::{CachedAnswer, DiskCache};
 use super::config::{BudgetConfig, CloudConfig};
-use crate::net::{self, Failure};
+use crate::net::{self, Failure, RetryPolicy};
 use crate::{Result, StageError};
-
-/// No wait between attempts exceeds this, whatever a server's `Retry-After` says.
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// Shared by the stage's instances on every worker.
 pub struct Engine {
@@ -286,20 +282,11 @@ impl Engine {
     }
 }
 
-/// How often and how patiently a call is retried.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Retries after the first attempt, for failures that heal.
-    pub retries: u32,
-    /// The first backoff; it doubles per retry, with jitter, up to a minute.
-    pub backoff: Duration,
-}
-
 /// One Chat Completions request (`body` POSTed to `endpoint`) with `cloud.openai`'s retry
-/// policy: failures that heal (timeouts, resets, 408/409/429/5xx, garbled bodies) are retried
-/// with exponential backoff and jitter, honouring `Retry-After` (capped at a minute); others
-/// are returned at once. `before_attempt` runs before every attempt (the stage waits for its
-/// rate limits there). Returns the reply or the last failure, and the attempts made.
+/// policy ([`net::post_with_retries`]): failures that heal are retried with backoff, honouring
+/// `Retry-After`; others are returned at once. `before_attempt` runs before every attempt (the
+/// stage waits for its rate limits there). Returns the reply or the last failure, and the
+/// attempts made.
 pub async fn call_with_retries<W, F>(
     client: &reqwest::Client,
     endpoint: &str,
@@ -312,20 +299,16 @@ where
     W: Fn() -> F,
     F: std::future::Future<Output = ()>,
 {
-    let attempts = std::sync::atomic::AtomicU32::new(0);
-    let attempt = || async {
-        before_attempt().await;
-        attempts.fetch_add(1, Ordering::Relaxed);
-        let text = net::post_json(client, endpoint, headers, body).await?;
-        parse_response(&text)
-    };
-    let backoff = net::backoff(retry.retries, retry.backoff, MAX_BACKOFF);
-    let result = attempt
-        .retry(backoff)
-        .when(Failure::retryable)
-        .adjust(|failure, delay| net::next_delay(failure, delay, MAX_BACKOFF))
-        .await;
-    (result, attempts.load(Ordering::Relaxed))
+    net::post_with_retries(
+        client,
+        endpoint,
+        headers,
+        body,
+        retry,
+        before_attempt,
+        parse_response,
+    )
+    .await
 }
 
 /// What one call measured.

@@ -28,10 +28,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender};
 
+pub use crate::net::RetryPolicy;
 pub use cache::{CachedAnswer, DiskCache};
 pub use config::{Ask, BudgetConfig, CloudConfig, Prices};
 use engine::{Engine, Outcome};
-pub use engine::{Reply, RetryPolicy, call_with_retries, parse_response};
+pub use engine::{Reply, call_with_retries, parse_response};
 use tandem_schemas::{CloudRecord, Facet, Facets, Group};
 
 use crate::contract::{BuildContext, Built, GroupStage, Pipelined, StepContext, Wake};

@@ -188,11 +188,7 @@ impl PolicyGenerator {
     }
 
     fn seed(&self, step: u64, prompt_id: &str) -> u64 {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ self.seed;
-        for b in step.to_le_bytes().iter().chain(prompt_id.as_bytes()) {
-            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-        }
-        h
+        super::group_seed(self.seed, step, prompt_id)
     }
 }
 

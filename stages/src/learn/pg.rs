@@ -24,7 +24,7 @@ use serde::Deserialize;
 use tandem_schemas::{Facet, Facets, Group, StreamKind, Target};
 
 use super::trained::{self, Saving, TrainedModel, params};
-use crate::contract::{BuildContext, Built, Sink, StepContext};
+use crate::contract::{BuildContext, Built, Sink, StepContext, StepFigures};
 use crate::policy::{
     AdamWConfig, LearnerConfig, LoraConfig, LrSchedule, PolicyGradient, PolicyHub, Sequence,
 };
@@ -153,7 +153,7 @@ impl StageConfig for LearnConfig {
         else {
             return Err(params(
                 "",
-                "learn.pg learns the policy of a generate.policy stage; put one before it".into(),
+                "learn.pg learns the policy of a generate.policy or generate.openai stage; put one before it".into(),
             ));
         };
         // The policy continues from the hub's starting weights (a resumed run's checkpoint);
@@ -188,6 +188,9 @@ impl StageConfig for LearnConfig {
             ctx,
         )?;
         Ok(Built::Sink(Box::new(PolicyLearner {
+            figures: ctx
+                .shared
+                .get_or_init(StepFigures::KEY, StepFigures::default),
             hub,
             trained,
             reference,
@@ -200,6 +203,8 @@ impl StageConfig for LearnConfig {
 pub struct PolicyLearner {
     config: LearnConfig,
     hub: Arc<PolicyHub>,
+    /// What other stages measured for a step (the serving engine's sync), for its row.
+    figures: Arc<StepFigures>,
     trained: TrainedModel,
     reference: Option<crate::policy::Transformer>,
 }
@@ -238,6 +243,11 @@ impl PolicyLearner {
                     completion_ids: sample.token_ids.clone(),
                     advantage: adv.advantage as f32,
                     old_logprobs: ((self.config.clip_eps.is_some() || self.config.epochs > 1)
+                        && sample.logprobs.len() == sample.token_ids.len())
+                    .then(|| sample.logprobs.clone()),
+                    // Measured against only: the generator's log-probs for the weights the
+                    // learner holds now (a stale sample's gap is its staleness, not a mismatch).
+                    sampled_logprobs: (sample.policy_version == self.trained.version
                         && sample.logprobs.len() == sample.token_ids.len())
                     .then(|| sample.logprobs.clone()),
                 });
@@ -326,6 +336,7 @@ impl Sink for PolicyLearner {
             values.extend(trained::update_figures(&stats, seconds, self.config.epochs));
         }
         values.extend(step_figures(groups, kept.len()));
+        values.extend(self.figures.take(ctx.step));
         if let Some(wall) = trained::add_stage_seconds(&mut values, ctx, started) {
             let sampled: usize = groups
                 .iter()

@@ -227,6 +227,7 @@ impl SftLearner {
                         completion_ids,
                         advantage: 1.0,
                         old_logprobs: None,
+                        sampled_logprobs: None,
                     }),
                     Err(e) => failed.push((sample.sample_idx, "response", e.to_string())),
                 }

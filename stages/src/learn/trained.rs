@@ -286,6 +286,11 @@ pub(crate) fn update_figures(stats: &StepStats, seconds: f64, epochs: usize) -> 
     if let Some(kl) = stats.kl {
         out.push(("kl".into(), kl));
     }
+    if let Some(gap) = stats.logprob_gap {
+        out.push(("logprob_gap_mean".into(), gap.mean));
+        out.push(("logprob_gap_max".into(), gap.max));
+        out.push(("logprob_gap_tokens".into(), gap.tokens as f64));
+    }
     out
 }
 

@@ -50,14 +50,49 @@ pub fn save_pretrained(
             model.named_parameters(),
             dtype.kind(),
         )?;
-        for name in TOKENIZER_FILES {
-            let from = tokenizer_dir.join(name);
-            if from.is_file() {
-                std::fs::copy(&from, tmp.join(name)).map_err(|e| PolicyError::io(&from, e))?;
-            }
-        }
-        Ok(())
+        copy_tokenizer_files(tokenizer_dir, tmp)
     })
+}
+
+/// Writes the weights `model` computes as a HF directory a serving engine loads at `out`, as
+/// [`save_pretrained`] does, but with any LoRA adapters folded in and, with `untie`, a tied
+/// output projection stored as its own `lm_head.weight` (and `tie_word_embeddings: false`).
+/// vLLM reloads an untied head in place correctly; a tied one it does not refresh (see
+/// `docs/rollout-engines.md`). An existing `out` is replaced.
+pub fn save_for_engine(
+    model: &Transformer,
+    tokenizer_dir: &Path,
+    out: &Path,
+    dtype: WeightDtype,
+    untie: bool,
+) -> Result<()> {
+    write_dir(out, |tmp| {
+        let mut config = model.config.to_json(dtype);
+        if untie && let Some(map) = config.as_object_mut() {
+            map.insert("tie_word_embeddings".into(), serde_json::json!(false));
+        }
+        let config = serde_json::to_string_pretty(&config).unwrap_or_default();
+        let config_path = tmp.join("config.json");
+        std::fs::write(&config_path, config + "\n")
+            .map_err(|e| PolicyError::io(&config_path, e))?;
+        weights::write(
+            &tmp.join(weights::WEIGHTS),
+            &model.serving_parameters(untie),
+            dtype.kind(),
+        )?;
+        copy_tokenizer_files(tokenizer_dir, tmp)
+    })
+}
+
+/// Copies the tokenizer files `tokenizer_dir` has into `dir`.
+fn copy_tokenizer_files(tokenizer_dir: &Path, dir: &Path) -> Result<()> {
+    for name in TOKENIZER_FILES {
+        let from = tokenizer_dir.join(name);
+        if from.is_file() {
+            std::fs::copy(&from, dir.join(name)).map_err(|e| PolicyError::io(&from, e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes the LoRA adapters of `model` as PEFT does at `out` (`adapter_config.json` naming
@@ -88,13 +123,7 @@ pub fn save_adapter(
         let Some(tokenizer_dir) = tokenizer_dir else {
             return Ok(());
         };
-        for name in TOKENIZER_FILES {
-            let from = tokenizer_dir.join(name);
-            if from.is_file() {
-                std::fs::copy(&from, tmp.join(name)).map_err(|e| PolicyError::io(&from, e))?;
-            }
-        }
-        Ok(())
+        copy_tokenizer_files(tokenizer_dir, tmp)
     })
 }
 

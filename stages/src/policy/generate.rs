@@ -356,7 +356,7 @@ fn hits_stop(
 }
 
 /// Cuts `text` after the first stop string it contains.
-fn cut_after_stop(text: &mut String, stop: &[String]) {
+pub fn cut_after_stop(text: &mut String, stop: &[String]) {
     let end = stop
         .iter()
         .filter(|s| !s.is_empty())

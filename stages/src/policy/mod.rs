@@ -31,12 +31,12 @@ use std::path::{Path, PathBuf};
 
 pub use checkpoint::{
     MASTER_FILE, OPTIMIZER_FILE, STATE_FILE, TrainerState, init_adapter, load_master_weights,
-    load_trainer_state, merge_adapter, read_trainer_state, save_adapter, save_pretrained,
-    save_trainer_state, start_point,
+    load_trainer_state, merge_adapter, read_trainer_state, save_adapter, save_for_engine,
+    save_pretrained, save_trainer_state, start_point,
 };
 pub use config::{Arch, ModelConfig, RopeScaling, Shape, WeightDtype};
 pub use device::{DeviceSpec, describe_device, set_threads};
-pub use generate::{Completion, GenerationRequest, SamplingParams, generate};
+pub use generate::{Completion, GenerationRequest, SamplingParams, cut_after_stop, generate};
 pub use hub::{PolicyHub, PromptFormat};
 pub use init::{InitOptions, init_model};
 pub use lora::{
@@ -50,8 +50,8 @@ pub use tokenizer_train::{
     train_tokenizer,
 };
 pub use train::{
-    AdamW, AdamWConfig, Gradients, Learner, LearnerConfig, Likelihood, LrSchedule, Objective,
-    PolicyGradient, Sequence, StepStats, sequence_logprobs,
+    AdamW, AdamWConfig, Gradients, Learner, LearnerConfig, Likelihood, LogprobGap, LrSchedule,
+    Objective, PolicyGradient, Sequence, StepStats, sequence_logprobs,
 };
 
 /// Errors of the policy engine. Each names the file, field or tensor at fault.

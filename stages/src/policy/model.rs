@@ -49,6 +49,18 @@ impl Linear {
 }
 
 impl Layer {
+    fn linear(&self, target: TargetModule) -> &Linear {
+        match target {
+            TargetModule::QProj => &self.q,
+            TargetModule::KProj => &self.k,
+            TargetModule::VProj => &self.v,
+            TargetModule::OProj => &self.o,
+            TargetModule::GateProj => &self.gate,
+            TargetModule::UpProj => &self.up,
+            TargetModule::DownProj => &self.down,
+        }
+    }
+
     fn linear_mut(&mut self, target: TargetModule) -> &mut Linear {
         match target {
             TargetModule::QProj => &mut self.q,
@@ -434,6 +446,41 @@ impl Transformer {
             }
         });
         self.adapter_params.clear();
+    }
+
+    /// The weights a serving engine loads, by HF name, as new tensors: every parameter with the
+    /// adapters folded in (`W + s·B·A`, as [`Transformer::merge_lora`] computes it), and with
+    /// `untie`, a tied output projection written out as `lm_head.weight` (a copy of the
+    /// embedding). The model itself is unchanged.
+    pub fn serving_parameters(&self, untie: bool) -> Vec<(String, Tensor)> {
+        tch::no_grad(|| {
+            let mut out: Vec<(String, Tensor)> = self
+                .params
+                .iter()
+                .map(|(name, t)| (name.clone(), t.detach().copy()))
+                .collect();
+            for (l, layer) in self.layers.iter().enumerate() {
+                for target in TargetModule::ALL {
+                    let linear = layer.linear(target);
+                    let Some(lora) = &linear.lora else { continue };
+                    let name = format!("model.layers.{l}.{}.weight", target.path());
+                    let merged = (linear.weight.to_kind(Kind::Float)
+                        + lora.b.mm(&lora.a) * lora.scaling)
+                        .to_kind(linear.weight.kind());
+                    if let Some(slot) = out.iter_mut().find(|(n, _)| *n == name) {
+                        slot.1 = merged;
+                    }
+                }
+            }
+            if untie
+                && self.config.tie_word_embeddings
+                && let Some((_, embed)) = out.iter().find(|(n, _)| n == "model.embed_tokens.weight")
+            {
+                let head = embed.copy();
+                out.push(("lm_head.weight".into(), head));
+            }
+            out
+        })
     }
 
     /// Turns adapter dropout on (learning) or off (generation, scoring).

@@ -22,6 +22,9 @@ pub struct Sequence {
     pub advantage: f32,
     /// Per-token log-probs under the policy that sampled it, for importance ratios.
     pub old_logprobs: Option<Vec<f32>>,
+    /// Per-token log-probs the generator reported for weights equal to the learner's, only
+    /// measured against: the step reports their gap to its own (train/inference mismatch).
+    pub sampled_logprobs: Option<Vec<f32>>,
 }
 
 /// Per-token log-probs `[B, C]` of each completion given its prompt, with gradients when the
@@ -490,6 +493,20 @@ pub struct StepStats {
     pub mean_logprob: f64,
     /// Mean per-token KL to the reference model, when there is one.
     pub kl: Option<f64>,
+    /// The gap between the generator's log-probs and the learner's (`|Δ|` per token, before
+    /// the update) over the sequences that carry `sampled_logprobs`: mean, max and tokens.
+    pub logprob_gap: Option<LogprobGap>,
+}
+
+/// How far the log-probs a generator reported are from the learner's own, per token.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct LogprobGap {
+    /// Mean `|Δ|`.
+    pub mean: f64,
+    /// Largest `|Δ|`.
+    pub max: f64,
+    /// Tokens compared.
+    pub tokens: usize,
 }
 
 /// Turns batches of scored sequences into AdamW updates of a model's parameters.
@@ -616,6 +633,7 @@ impl Learner {
         model.set_training(true);
         let _training = Training(model);
         let (mut loss_sum, mut logprob_sum, mut kl_sum, mut has_kl) = (0.0, 0.0, 0.0, false);
+        let mut gap: Option<LogprobGap> = None;
         for indices in order.chunks(micro) {
             let refs: Vec<&Sequence> = indices.iter().map(|&i| &sequences[i]).collect();
             let chunk_scales: Vec<f64> = indices.iter().map(|&i| scales[i]).collect();
@@ -650,6 +668,12 @@ impl Learner {
             logprob_sum += (logprobs.detach() * &batch.mask)
                 .sum(Kind::Float)
                 .double_value(&[]);
+            if let Some((sum, max, tokens)) = sampled_gap(&logprobs, &refs, c)? {
+                let g = gap.get_or_insert_with(LogprobGap::default);
+                g.mean += sum;
+                g.max = g.max.max(max);
+                g.tokens += tokens;
+            }
             if let Some(kl) = kl {
                 has_kl = true;
                 kl_sum += (kl.detach() * &batch.mask)
@@ -664,8 +688,54 @@ impl Learner {
             tokens,
             mean_logprob: logprob_sum / tokens as f64,
             kl: has_kl.then(|| kl_sum / tokens as f64),
+            logprob_gap: gap.map(|g| LogprobGap {
+                mean: g.mean / g.tokens.max(1) as f64,
+                ..g
+            }),
         })
     }
+}
+
+/// The sum and max of `|logprobs − sampled|` over the tokens of the sequences of `chunk` that
+/// carry `sampled_logprobs`, and how many tokens that is (`None` when none does).
+fn sampled_gap(
+    logprobs: &Tensor,
+    chunk: &[&Sequence],
+    c: i64,
+) -> Result<Option<(f64, f64, usize)>> {
+    if chunk.iter().all(|s| s.sampled_logprobs.is_none()) {
+        return Ok(None);
+    }
+    let mut sampled = vec![0f32; chunk.len() * c as usize];
+    let mut mask = vec![0f32; chunk.len() * c as usize];
+    let mut tokens = 0;
+    for (r, s) in chunk.iter().enumerate() {
+        let Some(values) = s.sampled_logprobs.as_deref() else {
+            continue;
+        };
+        if values.len() != s.completion_ids.len() {
+            return Err(PolicyError::Invalid(format!(
+                "a sequence has {} completion tokens but {} sampled log-probs",
+                s.completion_ids.len(),
+                values.len()
+            )));
+        }
+        let row = r * c as usize;
+        sampled[row..row + values.len()].copy_from_slice(values);
+        mask[row..row + values.len()].fill(1.0);
+        tokens += values.len();
+    }
+    let shape = [chunk.len() as i64, c];
+    let device = logprobs.device();
+    let sampled = Tensor::from_slice(&sampled).view(shape).to_device(device);
+    let mask = Tensor::from_slice(&mask).view(shape).to_device(device);
+    let diff =
+        ((logprobs.detach().to_kind(Kind::Float) - sampled).abs() * mask).to_device(Device::Cpu);
+    Ok(Some((
+        diff.sum(Kind::Double).double_value(&[]),
+        diff.max().double_value(&[]),
+        tokens,
+    )))
 }
 
 /// `[B, C]` old log-probs, zero-padded, when every sequence carries them.
