@@ -9,7 +9,7 @@ use serde_json::Value;
 use tandem_schemas::layout::{Manifest, RunLayout, RunStatus};
 use tandem_stages::policy::{
     self, Attend, DeviceSpec, Learner, LearnerConfig, Likelihood, LoraConfig, LoraInit, Policy,
-    Sequence, StepStats, TargetModule, Transformer,
+    Sequence, StepStats, TargetModule, Transformer, WeightDtype,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -186,6 +186,15 @@ fn merged_weights_give_the_logits_of_base_plus_adapter() {
             .expect("attach");
         let adapted = logits(&model, &input);
         assert!(max_abs_diff(&adapted, &logits(&base(), &input)) > 1e-3);
+        // What generate.openai hands a serving engine: adapters folded in, the head untied.
+        let tmp = tempfile::tempdir().expect("tmp");
+        let served_dir = tmp.path().join("served");
+        policy::save_for_engine(&model, &base_dir(), &served_dir, WeightDtype::F32, true)
+            .expect("write");
+        let served = Transformer::load(&served_dir, &DeviceSpec::Cpu, None).expect("load");
+        assert!(!served.config.tie_word_embeddings && served.lora().is_none());
+        let diff = max_abs_diff(&logits(&served, &input), &adapted);
+        assert!(diff < 1e-4, "seed {seed}: served copy vs adapted {diff}");
         model.merge_lora();
         assert!(model.lora().is_none() && model.adapter_parameters().is_empty());
         let diff = max_abs_diff(&logits(&model, &input), &adapted);

@@ -5,7 +5,7 @@
 //!   as vLLM reported them, equal tandem's own scores under that checkpoint and differ from the
 //!   previous one's (so the check can tell a stale server);
 //! - every sample carries that version, and the metrics carry the sync time, the probe's gap
-//!   and the train/inference log-prob gap;
+//!   and the train/inference log-prob gap; the server sleeps through the learner's steps;
 //! - a server that keeps its old weights stops the run with an error, and so does a server that
 //!   dies mid-run; `tandem run --resume` continues once a server is back, syncing it first.
 //!
@@ -193,7 +193,7 @@ fn gapg_trains_with_vllm_sampling_and_the_server_follows_every_update() {
     let sim = crate::cloud_sim::CloudSim::start(&[]);
     let port = free_port();
     let rollouts = format!(
-        "kind: generate.openai\n    params: {{ model: '{}', chat: false, max_new_tokens: 12, temperature: 1.0, launch: {{ python: '{python}', port: {port}, args: [--max-model-len, '256'] }} }}",
+        "kind: generate.openai\n    params: {{ model: '{}', chat: false, max_new_tokens: 12, temperature: 1.0, sleep_level: 1, launch: {{ python: '{python}', port: {port}, args: [--max-model-len, '256'] }} }}",
         model.display()
     );
     let pipeline = crate::learn::training_pipeline_with(dir.path(), &sim.base, 3, 1, &rollouts);
@@ -223,13 +223,16 @@ fn gapg_trains_with_vllm_sampling_and_the_server_follows_every_update() {
             m.step
         );
         assert!(v("logprob_gap_tokens") > 0.0);
-        // The launched server starts on the first version; later ones are synced.
-        assert_eq!(
-            m.values.contains_key("engine.sync_seconds"),
-            m.step > 0,
-            "step {}",
-            m.step
-        );
+        // The launched server starts on the first version; later ones are synced, after the
+        // server slept through the learner's step (on CPU vLLM only pauses its scheduler).
+        for figure in ["engine.sync_seconds", "engine.wake_seconds"] {
+            assert_eq!(
+                m.values.contains_key(figure),
+                m.step > 0,
+                "step {}: {figure}",
+                m.step
+            );
+        }
     }
     // The launched server is gone, and only the newest two weight copies are kept.
     assert!(

@@ -80,6 +80,11 @@ pub struct OpenAiGenConfig {
     /// same weights (default 1e-3 with f32 weights, 0.05 with bf16/f16).
     #[serde(default)]
     pub probe_tolerance: Option<f64>,
+    /// Put the server to sleep after each step's requests, so the learner has its memory
+    /// (vLLM `/sleep`; 1: weights offloaded, KV cache dropped; 2: both dropped, the weights
+    /// are reloaded on waking; 0: never). A GPU server needs `--enable-sleep-mode`.
+    #[serde(default)]
+    pub sleep_level: u8,
     /// Requests in flight at once (one request asks for a prompt's G samples).
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
@@ -185,6 +190,9 @@ impl StageConfig for OpenAiGenConfig {
         if self.concurrency == 0 {
             return Err(params("concurrency", "must be at least 1"));
         }
+        if self.sleep_level > 2 {
+            return Err(params("sleep_level", "must be 0, 1 or 2"));
+        }
         if self.probe_tokens == 0 {
             return Err(params("probe_tokens", "must be at least 1"));
         }
@@ -284,6 +292,7 @@ impl StageConfig for OpenAiGenConfig {
                     probe: self.probe.clone(),
                     probe_tokens: self.probe_tokens,
                     tolerance,
+                    sleep_level: self.sleep_level,
                     temperature: self.temperature,
                     timeout: std::time::Duration::from_secs_f64(self.timeout_s),
                     retry: RetryPolicy {
@@ -433,6 +442,7 @@ impl Generator for OpenAiGenerator {
             .collect(),
         );
         drop(serving);
+        self.engine.rest()?;
         let failed = answers.iter().filter(|(_, a)| a.is_err()).count();
         if failed == answers.len() {
             let last = answers

@@ -115,6 +115,7 @@ pub(super) struct EngineConfig {
     pub probe: String,
     pub probe_tokens: usize,
     pub tolerance: f64,
+    pub sleep_level: u8,
     pub temperature: f64,
     pub timeout: Duration,
     pub retry: RetryPolicy,
@@ -154,6 +155,8 @@ struct State {
     shadow: Option<(Policy, u64)>,
     /// The version the probe last confirmed the server serves.
     served: Option<u64>,
+    /// The server was put to sleep after the last step's requests.
+    asleep: bool,
     /// Weight directories written, oldest first (all but the newest two are removed).
     written: VecDeque<PathBuf>,
 }
@@ -233,6 +236,19 @@ impl Engine {
         if self.root.get().is_none() {
             self.start(&mut state, wanted, run_dir)?;
         }
+        if state.asleep {
+            let _exclusive = self.serving.write().unwrap_or_else(|e| e.into_inner());
+            let started = Instant::now();
+            self.admin(&format!("{}/wake_up", self.url()), &json!({}))?;
+            state.asleep = false;
+            if self.config.sleep_level >= 2 {
+                // Level 2 discarded the weights: whatever version, they are loaded again.
+                state.served = None;
+            }
+            self.config
+                .figures
+                .add(step, "engine.wake_seconds", started.elapsed().as_secs_f64());
+        }
         if state.served != Some(wanted) {
             // No request may be out while the weights change.
             let _exclusive = self.serving.write().unwrap_or_else(|e| e.into_inner());
@@ -245,6 +261,35 @@ impl Engine {
             model,
             _guard: guard,
         })
+    }
+
+    /// After a step's requests: with `sleep_level`, frees the server's memory for the learner
+    /// (vLLM's `/sleep`: level 1 offloads the weights and drops the KV cache, level 2 drops
+    /// both); the next step wakes it. Waits for other workers' requests of the step.
+    pub fn rest(&self) -> Result<()> {
+        if self.config.sleep_level == 0 {
+            return Ok(());
+        }
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.asleep {
+            return Ok(());
+        }
+        let _exclusive = self.serving.write().unwrap_or_else(|e| e.into_inner());
+        let url = format!("{}/sleep?level={}", self.url(), self.config.sleep_level);
+        self.admin(&url, &json!({}))?;
+        state.asleep = true;
+        Ok(())
+    }
+
+    /// One POST to an administrative route (no retries: these change the server's state).
+    fn admin(&self, url: &str, body: &Value) -> Result<String> {
+        match self.block_on(net::post_json(&self.client, url, &self.headers, body)) {
+            Ok(text) => Ok(text),
+            Err(Failure::Status { status: 404, .. }) => Err(StageError::Run(format!(
+                "{url}: 404; vLLM serves its weight and sleep routes only with VLLM_SERVER_DEV_MODE=1 in its environment"
+            ))),
+            Err(failure) => Err(StageError::Run(format!("{url}: {failure}"))),
+        }
     }
 
     /// Launches the server from the starting weights, or reaches the user's.
@@ -411,8 +456,18 @@ impl Engine {
             if self.config.sync == Sync::None {
                 return Err(self.stale(version, gap, None, "sync is none"));
             }
+            let write = Instant::now();
             let dir = self.write_weights(state, version, run_dir)?;
+            self.config
+                .figures
+                .add(step, "engine.write_seconds", write.elapsed().as_secs_f64());
+            let reload = Instant::now();
             self.reload(&dir, version)?;
+            self.config.figures.add(
+                step,
+                "engine.reload_seconds",
+                reload.elapsed().as_secs_f64(),
+            );
             synced = Some(dir);
             gap = Some(self.probe(state)?);
         }
@@ -485,29 +540,17 @@ impl Engine {
             Sync::None => return Ok(()),
         };
         for (url, body) in calls {
-            let answer = self.block_on(net::post_json(&self.client, &url, &self.headers, &body));
-            match answer {
-                Ok(text) => {
-                    // SGLang answers 200 with `success: false` when the load failed.
-                    if let Ok(v) = serde_json::from_str::<Value>(&text)
-                        && v.get("success") == Some(&Value::Bool(false))
-                    {
-                        return Err(StageError::Run(format!(
-                            "{url}: the server refused the weights in {path}: {}",
-                            net::excerpt(&text)
-                        )));
-                    }
-                }
-                Err(Failure::Status { status: 404, .. }) if self.config.sync == Sync::Vllm => {
-                    return Err(StageError::Run(format!(
-                        "{url}: 404; vLLM serves its weight routes only with VLLM_SERVER_DEV_MODE=1 in its environment"
-                    )));
-                }
-                Err(failure) => {
-                    return Err(StageError::Run(format!(
-                        "{url}: loading the weights in {path}: {failure}"
-                    )));
-                }
+            let text = self
+                .admin(&url, &body)
+                .map_err(|e| StageError::Run(format!("loading the weights in {path}: {e}")))?;
+            // SGLang answers 200 with `success: false` when the load failed.
+            if let Ok(v) = serde_json::from_str::<Value>(&text)
+                && v.get("success") == Some(&Value::Bool(false))
+            {
+                return Err(StageError::Run(format!(
+                    "{url}: the server refused the weights in {path}: {}",
+                    net::excerpt(&text)
+                )));
             }
         }
         Ok(())
