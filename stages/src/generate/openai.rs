@@ -85,6 +85,11 @@ pub struct OpenAiGenConfig {
     /// are reloaded on waking; 0: never). A GPU server needs `--enable-sleep-mode`.
     #[serde(default)]
     pub sleep_level: u8,
+    /// Sync a LoRA learner's adapters alone, through vLLM's LoRA routes, instead of full
+    /// weights: the largest adapter rank the server must take (a launched server gets
+    /// `--enable-lora --max-lora-rank N`). Default: full weights, adapters folded in.
+    #[serde(default)]
+    pub lora_max_rank: Option<usize>,
     /// Requests in flight at once (one request asks for a prompt's G samples).
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
@@ -190,6 +195,9 @@ impl StageConfig for OpenAiGenConfig {
         if self.concurrency == 0 {
             return Err(params("concurrency", "must be at least 1"));
         }
+        if self.lora_max_rank == Some(0) {
+            return Err(params("lora_max_rank", "must be at least 1"));
+        }
         if self.sleep_level > 2 {
             return Err(params("sleep_level", "must be 0, 1 or 2"));
         }
@@ -293,6 +301,7 @@ impl StageConfig for OpenAiGenConfig {
                     probe_tokens: self.probe_tokens,
                     tolerance,
                     sleep_level: self.sleep_level,
+                    lora_max_rank: self.lora_max_rank,
                     temperature: self.temperature,
                     timeout: std::time::Duration::from_secs_f64(self.timeout_s),
                     retry: RetryPolicy {

@@ -116,6 +116,7 @@ pub(super) struct EngineConfig {
     pub probe_tokens: usize,
     pub tolerance: f64,
     pub sleep_level: u8,
+    pub lora_max_rank: Option<usize>,
     pub temperature: f64,
     pub timeout: Duration,
     pub retry: RetryPolicy,
@@ -316,7 +317,15 @@ impl Engine {
             .clone()
             .unwrap_or_else(|| "tandem-policy".into());
         let log = self.engine_dir(run_dir).join("server.log");
-        let process = Process::spawn(launch, &dir, self.config.weights_dtype, port, &model, &log)?;
+        let process = Process::spawn(
+            launch,
+            &dir,
+            self.config.weights_dtype,
+            self.config.lora_max_rank,
+            port,
+            &model,
+            &log,
+        )?;
         let root = format!("http://127.0.0.1:{port}");
         state.process = Some(process);
         state.model = model;
@@ -409,7 +418,19 @@ impl Engine {
         std::path::absolute(&dir).unwrap_or(dir)
     }
 
-    /// Writes the shadow's weights (version `version`) for the server; returns the directory.
+    /// Whether syncs send the LoRA adapters alone (vLLM's LoRA routes) rather than full weights:
+    /// asked for with `lora_max_rank`, and the learner trains adapters.
+    fn adapter_sync(&self, state: &State) -> bool {
+        self.config.lora_max_rank.is_some()
+            && self.config.sync == Sync::Vllm
+            && state
+                .shadow
+                .as_ref()
+                .is_some_and(|(p, _)| p.model.lora().is_some())
+    }
+
+    /// Writes the shadow's weights (version `version`) for the server: a HF model, or a PEFT
+    /// adapter with [`Engine::adapter_sync`]. Returns the directory.
     fn write_weights(
         &self,
         state: &mut State,
@@ -418,13 +439,18 @@ impl Engine {
     ) -> Result<PathBuf> {
         let dir = self.engine_dir(run_dir).join(format!("v{version}"));
         let (policy, _) = state.shadow.as_ref().expect("loaded");
-        policy::save_for_engine(
-            &policy.model,
-            &self.config.hub.model_dir,
-            &dir,
-            self.config.weights_dtype,
-            self.config.untie,
-        )
+        let model_dir = &self.config.hub.model_dir;
+        if self.adapter_sync(state) {
+            policy::save_adapter(&policy.model, &model_dir.to_string_lossy(), None, &dir)
+        } else {
+            policy::save_for_engine(
+                &policy.model,
+                model_dir,
+                &dir,
+                self.config.weights_dtype,
+                self.config.untie,
+            )
+        }
         .map_err(|e| StageError::Run(format!("writing the weights for the server: {e}")))?;
         if state.written.back() != Some(&dir) {
             state.written.push_back(dir.clone());
@@ -462,7 +488,12 @@ impl Engine {
                 .figures
                 .add(step, "engine.write_seconds", write.elapsed().as_secs_f64());
             let reload = Instant::now();
-            self.reload(&dir, version)?;
+            if self.adapter_sync(state) {
+                self.load_adapter(&dir)?;
+                state.model = LORA_NAME.into();
+            } else {
+                self.reload(&dir, version)?;
+            }
             self.config.figures.add(
                 step,
                 "engine.reload_seconds",
@@ -515,6 +546,24 @@ impl Engine {
             "the server at {} does not serve policy version {version}{why}{gap}{written}. Either it did not load them (for vLLM: VLLM_SERVER_DEV_MODE=1, and a model with untied embeddings, as the written copies are), or its log-probs are not those of the sampling distribution (vLLM: --logprobs-mode processed_logprobs)",
             self.url()
         ))
+    }
+
+    /// Loads (or replaces in place) the PEFT adapter in `dir` as [`LORA_NAME`] (vLLM with
+    /// `--enable-lora` and `VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`).
+    fn load_adapter(&self, dir: &Path) -> Result<()> {
+        let root = self.url().to_owned();
+        let path = dir.to_string_lossy().into_owned();
+        self.admin(
+            &format!("{root}/v1/load_lora_adapter"),
+            &json!({"lora_name": LORA_NAME, "lora_path": path, "load_inplace": true}),
+        )
+        .map_err(|e| {
+            StageError::Run(format!(
+                "loading the adapter in {path}: {e} (vLLM needs --enable-lora, a --max-lora-rank at least the adapter's, and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True)"
+            ))
+        })?;
+        self.admin(&format!("{root}/reset_prefix_cache"), &json!({}))?;
+        Ok(())
     }
 
     /// Asks the server to load the weights in `dir`.
@@ -640,6 +689,9 @@ impl Engine {
         result
     }
 }
+
+/// The name the learner's adapter is served under (`lora_max_rank`).
+const LORA_NAME: &str = "tandem-policy-lora";
 
 /// Probe log-prob gap per token.
 #[derive(Clone, Copy, Debug)]
@@ -769,7 +821,9 @@ fn free_port() -> Result<u16> {
         .map_err(|e| StageError::Run(format!("finding a free port: {e}")))
 }
 
-/// A launched server: its own process group, so that stopping it stops its workers too.
+/// A launched server. It stays in tandem's process group, so a Ctrl-C in the terminal stops it
+/// too; otherwise it is stopped with SIGTERM when the run ends (vLLM's server then stops its
+/// engine processes), and SIGKILL if it has not exited 20 s later.
 struct Process {
     child: Child,
     log: PathBuf,
@@ -780,11 +834,11 @@ impl Process {
         launch: &LaunchConfig,
         model: &Path,
         dtype: WeightDtype,
+        lora_max_rank: Option<usize>,
         port: u16,
         served: &str,
         log: &Path,
     ) -> Result<Process> {
-        use std::os::unix::process::CommandExt;
         let model = model.to_string_lossy();
         let port = port.to_string();
         let argv: Vec<String> = match &launch.command {
@@ -822,6 +876,12 @@ impl Process {
                 {
                     argv.extend(["--dtype".into(), dtype.hf_name().into()]);
                 }
+                if let Some(rank) = lora_max_rank {
+                    argv.extend(
+                        ["--enable-lora", "--max-loras", "1", "--max-lora-rank"].map(str::to_owned),
+                    );
+                    argv.push(rank.to_string());
+                }
                 argv.extend(launch.args.iter().cloned());
                 argv
             }
@@ -840,12 +900,14 @@ impl Process {
             .args(&argv[1..])
             .stdin(Stdio::null())
             .stdout(file)
-            .stderr(err)
-            .process_group(0);
+            .stderr(err);
         if launch.command.is_none() {
             // The weight routes, and a KV cache that leaves the machine room (vLLM on CPU
             // otherwise takes most of RAM); the user's env wins.
             command.env("VLLM_SERVER_DEV_MODE", "1");
+            if lora_max_rank.is_some() {
+                command.env("VLLM_ALLOW_RUNTIME_LORA_UPDATING", "True");
+            }
             if std::env::var_os("VLLM_CPU_KVCACHE_SPACE").is_none() {
                 command.env("VLLM_CPU_KVCACHE_SPACE", "1");
             }
@@ -885,10 +947,10 @@ impl Process {
         format!("{} ends: {}", self.log.display(), tail.join(" | "))
     }
 
-    /// Sends `signal` to the whole group.
+    /// Sends `signal` to the server.
     fn signal(&self, signal: &str) {
         let _ = Command::new("kill")
-            .args([signal, "--", &format!("-{}", self.child.id())])
+            .args([signal, &self.child.id().to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
@@ -908,8 +970,9 @@ impl Drop for Process {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        // Workers that outlive their parent go too.
-        self.signal("-KILL");
+        if self.exited().is_none() {
+            self.signal("-KILL");
+        }
         let _ = self.child.wait();
     }
 }
