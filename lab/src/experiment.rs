@@ -117,6 +117,8 @@ pub struct Row {
     pub overall_accuracy: (f64, f64),
     /// Seeds in the row.
     pub seeds: usize,
+    /// The evaluation budget of the method's cells (none for cloud only).
+    pub budget: Option<f64>,
 }
 
 /// What `tandem experiment` reports (also `experiment.json`).
@@ -435,6 +437,7 @@ fn rows(config: &ExperimentConfig, cells: &[Cell]) -> Vec<Row> {
         conditional_accuracy: mean_sd(&picked.iter().map(|p| p.1).collect::<Vec<_>>()),
         overall_accuracy: mean_sd(&picked.iter().map(|p| p.2).collect::<Vec<_>>()),
         seeds: picked.len(),
+        budget: None,
     };
     let mut out = vec![row(
         "cloud only".into(),
@@ -450,6 +453,7 @@ fn rows(config: &ExperimentConfig, cells: &[Cell]) -> Vec<Row> {
     }
     for method in &config.methods {
         let of = by_method.remove(method.name.as_str()).unwrap_or_default();
+        let first = out.len();
         if method.baselines {
             let name = &method.name;
             out.push(row(
@@ -482,6 +486,10 @@ fn rows(config: &ExperimentConfig, cells: &[Cell]) -> Vec<Row> {
                     .collect(),
             ));
         }
+        let budget = of.first().map(|c| c.budget);
+        for r in &mut out[first..] {
+            r.budget = budget;
+        }
     }
     out
 }
@@ -495,14 +503,30 @@ fn table(config: &ExperimentConfig, rows: &[Row]) -> String {
         }
     };
     let seeds: Vec<String> = config.seeds.iter().map(u64::to_string).collect();
-    let mut out = format!(
-        "Seeds {} (mean ± sd, %), the same test split and budget for every row.\n\n\
-         | method | call ratio | conditional accuracy | overall accuracy |\n|---|---:|---:|---:|\n",
-        seeds.join(", ")
-    );
+    // A budget sweep gives its methods different budgets: then each row says its own.
+    let budgets: Vec<f64> = rows.iter().filter_map(|r| r.budget).collect();
+    let swept = budgets.iter().any(|b| (b - budgets[0]).abs() > 1e-12);
+    let mut out = if swept {
+        format!(
+            "Seeds {} (mean ± sd, %), the same test split for every row, each evaluated at its budget.\n\n\
+             | method | budget | call ratio | conditional accuracy | overall accuracy |\n|---|---:|---:|---:|---:|\n",
+            seeds.join(", ")
+        )
+    } else {
+        format!(
+            "Seeds {} (mean ± sd, %), the same test split and budget for every row.\n\n\
+             | method | call ratio | conditional accuracy | overall accuracy |\n|---|---:|---:|---:|\n",
+            seeds.join(", ")
+        )
+    };
     for r in rows {
+        let budget = match (swept, r.budget) {
+            (false, _) => String::new(),
+            (true, Some(b)) => format!(" {:.0}% |", b * 100.0),
+            (true, None) => " – |".into(),
+        };
         out.push_str(&format!(
-            "| {} | {} | {} | {} |\n",
+            "| {} |{budget} {} | {} | {} |\n",
             r.name,
             pct(r.call_ratio),
             pct(r.conditional_accuracy),
@@ -538,4 +562,54 @@ fn plot_help(dir: &Path, config: &ExperimentConfig, cells: &[Cell]) -> Result<()
         series,
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(name: &str, budget: Option<f64>) -> Row {
+        Row {
+            name: name.into(),
+            call_ratio: (0.25, 0.05),
+            conditional_accuracy: (0.5, 0.1),
+            overall_accuracy: (0.6, 0.0),
+            seeds: 2,
+            budget,
+        }
+    }
+
+    #[test]
+    fn a_budget_sweep_gives_each_row_its_budget_and_a_plain_table_does_not() {
+        let config = ExperimentConfig {
+            name: "x".into(),
+            suite: "s.yaml".into(),
+            suite_set: vec![],
+            seeds: vec![0, 1],
+            methods: vec![],
+        };
+        let swept = table(
+            &config,
+            &[
+                row("cloud only", None),
+                row("gapg-20", Some(0.2)),
+                row("gapg-50", Some(0.5)),
+            ],
+        );
+        assert!(
+            swept.contains("| method | budget | call ratio |"),
+            "{swept}"
+        );
+        assert!(
+            swept.contains("| gapg-20 | 20% | 25.0 ± 5.0 | 50.0 ± 10.0 | 60.0 ± 0.0 |"),
+            "{swept}"
+        );
+        assert!(swept.contains("| cloud only | – |"), "{swept}");
+        let plain = table(&config, &[row("cloud only", None), row("gapg", Some(0.3))]);
+        assert!(
+            plain.contains("the same test split and budget for every row"),
+            "{plain}"
+        );
+        assert!(plain.contains("| gapg | 25.0 ± 5.0 |"), "{plain}");
+    }
 }
