@@ -451,7 +451,6 @@ impl Generator for OpenAiGenerator {
             .collect(),
         );
         drop(serving);
-        self.engine.rest()?;
         let failed = answers.iter().filter(|(_, a)| a.is_err()).count();
         if failed == answers.len() {
             let last = answers
@@ -467,6 +466,8 @@ impl Generator for OpenAiGenerator {
                 engine.process_note(),
             )));
         }
+        // The server sleeps only once it has answered: a dead one is reported as such above.
+        self.engine.rest()?;
         for (g, answer) in answers {
             let group = &mut groups[g];
             match answer {
