@@ -1,25 +1,52 @@
 //! The progress of a pipeline run: a bar on a terminal, log lines elsewhere.
 
 use std::io::IsTerminal;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use tandem_pipeline::{OnStep, StepReport};
 
 /// A progress bar on a terminal (log lines elsewhere), and the callback that moves it.
 pub fn progress(steps: u64, first_step: u64) -> (Option<ProgressBar>, OnStep) {
+    bar_and_callback(steps, first_step, None)
+}
+
+/// As [`progress`], for one of several runs going at once (an experiment's cells): on a
+/// terminal the bars stack, one line per run, each starting with `label`; elsewhere the log
+/// lines start with it.
+pub fn progress_labelled(
+    steps: u64,
+    first_step: u64,
+    label: &str,
+) -> (Option<ProgressBar>, OnStep) {
+    bar_and_callback(steps, first_step, Some(label))
+}
+
+/// The terminal's stack of labelled bars.
+static STACK: OnceLock<MultiProgress> = OnceLock::new();
+
+fn bar_and_callback(
+    steps: u64,
+    first_step: u64,
+    label: Option<&str>,
+) -> (Option<ProgressBar>, OnStep) {
     let bar = std::io::stderr().is_terminal().then(|| {
-        let bar = ProgressBar::new(steps);
+        let mut bar = ProgressBar::new(steps);
         bar.set_style(
             ProgressStyle::with_template(
-                "{spinner} step {pos}/{len} [{bar:30}] {elapsed_precise} eta {eta} {msg}",
+                "{prefix}{spinner} step {pos}/{len} [{bar:30}] {elapsed_precise} eta {eta} {msg}",
             )
             .expect("the template is valid")
             .progress_chars("=> "),
         );
+        if let Some(label) = label {
+            bar.set_prefix(format!("{label}: "));
+            bar = STACK.get_or_init(MultiProgress::new).add(bar);
+        }
         bar.set_position(first_step);
         bar
     });
+    let prefix = label.map_or(String::new(), |l| format!("{l}: "));
     let progress_bar = bar.clone();
     let on_step: OnStep = Arc::new(move |report: &StepReport| {
         let line = format!(
@@ -34,7 +61,7 @@ pub fn progress(steps: u64, first_step: u64) -> (Option<ProgressBar>, OnStep) {
                 bar.set_position(report.step + 1);
                 bar.set_message(line);
             }
-            None => tracing::info!("step {}/{}: {line}", report.step + 1, report.steps),
+            None => tracing::info!("{prefix}step {}/{}: {line}", report.step + 1, report.steps),
         }
     });
     (bar, on_step)

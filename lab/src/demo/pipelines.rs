@@ -11,7 +11,7 @@ use tandem_stages::Registry;
 use tandem_stages::policy;
 
 use super::config::{PipelineRef, Source};
-use crate::progress::progress;
+use crate::progress::progress_labelled;
 
 /// Plans `pipeline` with `vars` (the environment fills the rest), then its `set` overrides:
 /// everything `tandem run` checks before it starts.
@@ -45,7 +45,7 @@ pub fn run_pipeline(
     let plan = plan_pipeline(source, pipeline, vars)?;
     let path = source.path(&pipeline.pipeline);
     eprintln!("{label}: {} step(s) of {}", plan.steps, path.display());
-    let (bar, on_step) = progress(plan.steps, 0);
+    let (bar, on_step) = progress_labelled(plan.steps, 0, label);
     let result = tandem_pipeline::run(
         plan,
         RunOptions {
