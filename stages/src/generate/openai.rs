@@ -252,27 +252,16 @@ impl StageConfig for OpenAiGenConfig {
             prompt_template: self.prompt_template.clone(),
         }
         .format(&tokenizer, &dir)?;
-        let checkpoint = ctx
-            .run
-            .resume
-            .as_ref()
-            .and_then(|r| r.checkpoint.as_deref());
-        let start = policy::start_point(&dir, checkpoint)
-            .map_err(|e| StageError::Run(format!("resuming: {e}")))?;
         // The hub is the run's meeting point with the learner, exactly as generate.policy's.
-        let hub = ctx
-            .shared
-            .get_or_try_init(PolicyHub::KEY, || -> Result<PolicyHub> {
-                Ok(PolicyHub::new(
-                    dir.clone(),
-                    start.clone(),
-                    model_config.dtype,
-                    self.temperature,
-                    format.clone(),
-                    Tokenizer::from_dir(&dir).map_err(|e| params("model", e.to_string()))?,
-                    ctx.run.max_staleness,
-                ))
-            })?;
+        let start = super::start_point(ctx, &dir)?;
+        let hub = super::shared_hub(
+            ctx,
+            &dir,
+            &start,
+            model_config.dtype,
+            self.temperature,
+            &format,
+        )?;
         let key_source = net::KeySource {
             api_key_env: self.api_key_env.clone(),
             api_key_file: self.api_key_file.clone(),
@@ -313,13 +302,7 @@ impl StageConfig for OpenAiGenConfig {
                 })
             },
         )?;
-        let eos_token_ids = {
-            let mut ids = tokenizer.eos_token_ids().to_vec();
-            ids.extend(&model_config.eos_token_ids);
-            ids.sort_unstable();
-            ids.dedup();
-            ids
-        };
+        let eos_token_ids = policy::eos_token_ids(&tokenizer, &model_config);
         Ok(Built::Generator(Box::new(OpenAiGenerator {
             engine,
             hub,

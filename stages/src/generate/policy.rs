@@ -14,7 +14,7 @@ use crate::contract::{BuildContext, Built, Generator, StepContext};
 use crate::help::HelpTags;
 use crate::policy::{
     self, DeviceSpec, GenerationRequest, Policy, PolicyHub, PromptFormat, SamplingParams,
-    Tokenizer, WeightDtype,
+    WeightDtype,
 };
 use crate::prompt::{NamedTemplate, PromptParams};
 use crate::registry::StageConfig;
@@ -113,13 +113,7 @@ impl StageConfig for PolicyConfig {
         policy::set_threads(self.threads);
         let dir = ctx.resolve(&self.model);
         // A resumed run starts from its checkpoint's weights and version.
-        let checkpoint = ctx
-            .run
-            .resume
-            .as_ref()
-            .and_then(|r| r.checkpoint.as_deref());
-        let start = policy::start_point(&dir, checkpoint)
-            .map_err(|e| StageError::Run(format!("resuming: {e}")))?;
+        let start = super::start_point(ctx, &dir)?;
         let policy = Policy::load_start(&dir, &start.0, &device, dtype)
             .map_err(|e| params(format!("model: {e}")))?;
         let format = PromptParams {
@@ -137,23 +131,14 @@ impl StageConfig for PolicyConfig {
             stop: self.stop.clone(),
             eos_token_ids: policy.eos_token_ids(),
         };
-        // One hub per run, made by the first build: the learner finds the prompt format, the
-        // temperature and the newest weights there.
-        let hub = ctx
-            .shared
-            .get_or_try_init(PolicyHub::KEY, || -> Result<PolicyHub> {
-                let tokenizer =
-                    Tokenizer::from_dir(&dir).map_err(|e| params(format!("model: {e}")))?;
-                Ok(PolicyHub::new(
-                    dir.clone(),
-                    start.clone(),
-                    dtype.unwrap_or(policy.model.config.dtype),
-                    self.temperature,
-                    format.clone(),
-                    tokenizer,
-                    ctx.run.max_staleness,
-                ))
-            })?;
+        let hub = super::shared_hub(
+            ctx,
+            &dir,
+            &start,
+            dtype.unwrap_or(policy.model.config.dtype),
+            self.temperature,
+            &format,
+        )?;
         let version = start.1;
         Ok(Built::Generator(Box::new(PolicyGenerator {
             policy,

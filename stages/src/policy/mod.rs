@@ -199,10 +199,16 @@ impl Policy {
     /// The token ids that end a completion: the union of those `config.json`,
     /// `generation_config.json` and the tokenizer name.
     pub fn eos_token_ids(&self) -> Vec<u32> {
-        let mut ids = self.tokenizer.eos_token_ids().to_vec();
-        ids.extend(&self.model.config.eos_token_ids);
-        ids.sort_unstable();
-        ids.dedup();
-        ids
+        eos_token_ids(&self.tokenizer, &self.model.config)
     }
+}
+
+/// The token ids that end a completion: the union of those `config.json`,
+/// `generation_config.json` (both in `config`) and the tokenizer name.
+pub fn eos_token_ids(tokenizer: &Tokenizer, config: &ModelConfig) -> Vec<u32> {
+    let mut ids = tokenizer.eos_token_ids().to_vec();
+    ids.extend(&config.eos_token_ids);
+    ids.sort_unstable();
+    ids.dedup();
+    ids
 }

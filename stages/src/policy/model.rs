@@ -448,16 +448,17 @@ impl Transformer {
         self.adapter_params.clear();
     }
 
-    /// The weights a serving engine loads, by HF name, as new tensors: every parameter with the
-    /// adapters folded in (`W + s·B·A`, as [`Transformer::merge_lora`] computes it), and with
-    /// `untie`, a tied output projection written out as `lm_head.weight` (a copy of the
-    /// embedding). The model itself is unchanged.
+    /// The weights a serving engine loads, by HF name: every parameter with the adapters folded
+    /// in (`W + s·B·A`, as [`Transformer::merge_lora`] computes it, in new tensors), and with
+    /// `untie`, a tied output projection written out as `lm_head.weight` (the embedding again).
+    /// Unchanged parameters share the model's storage (detached): nothing is copied to write
+    /// them. The model itself is unchanged.
     pub fn serving_parameters(&self, untie: bool) -> Vec<(String, Tensor)> {
         tch::no_grad(|| {
             let mut out: Vec<(String, Tensor)> = self
                 .params
                 .iter()
-                .map(|(name, t)| (name.clone(), t.detach().copy()))
+                .map(|(name, t)| (name.clone(), t.detach()))
                 .collect();
             for (l, layer) in self.layers.iter().enumerate() {
                 for target in TargetModule::ALL {
@@ -476,7 +477,7 @@ impl Transformer {
                 && self.config.tie_word_embeddings
                 && let Some((_, embed)) = out.iter().find(|(n, _)| n == "model.embed_tokens.weight")
             {
-                let head = embed.copy();
+                let head = embed.shallow_clone();
                 out.push(("lm_head.weight".into(), head));
             }
             out
