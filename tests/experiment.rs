@@ -1,7 +1,7 @@
 //! `tandem experiment`: every method of a comparison trained from the same warm start and
 //! evaluated at the same budget, one cell per method and seed, stored as ordinary runs; the
 //! table's rows; resuming never recomputes a finished cell; bad files are refused before
-//! anything runs.
+//! anything runs; a learned αc (dual ascent) moves the call rate toward its target.
 
 use std::path::{Path, PathBuf};
 
@@ -36,6 +36,11 @@ const METHODS: &str = "  - name: task-tuning
 ";
 
 fn run(dir: &Path, file: &Path, extra: &[&str]) -> std::process::Output {
+    run_with(dir, file, TINY, extra)
+}
+
+/// [`run`] with the suite's overrides `tiny` instead of [`TINY`].
+fn run_with(dir: &Path, file: &Path, tiny: &str, extra: &[&str]) -> std::process::Output {
     let path = |p: &Path| p.to_str().expect("utf-8").to_owned();
     let mut args = vec![
         "experiment".to_owned(),
@@ -48,7 +53,7 @@ fn run(dir: &Path, file: &Path, extra: &[&str]) -> std::process::Output {
         "--jobs".into(),
         "2".into(),
         "--set".into(),
-        TINY.into(),
+        tiny.into(),
     ];
     args.extend(extra.iter().map(|s| (*s).to_owned()));
     tandem(&args.iter().map(String::as_str).collect::<Vec<_>>(), dir)
@@ -186,4 +191,82 @@ fn bad_experiment_files_are_refused_before_anything_runs() {
     assert!(!output.status.success(), "{stderr}");
     assert!(stderr.contains("tiny.yaml:"), "{stderr}");
     assert!(stderr.contains("unknown field `sett`"), "{stderr}");
+}
+
+#[test]
+fn dual_ascent_moves_the_call_rate_toward_its_target() {
+    // The same warm start trained toward a call rate of 0 and of 1: the price of a call rises
+    // in the first and falls in the second, and the policies ask accordingly.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let method = |target: &str| {
+        format!(
+            "  - name: dual-{target}\n    set: [stages.4.params.target_call_rate={target}, \
+             stages.4.params.dual_lr=0.1, stages.4.params.dual_kp=1.0, \
+             \"stages.6={{id: filter, kind: filter.none}}\"]\n"
+        )
+    };
+    let file = experiment_file(dir.path(), &(method("0") + &method("1")));
+    let steps = 16;
+    // A warm start long enough to ask for help, and room in a sample for a help block.
+    let tiny = TINY
+        .replace("run.steps=2,", &format!("run.steps={steps},"))
+        .replace(
+            "run.steps=20, stages.2.params.schedule.total_steps=20",
+            "run.steps=300, stages.2.params.schedule.total_steps=300",
+        )
+        .replace("max_new_tokens=16]", "max_new_tokens=48]");
+    let report = report(&run_with(dir.path(), &file, &tiny, &[]));
+    let cells = report["cells"].as_array().expect("cells");
+    let cell = |name: &str| {
+        cells
+            .iter()
+            .find(|c| c["method"] == name)
+            .unwrap_or_else(|| panic!("{name} in {report}"))
+    };
+    let help = |name: &str| -> Vec<f64> {
+        cell(name)["help_per_step"]
+            .as_array()
+            .expect("per step")
+            .iter()
+            .map(|p| p[1].as_f64().expect("rate"))
+            .collect()
+    };
+    let gammas = |name: &str| -> Vec<f64> {
+        let run = PathBuf::from(cell(name)["train_run"].as_str().expect("train_run"));
+        let streams = crate::common::stored_streams(&run);
+        let tandem_schemas::io::Rows::Metrics(metrics) = &streams["metrics"] else {
+            panic!("metrics")
+        };
+        metrics.iter().map(|m| m.values["reward.gamma"]).collect()
+    };
+    let late =
+        |rates: &[f64]| rates[rates.len() / 2..].iter().sum::<f64>() / (rates.len() / 2) as f64;
+    let (never, always) = (help("dual-0"), help("dual-1"));
+    let (priced, free) = (gammas("dual-0"), gammas("dual-1"));
+    assert_eq!((never.len(), always.len()), (steps, steps));
+    // The same start (αc 0.4 of the suite: γ 0.6), and the same first step.
+    assert_eq!((priced[0], free[0]), (0.6, 0.6));
+    assert_eq!(never[0], always[0]);
+    // Above the target the price of a call rises, below it falls, within [0, αa].
+    let context = format!("γ toward 0: {priced:?}\nγ toward 1: {free:?}");
+    assert!(priced.iter().all(|g| (0.6..=1.0).contains(g)), "{context}");
+    assert!(priced.iter().any(|g| *g > 0.6), "{context}");
+    assert!(
+        free.iter().skip(1).all(|g| (0.0..0.6).contains(g)),
+        "{context}"
+    );
+    eprintln!("call rates toward 1: {always:?}\ntoward 0: {never:?}\n{context}");
+    assert!(
+        late(&always) > late(&never) + 0.1,
+        "call rate over the second half: {:.3} toward 1, {:.3} toward 0\n{always:?}\n{never:?}",
+        late(&always),
+        late(&never)
+    );
+    // Toward 0 the call rate turns back down once the price is up.
+    let peak = never.iter().copied().fold(0.0, f64::max);
+    let end = never[steps - 4..].iter().sum::<f64>() / 4.0;
+    assert!(
+        end < peak - 0.1,
+        "toward 0: peak {peak:.3}, last 4 steps {end:.3}"
+    );
 }

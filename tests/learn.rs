@@ -184,6 +184,25 @@ stages:
     path
 }
 
+/// `reward.collab` of [`training_pipeline`], and the same stage learning αc by dual ascent
+/// toward a call rate of 0.1 (η 0.5, Kp 1, from αc = 0.25).
+const COLLAB: &str = "{ id: reward, kind: reward.collab }";
+const DUAL: &str = "{ id: reward, kind: reward.collab, params: { target_call_rate: 0.1, dual_lr: 0.5, dual_kp: 1.0 } }";
+
+/// γ of [`DUAL`] after steps with call rates `rates`, written out from the rule in
+/// docs/pipelines.md: the oracle of the stage's figures.
+fn dual_gamma(rates: &[f64]) -> f64 {
+    let (target, lr, kp) = (0.1, 0.5, 1.0);
+    let mut integral: f64 = 1.0 - 0.25;
+    for rate in rates {
+        integral = (integral + lr * (rate - target)).clamp(0.0, 1.0);
+    }
+    match rates.last() {
+        Some(rate) => (integral + kp * (rate - target)).clamp(0.0, 1.0),
+        None => integral,
+    }
+}
+
 fn metrics(
     streams: &std::collections::BTreeMap<String, tandem_schemas::io::Rows>,
 ) -> Vec<tandem_schemas::MetricsRecord> {
@@ -356,6 +375,9 @@ fn a_run_killed_at_a_random_point_resumes_to_what_an_uninterrupted_run_stores() 
     let sim = crate::cloud_sim::CloudSim::start(&[]);
     let steps = 5;
     let pipeline = training_pipeline(dir.path(), &sim.base, steps, 2);
+    // With αc learned by dual ascent, whose γ a resumed run rebuilds from the stored samples.
+    let yaml = std::fs::read_to_string(&pipeline).expect("read");
+    std::fs::write(&pipeline, yaml.replace(COLLAB, DUAL)).expect("write");
     // Where to kill: once `wait_for` steps are stored, plus up to 60 ms (a step takes about
     // 100 ms here), so the kill lands anywhere from loading the model to step 3's checkpoint.
     // The seed is in every message.
@@ -489,12 +511,18 @@ fn with_staleness_1_step_t_samples_the_weights_after_step_t_minus_2_in_every_run
     let yaml = std::fs::read_to_string(&pipeline).expect("read");
     let yaml = yaml
         .replace("max_staleness: 0", "max_staleness: 1")
-        .replace("lr: 0.01 }", "lr: 0.01 }, clip_eps: 0.2");
+        .replace("lr: 0.01 }", "lr: 0.01 }, clip_eps: 0.2")
+        .replace(COLLAB, DUAL);
     std::fs::write(&pipeline, yaml).expect("write");
-    let runs: Vec<_> = (0..2)
-        .map(|i| {
+    // Twice on one worker, then on two: the dual ascent's rates are shared by the workers'
+    // instances (the two-worker run batches prompts differently, so its log-probs differ in
+    // the last bits; its tokens and γ do not).
+    let runs: Vec<_> = [1, 1, 2]
+        .iter()
+        .enumerate()
+        .map(|(i, &workers)| {
             let out = dir.path().join(format!("runs-{i}"));
-            let summary = crate::common::run_in_process(&pipeline, 1, &out);
+            let summary = crate::common::run_in_process(&pipeline, workers, &out);
             crate::common::stored_streams(&summary.run_dir)
         })
         .collect();
@@ -524,6 +552,20 @@ fn with_staleness_1_step_t_samples_the_weights_after_step_t_minus_2_in_every_run
         m.iter().map(|m| m.values["loss"]).collect()
     };
     assert_eq!(losses(&metrics), losses(&self::metrics(&runs[1])));
+    // Step t's γ comes from the call rates of the steps before t − 1: those the policy that
+    // generated step t was trained on.
+    let rates: Vec<f64> = metrics.iter().map(|m| m.values["help_rate"]).collect();
+    for (m, other) in metrics.iter().zip(self::metrics(&runs[2])) {
+        let t = m.step as usize;
+        let want = dual_gamma(&rates[..t.saturating_sub(1)]);
+        let gamma = m.values["reward.gamma"];
+        assert!(
+            (gamma - want).abs() < 1e-12,
+            "step {t}: γ {gamma}, want {want}"
+        );
+        assert!((m.values["reward.alpha_cloud"] - (1.0 - gamma)).abs() < 1e-12);
+        assert_eq!(other.values["reward.gamma"], gamma, "step {t}, two workers");
+    }
 }
 
 /// The weights `learn.pg` saves after one update on `groups` (step 0), written under `run_dir`.

@@ -11,15 +11,22 @@
 //! is the sample's `asked_help` flag, set by the generator from the help tags. *The cloud's
 //! answer* is the group's cloud verdict (`target: cloud`, no `sample_idx`); a group without one
 //! (no cloud stage ran, the call failed or was refused) is the paper's "no answer" case: 0.
+//!
+//! With `target_call_rate`, αc is not a constant: it is αa − γ, and γ is learned by dual ascent
+//! toward that call rate (see [`super::dual`]). The stage then sees whole steps, and puts γ and
+//! αc into the step's metrics (`<id>.gamma`, `<id>.alpha_cloud`).
+
+use std::sync::Arc;
 
 use serde::Deserialize;
 use tandem_schemas::{Facet, Facets, Group, Target};
 
+use super::dual::{CallRates, DualAscent, call_rate, stored_call_rates};
 use super::{FormatTags, add_reward, non_negative, one, validate_help};
-use crate::Result;
-use crate::contract::{BuildContext, Built, GroupStage, StepContext};
+use crate::contract::{BuildContext, Built, GroupStage, Scope, StepContext, StepFigures};
 use crate::help::HelpTags;
 use crate::registry::StageConfig;
+use crate::{Result, StageError};
 
 /// Parameters of `reward.collab`.
 #[derive(Clone, Debug, Deserialize)]
@@ -29,9 +36,21 @@ pub struct CollabConfig {
     #[serde(default = "one")]
     pub alpha_local: f64,
     /// αc: reward of asking for help when the cloud's answer is correct (default 0.25, the
-    /// paper's Countdown value; αc = αa teaches the policy to always ask).
+    /// paper's Countdown value; αc = αa teaches the policy to always ask). With
+    /// `target_call_rate`, the starting value.
     #[serde(default = "default_alpha_cloud")]
     pub alpha_cloud: f64,
+    /// Learn αc instead: a call rate (share of samples that ask for help, in [0, 1]) that dual
+    /// ascent on γ = αa − αc steers toward. Off by default.
+    #[serde(default)]
+    pub target_call_rate: Option<f64>,
+    /// η, the integral's step per unit of call rate above the target (default 0.05).
+    #[serde(default = "default_dual_lr")]
+    pub dual_lr: f64,
+    /// Kp, γ's offset per unit of the latest call rate above the target (default 1.0; 0 is
+    /// plain dual ascent).
+    #[serde(default = "one")]
+    pub dual_kp: f64,
     /// αf: added for a well-formed response (default 0.0 = off; paper v1 used 0.2).
     #[serde(default)]
     pub alpha_format: f64,
@@ -51,22 +70,105 @@ fn default_alpha_cloud() -> f64 {
     0.25
 }
 
+fn default_dual_lr() -> f64 {
+    0.05
+}
+
 impl StageConfig for CollabConfig {
-    fn build(self, _ctx: &BuildContext) -> Result<Built> {
+    fn build(self, ctx: &BuildContext) -> Result<Built> {
         // αc > αa is legal (an experiment may want it) even though the paper needs αa > αc.
         non_negative("alpha_local", self.alpha_local)?;
         non_negative("alpha_cloud", self.alpha_cloud)?;
         non_negative("alpha_format", self.alpha_format)?;
         non_negative("weight", self.weight)?;
+        non_negative("dual_lr", self.dual_lr)?;
+        non_negative("dual_kp", self.dual_kp)?;
         self.format.validate("format")?;
         validate_help(&self.help)?;
-        Ok(Built::Group(Box::new(CollabReward { config: self })))
+        let dual = match self.target_call_rate {
+            None => None,
+            Some(target) => Some(Dual::build(&self, target, ctx)?),
+        };
+        Ok(Built::Group(Box::new(CollabReward { config: self, dual })))
     }
 }
 
 /// Computes the hierarchical collaboration reward of every sample.
 pub struct CollabReward {
     config: CollabConfig,
+    dual: Option<Dual>,
+}
+
+/// What a stage with `target_call_rate` keeps: the schedule, every step's call rate (shared by
+/// the workers' instances), and where γ goes in the metrics.
+struct Dual {
+    schedule: DualAscent,
+    rates: Arc<CallRates>,
+    /// The run's `max_staleness`: step t's γ includes the call rates of steps before t − s.
+    staleness: u64,
+    figures: Arc<StepFigures>,
+}
+
+impl Dual {
+    fn build(config: &CollabConfig, target: f64, ctx: &BuildContext) -> Result<Dual> {
+        if !(0.0..=1.0).contains(&target) {
+            return Err(StageError::Params {
+                path: "target_call_rate".into(),
+                message: format!("must be a share of samples in [0, 1], got {target}"),
+            });
+        }
+        if config.alpha_cloud > config.alpha_local {
+            return Err(StageError::Params {
+                path: "alpha_cloud".into(),
+                message: format!(
+                    "the starting αc ({}) must not exceed alpha_local ({}) when                      target_call_rate learns it (αc = αa − γ, γ ≥ 0)",
+                    config.alpha_cloud, config.alpha_local
+                ),
+            });
+        }
+        // One set of rates per stage and run, filled from the stored steps on resume.
+        let rates = ctx
+            .shared
+            .get_or_try_init(&format!("{}.call-rates", ctx.stage_id), || {
+                let rates = CallRates::default();
+                if let Some(resume) = &ctx.run.resume {
+                    for (step, rate) in stored_call_rates(&resume.run_dir, resume.step)? {
+                        rates.record(step, rate);
+                    }
+                }
+                Ok::<_, StageError>(rates)
+            })?;
+        Ok(Dual {
+            schedule: DualAscent {
+                target,
+                lr: config.dual_lr,
+                kp: config.dual_kp,
+                initial: config.alpha_local - config.alpha_cloud,
+                max: config.alpha_local,
+            },
+            rates,
+            staleness: ctx.run.max_staleness,
+            figures: ctx
+                .shared
+                .get_or_init(StepFigures::KEY, StepFigures::default),
+        })
+    }
+
+    /// αc for `step`'s rewards, after recording the step's own call rate.
+    fn alpha_cloud(&self, groups: &[Group], ctx: &StepContext) -> Result<f64> {
+        self.rates.record(ctx.step, call_rate(groups));
+        let known = self.rates.upto(ctx.step.saturating_sub(self.staleness))?;
+        let gamma = self.schedule.gamma(&known);
+        let alpha_cloud = self.schedule.max - gamma;
+        self.figures
+            .add(ctx.step, &format!("{}.gamma", ctx.stage_id), gamma);
+        self.figures.add(
+            ctx.step,
+            &format!("{}.alpha_cloud", ctx.stage_id),
+            alpha_cloud,
+        );
+        Ok(alpha_cloud)
+    }
 }
 
 impl GroupStage for CollabReward {
@@ -78,9 +180,22 @@ impl GroupStage for CollabReward {
         Facets::of(&[Facet::Rewards])
     }
 
+    fn scope(&self) -> Scope {
+        // The call rate is the whole step's.
+        if self.dual.is_some() {
+            Scope::Step
+        } else {
+            Scope::Group
+        }
+    }
+
     fn process(&mut self, groups: &mut [Group], ctx: &StepContext) -> Result<()> {
         let c = &self.config;
-        for group in groups {
+        let alpha_cloud = match &self.dual {
+            Some(dual) => dual.alpha_cloud(groups, ctx)?,
+            None => c.alpha_cloud,
+        };
+        for group in groups.iter_mut() {
             // The last verdict wins, so a second verify stage overrides the first.
             let cloud_correct = group
                 .verdicts
@@ -122,7 +237,7 @@ impl GroupStage for CollabReward {
                     0.0
                 };
                 let accuracy_cloud = if asked_help && cloud_correct {
-                    c.alpha_cloud
+                    alpha_cloud
                 } else {
                     0.0
                 };
@@ -337,6 +452,126 @@ mod tests {
             ),
             (Some(1), "missing_verdict", "reward")
         );
+    }
+
+    /// A step of one group: `asked` of 4 samples asked for help, the cloud answered correctly,
+    /// the others answered correctly on the device.
+    fn step_group(asked: usize) -> Group {
+        let samples = (0..4)
+            .map(|i| sample(i, "", (i as usize) < asked))
+            .collect();
+        let mut verdicts: Vec<_> = (0..4).map(|i| verdict(Some(i), true)).collect();
+        verdicts.push(verdict(None, true));
+        group(samples, verdicts)
+    }
+
+    fn dual_stage(staleness: u64, shared: &crate::SharedState) -> Box<dyn GroupStage> {
+        let ctx = BuildContext {
+            run: crate::RunSettings {
+                max_staleness: staleness,
+                ..build_ctx().run
+            },
+            shared: shared.clone(),
+            ..build_ctx()
+        };
+        let params = serde_json::json!({
+            "alpha_cloud": 0.5, "target_call_rate": 0.25, "dual_lr": 1.0, "dual_kp": 0.0,
+        });
+        match crate::registry::build_with::<CollabConfig>(&params, &ctx) {
+            Ok(Built::Group(stage)) => stage,
+            _ => panic!("build"),
+        }
+    }
+
+    /// Runs steps with `asked` calls for help out of 4 each; returns αc per step (the reward of a
+    /// sample that asked) and the figures the learner would write.
+    fn dual_run(staleness: u64, asked: &[usize]) -> Vec<(f64, f64, f64)> {
+        let shared = crate::SharedState::default();
+        let mut stage = dual_stage(staleness, &shared);
+        assert_eq!(
+            stage.scope(),
+            Scope::Step,
+            "the call rate is the whole step's"
+        );
+        let figures = shared.get_or_init(StepFigures::KEY, StepFigures::default);
+        asked
+            .iter()
+            .enumerate()
+            .map(|(step, &asked)| {
+                let mut groups = vec![step_group(asked)];
+                stage
+                    .process(&mut groups, &ctx_at(step as u64))
+                    .expect("process");
+                let paid = groups[0].rewards[0].components["accuracy_cloud"];
+                let figures: std::collections::BTreeMap<_, _> =
+                    figures.take(step as u64).into_iter().collect();
+                (paid, figures["reward.gamma"], figures["reward.alpha_cloud"])
+            })
+            .collect()
+    }
+
+    fn ctx_at(step: u64) -> StepContext {
+        StepContext::single_worker("r", "reward", step)
+    }
+
+    #[test]
+    fn dual_ascent_prices_a_call_by_the_earlier_steps_call_rates() {
+        // γ0 = 1 − 0.5. Step 0 asks 3 of 4 (0.75 > 0.25): γ rises by 0.5 to αa, and step 1's
+        // calls earn nothing. Step 1 asks none: γ falls by 0.25. Step 2 asks 1 of 4: at the
+        // target, γ stays.
+        let got = dual_run(0, &[3, 0, 1, 2]);
+        let want = [
+            (0.5, 0.5, 0.5),
+            (0.0, 1.0, 0.0),
+            (0.25, 0.75, 0.25),
+            (0.25, 0.75, 0.25),
+        ];
+        for ((paid, gamma, alpha), (w_paid, w_gamma, w_alpha)) in got.iter().zip(want) {
+            assert!((paid - w_paid).abs() < 1e-12, "{got:?}");
+            assert!((gamma - w_gamma).abs() < 1e-12, "{got:?}");
+            assert!((alpha - w_alpha).abs() < 1e-12, "{got:?}");
+        }
+        // A sample answered correctly on the device still earns αa.
+        let shared = crate::SharedState::default();
+        let mut groups = vec![step_group(3)];
+        dual_stage(0, &shared)
+            .process(&mut groups, &ctx_at(0))
+            .expect("process");
+        assert_eq!(groups[0].rewards[3].reward, 1.0);
+    }
+
+    #[test]
+    fn with_staleness_s_step_t_uses_the_rates_of_the_steps_before_t_minus_s() {
+        // The policy of step t was trained on steps before t − s: γ lags by s more steps.
+        let got: Vec<f64> = dual_run(1, &[3, 0, 1, 2]).iter().map(|g| g.1).collect();
+        assert_eq!(got, vec![0.5, 0.5, 1.0, 0.75]);
+    }
+
+    #[test]
+    fn bad_dual_ascent_params_are_refused_by_path() {
+        for (params, field) in [
+            (
+                serde_json::json!({"target_call_rate": 1.5}),
+                "target_call_rate",
+            ),
+            (
+                serde_json::json!({"target_call_rate": -0.1}),
+                "target_call_rate",
+            ),
+            (
+                serde_json::json!({"target_call_rate": 0.3, "dual_lr": -1.0}),
+                "dual_lr",
+            ),
+            (
+                serde_json::json!({"target_call_rate": 0.3, "alpha_cloud": 2.0}),
+                "alpha_cloud",
+            ),
+        ] {
+            let err = crate::registry::build_with::<CollabConfig>(&params, &build_ctx())
+                .err()
+                .expect("refused");
+            assert!(err.to_string().starts_with(&format!("{field}: ")), "{err}");
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@
 
 mod collab;
 mod command;
+pub mod dual;
 mod format;
 mod http;
 mod length;
