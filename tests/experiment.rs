@@ -191,6 +191,13 @@ fn bad_experiment_files_are_refused_before_anything_runs() {
     assert!(!output.status.success(), "{stderr}");
     assert!(stderr.contains("tiny.yaml:"), "{stderr}");
     assert!(stderr.contains("unknown field `sett`"), "{stderr}");
+
+    // A seed twice would compute the same cells twice.
+    let file = experiment_file(dir.path(), "  - name: gapg\n");
+    let output = run(dir.path(), &file, &["--set", "seeds=[3, 3]"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("seed 3 twice"), "{stderr}");
 }
 
 #[test]

@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -151,6 +151,10 @@ pub fn load(file: &Path, sets: &[String]) -> Result<(ExperimentConfig, PathBuf)>
     if config.seeds.is_empty() || config.methods.is_empty() {
         bail!("{}: an experiment needs seeds and methods", file.display());
     }
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some(seed) = config.seeds.iter().find(|seed| !seen.insert(**seed)) {
+        bail!("{}: seed {seed} twice", file.display());
+    }
     let mut names = std::collections::BTreeSet::new();
     for method in &config.methods {
         let ok = !method.name.is_empty()
@@ -237,15 +241,12 @@ pub fn run(config: &ExperimentConfig, suite: &Path, options: &Options) -> Result
     }
     eprintln!("experiment: {}", dir.display());
 
-    // Warm starts first, one per seed, in order: cells of a seed share it through the cache.
+    // The cells to compute; a cell with its cell.json is read back.
     let mut todo = Vec::new();
     let mut cells = Vec::new();
-    for &seed in &config.seeds {
-        let (demo_config, source) = suite_at(suite, config, seed)?;
-        let seed_dir = dir.join(format!("seed-{seed}"));
-        let mut warm = None;
-        for method in &config.methods {
-            let cell_dir = seed_dir.join(&method.name);
+    for method in &config.methods {
+        for &seed in &config.seeds {
+            let cell_dir = dir.join(format!("seed-{seed}")).join(&method.name);
             let record = cell_dir.join("cell.json");
             if record.exists() {
                 let text = std::fs::read_to_string(&record)?;
@@ -253,26 +254,13 @@ pub fn run(config: &ExperimentConfig, suite: &Path, options: &Options) -> Result
                     serde_json::from_str::<Cell>(&text)
                         .with_context(|| format!("{}: not a cell", record.display()))?,
                 );
-                continue;
+            } else {
+                todo.push(Todo {
+                    seed,
+                    method: method.clone(),
+                    dir: cell_dir,
+                });
             }
-            if warm.is_none() {
-                std::fs::create_dir_all(&seed_dir)?;
-                eprintln!("seed {seed}: warm start");
-                warm = Some(demo::warm_start(
-                    &demo_config,
-                    &source,
-                    &options.cache,
-                    &seed_dir,
-                )?);
-            }
-            todo.push(Todo {
-                seed,
-                method: method.clone(),
-                config: demo_config.clone(),
-                source: source.clone(),
-                warm: warm.clone().expect("made above"),
-                dir: cell_dir,
-            });
         }
     }
     let computed = todo.len();
@@ -282,33 +270,51 @@ pub fn run(config: &ExperimentConfig, suite: &Path, options: &Options) -> Result
         cells.len()
     );
 
-    let queue = Mutex::new(todo);
-    let results = Mutex::new(Vec::new());
-    std::thread::scope(|scope| {
-        for _ in 0..options.jobs.max(1) {
-            scope.spawn(|| {
-                loop {
-                    let Some(next) = queue.lock().expect("queue").pop() else {
-                        return;
-                    };
-                    let label = format!("seed {} {}", next.seed, next.method.name);
-                    let result = next.run(&label);
-                    match &result {
-                        Ok(cell) => eprintln!(
-                            "{label}: done in {:.0} s, overall {:.1}% at call rate {:.1}%",
-                            cell.seconds,
-                            cell.overall_accuracy * 100.0,
-                            cell.call_rate * 100.0
-                        ),
-                        Err(e) => eprintln!("{label}: failed: {e:#}"),
-                    }
-                    results.lock().expect("results").push((label, result));
-                }
-            });
+    // A seed's warm start is made by the first of its cells to run, while the others wait for
+    // it. The cells are queued method by method, so the first cells of the seeds come first
+    // and the warm starts are made side by side.
+    let warm_starts: BTreeMap<u64, OnceLock<Result<Suite, String>>> = config
+        .seeds
+        .iter()
+        .map(|seed| (*seed, OnceLock::new()))
+        .collect();
+    let warm_start = |seed: u64| -> Result<Suite> {
+        let made = warm_starts[&seed].get_or_init(|| {
+            let make = || {
+                let (demo_config, source) = suite_at(suite, config, seed)?;
+                let seed_dir = dir.join(format!("seed-{seed}"));
+                std::fs::create_dir_all(&seed_dir)?;
+                let label = format!("seed {seed} warm start");
+                eprintln!("{label}");
+                let warm =
+                    demo::warm_start(&demo_config, &source, &options.cache, &seed_dir, &label)?;
+                Ok::<_, anyhow::Error>(Suite {
+                    config: demo_config,
+                    source,
+                    warm,
+                })
+            };
+            make().map_err(|e| format!("seed {seed}: warm start: {e:#}"))
+        });
+        made.clone().map_err(anyhow::Error::msg)
+    };
+
+    let results = in_parallel(options.jobs, todo, |next| {
+        let label = format!("seed {} {}", next.seed, next.method.name);
+        let result = warm_start(next.seed).and_then(|suite| next.run(&suite, &label));
+        match &result {
+            Ok(cell) => eprintln!(
+                "{label}: done in {:.0} s, overall {:.1}% at call rate {:.1}%",
+                cell.seconds,
+                cell.overall_accuracy * 100.0,
+                cell.call_rate * 100.0
+            ),
+            Err(e) => eprintln!("{label}: failed: {e:#}"),
         }
+        (label, result)
     });
     let mut failed = Vec::new();
-    for (label, result) in results.into_inner().expect("results") {
+    for (label, result) in results {
         match result {
             Ok(cell) => cells.push(cell),
             Err(e) => failed.push(format!("{label}: {e:#}")),
@@ -341,25 +347,56 @@ pub fn run(config: &ExperimentConfig, suite: &Path, options: &Options) -> Result
     Ok(report)
 }
 
-struct Todo {
-    seed: u64,
-    method: Method,
+/// `work` on every item, on up to `jobs` threads, taking the items in order; the results in the
+/// order they finished.
+fn in_parallel<T: Send, R: Send>(
+    jobs: usize,
+    items: Vec<T>,
+    work: impl Fn(T) -> R + Sync,
+) -> Vec<R> {
+    let queue = Mutex::new(items.into_iter().rev().collect::<Vec<_>>());
+    let results = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.max(1) {
+            scope.spawn(|| {
+                loop {
+                    let Some(next) = queue.lock().expect("queue").pop() else {
+                        return;
+                    };
+                    let result = work(next);
+                    results.lock().expect("results").push(result);
+                }
+            });
+        }
+    });
+    results.into_inner().expect("results")
+}
+
+/// A seed's suite and its warm start.
+#[derive(Clone)]
+struct Suite {
     config: DemoConfig,
     source: Source,
     warm: demo::WarmStart,
+}
+
+/// A cell to compute.
+struct Todo {
+    seed: u64,
+    method: Method,
     dir: PathBuf,
 }
 
 impl Todo {
-    fn run(&self, label: &str) -> Result<Cell> {
+    fn run(&self, suite: &Suite, label: &str) -> Result<Cell> {
         let started = Instant::now();
         // A cell stopped midway leaves runs but no cell.json: start it again from scratch.
         if self.dir.exists() {
             std::fs::remove_dir_all(&self.dir)?;
         }
         std::fs::create_dir_all(&self.dir)?;
-        let mut config = self.config.clone();
-        config.train = train_ref(&self.config, &self.method);
+        let mut config = suite.config.clone();
+        config.train = train_ref(&suite.config, &self.method);
         if let Some(budget) = self.method.budget {
             config.eval.budget = budget;
         }
@@ -367,8 +404,8 @@ impl Todo {
         let cloud = demo::spawn_cloud(&config)?;
         let trained = demo::train(
             &config,
-            &self.source,
-            &self.warm,
+            &suite.source,
+            &suite.warm,
             &cloud.base_url(),
             &self.dir,
             label,
@@ -381,7 +418,7 @@ impl Todo {
             }
         };
         let evaluated =
-            demo::evaluate_model(&config, &self.warm, &model, &cloud.base_url(), &self.dir);
+            demo::evaluate_model(&config, &suite.warm, &model, &cloud.base_url(), &self.dir);
         cloud.shutdown();
         let evaluated = evaluated?;
         let cell = Cell {

@@ -59,7 +59,14 @@ pub fn run(config: &DemoConfig, source: &Source, options: &Options) -> Result<De
     eprintln!("demo: writing to {}", dir.display());
 
     eprintln!("[1/4] warm start");
-    let warm = warm::prepare(config, source, &options.cache, &dir, options.fresh)?;
+    let warm = warm::prepare(
+        config,
+        source,
+        &options.cache,
+        &dir,
+        options.fresh,
+        "warm start",
+    )?;
     if warm.reused {
         eprintln!(
             "warm start: reusing {} (made by {}); --fresh makes it again",
@@ -113,14 +120,15 @@ pub fn spawn_cloud(config: &DemoConfig) -> Result<SimHandle> {
 }
 
 /// The warm start for `config` (cached under `cache`, made with its supervised run stored in
-/// `runs` when the cache lacks it).
+/// `runs` when the cache lacks it; its progress line says `label`).
 pub fn warm_start(
     config: &DemoConfig,
     source: &Source,
     cache: &Path,
     runs: &Path,
+    label: &str,
 ) -> Result<WarmStart> {
-    warm::prepare(config, source, cache, runs, false)
+    warm::prepare(config, source, cache, runs, false, label)
 }
 
 /// Runs the suite's RL pipeline (`config.train`) from the warm start against `cloud`, stored

@@ -52,13 +52,14 @@ fn cache_key(config: &DemoConfig, source: &Source) -> Result<String> {
 }
 
 /// The warm start for `config`: the cached one unless `fresh`, else made under `cache`, with
-/// the supervised run stored in `runs`.
+/// the supervised run stored in `runs` (its progress line says `label`).
 pub fn prepare(
     config: &DemoConfig,
     source: &Source,
     cache: &Path,
     runs: &Path,
     fresh: bool,
+    label: &str,
 ) -> Result<Warm> {
     let key = cache_key(config, source)?;
     let entry = cache.join(format!("warm-{}", &key[..16]));
@@ -78,7 +79,7 @@ pub fn prepare(
     if staging.exists() {
         std::fs::remove_dir_all(&staging)?;
     }
-    let made = make(config, source, runs, &staging);
+    let made = make(config, source, runs, &staging, label);
     let sft_run = match made {
         Ok(run) => run,
         Err(e) => {
@@ -183,14 +184,20 @@ pub(super) fn make_inputs(config: &DemoConfig, dir: &Path) -> Result<Inputs> {
 
 /// Makes the data, tokenizer, initial and fine-tuned models in `staging`; returns the
 /// supervised run's directory.
-fn make(config: &DemoConfig, source: &Source, runs: &Path, staging: &Path) -> Result<PathBuf> {
+fn make(
+    config: &DemoConfig,
+    source: &Source,
+    runs: &Path,
+    staging: &Path,
+    label: &str,
+) -> Result<PathBuf> {
     let inputs = make_inputs(config, staging)?;
     let summary = run_pipeline(
         source,
         &config.warm_start,
         &inputs.vars(config),
         runs,
-        "warm start",
+        label,
     )?;
     let checkpoint = final_checkpoint(&summary, "learn.sft")?;
     copy_model(&checkpoint, &staging.join("model"))?;
