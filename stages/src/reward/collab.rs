@@ -121,7 +121,8 @@ impl Dual {
             return Err(StageError::Params {
                 path: "alpha_cloud".into(),
                 message: format!(
-                    "the starting αc ({}) must not exceed alpha_local ({}) when                      target_call_rate learns it (αc = αa − γ, γ ≥ 0)",
+                    "the starting αc ({}) must not exceed alpha_local ({}) when \
+                     target_call_rate learns it (αc = αa − γ, γ ≥ 0)",
                     config.alpha_cloud, config.alpha_local
                 ),
             });
