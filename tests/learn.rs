@@ -512,11 +512,12 @@ fn with_staleness_1_step_t_samples_the_weights_after_step_t_minus_2_in_every_run
     let yaml = yaml
         .replace("max_staleness: 0", "max_staleness: 1")
         .replace("lr: 0.01 }", "lr: 0.01 }, clip_eps: 0.2")
-        .replace(COLLAB, DUAL);
+        .replace(COLLAB, DUAL)
+        // One prompt per forward batch: the batches are then the same on any worker count.
+        .replace("batch_prompts: 4", "batch_prompts: 1");
     std::fs::write(&pipeline, yaml).expect("write");
-    // Twice on one worker, then on two: the dual ascent's rates are shared by the workers'
-    // instances (the two-worker run batches prompts differently, so its log-probs differ in
-    // the last bits; its tokens and γ do not).
+    // Twice on one worker, then on two: the same rows either way (the dual ascent's rates are
+    // shared by the workers' instances).
     let runs: Vec<_> = [1, 1, 2]
         .iter()
         .enumerate()
@@ -547,11 +548,16 @@ fn with_staleness_1_step_t_samples_the_weights_after_step_t_minus_2_in_every_run
             runs[0][name], runs[1][name],
             "{name} differs between two runs"
         );
+        assert_eq!(
+            runs[0][name], runs[2][name],
+            "{name} differs between one and two workers"
+        );
     }
     let losses = |m: &[tandem_schemas::MetricsRecord]| -> Vec<f64> {
         m.iter().map(|m| m.values["loss"]).collect()
     };
     assert_eq!(losses(&metrics), losses(&self::metrics(&runs[1])));
+    assert_eq!(losses(&metrics), losses(&self::metrics(&runs[2])));
     // Step t's γ comes from the call rates of the steps before t − 1: those the policy that
     // generated step t was trained on.
     let rates: Vec<f64> = metrics.iter().map(|m| m.values["help_rate"]).collect();
