@@ -1,7 +1,8 @@
 //! `tandem experiment`: every method of a comparison trained from the same warm start and
 //! evaluated at the same budget, one cell per method and seed, stored as ordinary runs; the
-//! table's rows; resuming never recomputes a finished cell; bad files are refused before
-//! anything runs; a learned αc (dual ascent) moves the call rate toward its target.
+//! table's rows, recomputed from the stored evaluation runs; resuming never recomputes a
+//! finished cell; bad files are refused before anything runs; a learned αc (dual ascent)
+//! moves the call rate toward its target.
 
 use std::path::{Path, PathBuf};
 
@@ -143,6 +144,51 @@ fn an_experiment_trains_every_method_writes_the_table_and_resumes_without_recomp
         row("cloud only")["overall_accuracy"][0],
         tuning["cloud_only"]
     );
+    // The table equals a recomputation from the stored evaluation runs: each cell's two runs
+    // (with and without the help option) read back from Parquet, the policy's asks sent in
+    // the seeded order up to the budget.
+    for cell in cells {
+        let cell_dir = exp
+            .join("seed-3")
+            .join(cell["method"].as_str().expect("method"));
+        let local = std::fs::read_dir(&cell_dir)
+            .expect("cell dir")
+            .map(|e| e.expect("entry").path())
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("eval-local-"))
+            })
+            .expect("the evaluation without the help option");
+        let help = PathBuf::from(cell["eval_run"].as_str().expect("eval_run"));
+        let (joined, _) = tandem_stages::eval::joined_outcomes(&help, &local).expect("runs");
+        let n = joined.len() as f64;
+        let outcomes: Vec<_> = joined.iter().map(|(o, _)| *o).collect();
+        let ranking = tandem_stages::eval::ranking_for_policy(&outcomes, 3);
+        let at = tandem_stages::eval::AtBudget::new(&outcomes, &ranking, 0.3);
+        let device_only = joined.iter().filter(|(_, l)| *l).count() as f64 / n;
+        let cloud_only = outcomes.iter().filter(|o| o.cloud_correct).count() as f64 / n;
+        let close = |row: &Value, key: &str, want: f64| {
+            let got = row[key][0].as_f64().expect("figure");
+            assert!(
+                (got - want).abs() < 1e-12,
+                "{key}: {got}, recomputed {want}: {row}"
+            );
+            assert_eq!(row[key][1], 0.0, "one seed: no spread");
+        };
+        if cell["method"] == "gapg" {
+            let policy = row("gapg");
+            close(&policy, "call_ratio", at.call_rate);
+            close(&policy, "conditional_accuracy", at.conditional_accuracy);
+            close(&policy, "overall_accuracy", at.overall_accuracy);
+        } else {
+            close(
+                &row("task-tuning (device only)"),
+                "overall_accuracy",
+                device_only,
+            );
+            close(&row("cloud only"), "overall_accuracy", cloud_only);
+        }
+    }
     for file in [
         "table.md",
         "experiment.json",
