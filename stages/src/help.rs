@@ -2,6 +2,7 @@
 //! not the words inside it).
 
 use serde::{Deserialize, Serialize};
+use tandem_schemas::Group;
 
 /// The tags that mark a call for help.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,5 +34,21 @@ impl HelpTags {
     pub fn asks_help(&self, text: &str) -> bool {
         text.find(&self.open)
             .is_some_and(|start| text[start + self.open.len()..].contains(&self.close))
+    }
+}
+
+/// The share of the groups' samples that asked for help (0 for no samples): a step's call
+/// rate, as the learner's `help_rate` metric and `reward.collab`'s dual ascent read it.
+pub fn call_rate<'a>(groups: impl IntoIterator<Item = &'a Group>) -> f64 {
+    let (asked, all) = groups
+        .into_iter()
+        .flat_map(|g| &g.samples)
+        .fold((0usize, 0usize), |(asked, all), s| {
+            (asked + usize::from(s.asked_help), all + 1)
+        });
+    if all == 0 {
+        0.0
+    } else {
+        asked as f64 / all as f64
     }
 }

@@ -373,11 +373,6 @@ impl Sink for PolicyLearner {
 /// call-for-help rate, local and cloud accuracy, the mean reward.
 fn step_figures(groups: &[Group], kept: usize) -> Vec<(String, f64)> {
     let samples: usize = groups.iter().map(|g| g.samples.len()).sum();
-    let asked = groups
-        .iter()
-        .flat_map(|g| &g.samples)
-        .filter(|s| s.asked_help)
-        .count();
     let verdicts = |target: Target| {
         let all: Vec<bool> = groups
             .iter()
@@ -400,7 +395,7 @@ fn step_figures(groups: &[Group], kept: usize) -> Vec<(String, f64)> {
         ("kept_prompts".to_owned(), kept as f64),
         ("dropped_prompts".to_owned(), (groups.len() - kept) as f64),
         ("samples".to_owned(), samples as f64),
-        ("help_rate".to_owned(), ratio(asked, samples)),
+        ("help_rate".to_owned(), crate::help::call_rate(groups)),
         ("local_accuracy".to_owned(), ratio(local_right, local)),
     ];
     if cloud > 0 {

@@ -21,10 +21,10 @@ use std::sync::Arc;
 use serde::Deserialize;
 use tandem_schemas::{Facet, Facets, Group, Target};
 
-use super::dual::{CallRates, DualAscent, call_rate, stored_call_rates};
+use super::dual::{CallRates, DualAscent, stored_call_rates};
 use super::{FormatTags, add_reward, non_negative, one, validate_help};
 use crate::contract::{BuildContext, Built, GroupStage, Scope, StepContext, StepFigures};
-use crate::help::HelpTags;
+use crate::help::{HelpTags, call_rate};
 use crate::registry::StageConfig;
 use crate::{Result, StageError};
 

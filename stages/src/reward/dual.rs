@@ -28,9 +28,9 @@ use std::path::Path;
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use tandem_schemas::StreamKind;
 use tandem_schemas::io::Rows;
 use tandem_schemas::layout::{Manifest, RunLayout};
-use tandem_schemas::{Group, StreamKind};
 
 use crate::{Result, StageError};
 
@@ -109,21 +109,6 @@ impl CallRates {
     }
 }
 
-/// The share of the groups' samples that asked for help (0 for no samples).
-pub fn call_rate<'a>(groups: impl IntoIterator<Item = &'a Group>) -> f64 {
-    let (asked, all) = groups
-        .into_iter()
-        .flat_map(|g| &g.samples)
-        .fold((0usize, 0usize), |(asked, all), s| {
-            (asked + usize::from(s.asked_help), all + 1)
-        });
-    if all == 0 {
-        0.0
-    } else {
-        asked as f64 / all as f64
-    }
-}
-
 /// The call rates of steps `0..first_step` of a stored run, from its samples streams (what a
 /// resumed run needs to rebuild γ).
 pub fn stored_call_rates(run_dir: &Path, first_step: u64) -> Result<BTreeMap<u64, f64>> {
@@ -148,26 +133,19 @@ pub fn stored_call_rates(run_dir: &Path, first_step: u64) -> Result<BTreeMap<u64
             }
         }
     }
-    let rates: BTreeMap<u64, f64> = tallies
-        .into_iter()
-        .map(|(step, (asked, all))| {
-            (
-                step,
-                if all == 0 {
-                    0.0
-                } else {
-                    asked as f64 / all as f64
-                },
-            )
+    // Steps before the resume point are complete: one without samples stored had none, and
+    // its rate is 0 as in the live run (`help::call_rate` of no samples).
+    let rates = (0..first_step)
+        .map(|step| {
+            let (asked, all) = tallies.get(&step).copied().unwrap_or_default();
+            let rate = if all == 0 {
+                0.0
+            } else {
+                asked as f64 / all as f64
+            };
+            (step, rate)
         })
         .collect();
-    if let Some(missing) = (0..first_step).find(|s| !rates.contains_key(s)) {
-        return Err(StageError::Data(format!(
-            "resuming: {} holds no samples of step {missing}, so the dual ascent's γ cannot be \
-             rebuilt",
-            run_dir.display()
-        )));
-    }
     Ok(rates)
 }
 
