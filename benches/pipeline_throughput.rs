@@ -99,6 +99,7 @@ fn throughput(c: &mut Criterion) {
                     let run = |plan| {
                         let out = dir.path().join("runs");
                         let options = RunOptions {
+                            cluster: None,
                             workers,
                             out_dir: out.clone(),
                             materialize,

@@ -79,6 +79,7 @@ stages:
     )?;
     let plan = Plan::from_file_with(&pipeline, &PlanOptions::default(), registry)?;
     let options = RunOptions {
+        cluster: None,
         out_dir: dir.path().join("runs"),
         ..RunOptions::default()
     };

@@ -148,6 +148,7 @@ fn main() -> Result<()> {
         }),
         seed: 0,
         workers: 2,
+        processes: 1,
         versions: BTreeMap::new(),
         streams: streams
             .iter()

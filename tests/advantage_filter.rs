@@ -202,6 +202,7 @@ fn gapg_and_adaptive_filter_match_a_recomputation_with_1_and_2_workers_180_promp
     let mut stored = Vec::new();
     for workers in [1, 2] {
         let options = RunOptions {
+            cluster: None,
             workers,
             out_dir: dir.path().join(format!("runs{workers}")),
             ..RunOptions::default()

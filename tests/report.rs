@@ -139,6 +139,7 @@ fn write_manifest(run: &Path, steps_completed: u64, streams: &[(&str, StreamKind
         config: Value::Null,
         seed: 0,
         workers: 2,
+        processes: 1,
         versions: BTreeMap::new(),
         streams: streams
             .iter()

@@ -77,6 +77,7 @@ fn step_scope_stage_sees_whole_steps_with_1_and_4_workers_120_prompts_batch24() 
     let mut stored = Vec::new();
     for workers in [1, 4] {
         let options = RunOptions {
+            cluster: None,
             workers,
             out_dir: dir.path().join(format!("runs{workers}")),
             ..RunOptions::default()

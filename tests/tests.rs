@@ -4,6 +4,7 @@ mod advantage_filter;
 mod bad_input;
 mod cloud;
 mod cloud_sim;
+mod cluster;
 mod common;
 mod data;
 mod dataflow;

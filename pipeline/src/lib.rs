@@ -5,6 +5,7 @@
 //! - [`plan`]: validation (kinds, parameters, needs/provides, batch arithmetic), all before
 //!   anything runs;
 //! - [`runtime`]: the dataflow (the only module that knows timely);
+//! - [`cluster`]: runs of several processes (hostfile, start-up handshake, lost processes);
 //! - [`rundir`]: run directories and manifests;
 //! - [`resume`]: continuing a stored run from its newest checkpoint;
 //! - [`replay`]: a stored run's streams feeding new downstream stages;
@@ -14,6 +15,7 @@
 // would add noise at every `?` for no measurable gain.
 #![allow(clippy::result_large_err)]
 
+pub mod cluster;
 pub mod plan;
 pub mod reference;
 pub mod replay;
@@ -24,6 +26,7 @@ pub mod runtime;
 pub mod spec;
 pub mod yaml;
 
+pub use cluster::Cluster;
 pub use plan::{Plan, PlanError, PlanOptions};
 pub use replay::{ReplayError, ReplayPlan, StoredStream, plan_replay};
 pub use resume::{ResumeError, Resumed, resume};

@@ -163,10 +163,15 @@ fn remove(path: &Path) -> Result<(), String> {
     } else {
         std::fs::remove_file(path)
     };
-    result.map_err(|e| {
-        format!(
-            "{}: cannot remove what a later step left: {e}",
-            path.display()
-        )
-    })
+    match result {
+        // The processes of a cluster run resume one run directory side by side: another may
+        // have removed it first.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        result => result.map_err(|e| {
+            format!(
+                "{}: cannot remove what a later step left: {e}",
+                path.display()
+            )
+        }),
+    }
 }

@@ -60,6 +60,7 @@ pub fn initial_manifest(
         config: plan.document.to_json(),
         seed: plan.settings.seed,
         workers,
+        processes: 1,
         versions,
         streams: stream_entries(plan),
         steps_completed: 0,

@@ -13,20 +13,25 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
+use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, ParallelizationContract, Pipeline};
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::{Capability, Probe};
+use timely::dataflow::operators::vec::Broadcast;
+use timely::dataflow::operators::{Capability, Inspect, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle, Stream};
 use timely::scheduling::SyncActivator;
 
 use tandem_schemas::io::Rows;
 use tandem_schemas::layout::{Manifest, RunLayout, RunStatus};
 use tandem_schemas::{Group, StreamKind};
+use tandem_stages::policy::PolicyHub;
 use tandem_stages::{Built, Role, Scope, StepContext};
 
+use crate::cluster::{self, Cluster};
 use crate::plan::Plan;
 use crate::resume::Resumed;
 use crate::rundir;
@@ -46,8 +51,11 @@ pub type OnStep = Arc<dyn Fn(&StepReport) + Send + Sync>;
 /// How to run a plan.
 #[derive(Clone)]
 pub struct RunOptions {
-    /// Worker threads (groups are spread over them by `prompt_id`).
+    /// Worker threads in this process (groups are spread over all workers of all processes
+    /// by `prompt_id`).
     pub workers: usize,
+    /// The cluster this process is part of (`None`: a run of one process).
+    pub cluster: Option<Cluster>,
     /// The directory run directories are created in (`runs/`).
     pub out_dir: PathBuf,
     /// Store stage streams (`false` stores only the manifest and the errors stream).
@@ -63,6 +71,7 @@ impl Default for RunOptions {
     fn default() -> Self {
         RunOptions {
             workers: 1,
+            cluster: None,
             out_dir: PathBuf::from("runs"),
             materialize: true,
             on_step: None,
@@ -104,6 +113,9 @@ pub struct RunSummary {
     pub samples: u64,
     /// Error rows written.
     pub errors: u64,
+    /// This process and the run's processes (`(0, 1)` for a run of one process). Only
+    /// process 0 counts groups, samples and errors; the others report zeros.
+    pub process: (usize, usize),
 }
 
 /// Why a run stopped.
@@ -131,11 +143,22 @@ struct Shared {
     run_id: Arc<str>,
     layout: RunLayout,
     steps: u64,
+    /// Workers of all processes.
     workers: usize,
+    /// Workers in each process.
+    threads: usize,
+    /// This process, and how many the run has.
+    process: usize,
+    processes: usize,
+    /// Whether this process has told the others of its failure.
+    raised: AtomicBool,
+    /// Steps completely stored, as this process's probe saw them.
+    completed: AtomicU64,
     materialize: bool,
     plan: Mutex<Plan>,
     first_instances: Mutex<Option<Vec<Built>>>,
-    failure: Mutex<Option<String>>,
+    /// Why the run failed, and whether another process said so (then it is not passed on).
+    failure: Mutex<Option<(String, bool)>>,
     counts: Mutex<BTreeMap<u64, StepReport>>,
     /// Steps fed but not yet through every stage, at most.
     inflight: u64,
@@ -155,11 +178,30 @@ struct StepTimes {
 
 impl Shared {
     fn fail(&self, message: String) {
+        self.fail_from(message, false);
+    }
+
+    /// Records a failure (one another process reported when `remote`); the first one stays.
+    fn fail_from(&self, message: String, remote: bool) {
         let mut failure = self
             .failure
             .lock()
             .expect("failure lock is never poisoned: no code panics under it");
-        failure.get_or_insert(message);
+        failure.get_or_insert((message, remote));
+    }
+
+    /// This process's own failure, once, for telling the other processes.
+    fn failure_to_raise(&self) -> Option<String> {
+        let failure = self.failure.lock().expect("failure lock").clone();
+        match failure {
+            Some((message, false)) if !self.raised.swap(true, Ordering::SeqCst) => Some(message),
+            _ => None,
+        }
+    }
+
+    /// Whether this is the process that runs the source and sinks and writes the manifest.
+    fn leader(&self) -> bool {
+        self.process == 0
     }
 
     fn failed(&self) -> bool {
@@ -232,9 +274,13 @@ struct StageWiring {
     role: Role,
     scope: Scope,
     streams: Vec<(String, StreamKind)>,
+    /// A learner: in a cluster, its weights go to the other processes' generators.
+    updates_policy: bool,
 }
 
-/// Runs the plan in a new run directory under `options.out_dir`.
+/// Runs the plan in a new run directory under `options.out_dir`. In a cluster, process 0 makes
+/// the directory and the others adopt its run id (under their own `out_dir`: the same shared
+/// directory, or a local one whose parts are gathered afterwards).
 pub fn run(plan: Plan, options: RunOptions) -> Result<RunSummary, RunError> {
     let name = plan.spec.run.name.clone().unwrap_or_else(|| {
         plan.file
@@ -242,23 +288,54 @@ pub fn run(plan: Plan, options: RunOptions) -> Result<RunSummary, RunError> {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "run".into())
     });
-    let (run_id, run_dir) = rundir::create_run_dir(&options.out_dir, &name).map_err(|e| {
-        RunError::Setup(format!(
-            "{}: cannot create run directory: {e}",
-            options.out_dir.display()
-        ))
-    })?;
-    let workers = options.workers.max(1);
+    let leader = options.cluster.as_ref().is_none_or(|c| c.process == 0);
+    let created = if leader {
+        Some(
+            rundir::create_run_dir(&options.out_dir, &name).map_err(|e| {
+                RunError::Setup(format!(
+                    "{}: cannot create run directory: {e}",
+                    options.out_dir.display()
+                ))
+            })?,
+        )
+    } else {
+        None
+    };
+    let proposed = created.as_ref().map(|(id, _)| id.clone());
+    let run_id = match agree(&plan, &options, proposed, 0) {
+        Ok(run_id) => run_id,
+        Err(e) => {
+            if let Some((_, dir)) = &created {
+                // Still empty: nothing ran.
+                let _ = std::fs::remove_dir(dir);
+            }
+            return Err(e);
+        }
+    };
+    let run_dir = match created {
+        Some((_, dir)) => dir,
+        None => {
+            let dir = options.out_dir.join(&run_id);
+            std::fs::create_dir_all(&dir).map_err(|e| {
+                RunError::Setup(format!(
+                    "{}: cannot create run directory: {e}",
+                    dir.display()
+                ))
+            })?;
+            dir
+        }
+    };
     let mut manifest = rundir::initial_manifest(
         &plan,
         &run_id,
-        workers,
+        options.workers.max(1),
         // A pipeline that starts with `source.replay` derives from that run too.
         options
             .parent
             .clone()
             .or_else(|| crate::replay::replayed_run(&plan)),
     );
+    manifest.processes = options.cluster.as_ref().map_or(1, Cluster::processes);
     if !options.materialize {
         manifest.streams.retain(|s| s.kind == StreamKind::Errors);
     }
@@ -266,19 +343,44 @@ pub fn run(plan: Plan, options: RunOptions) -> Result<RunSummary, RunError> {
 }
 
 /// Continues a stored run where [`crate::resume::resume`] found it can (`options.out_dir` is
-/// not used: the run stays in its directory).
+/// not used: the run stays in its directory). In a cluster every process resumes the run.
 pub fn run_resumed(resumed: Resumed, options: RunOptions) -> Result<RunSummary, RunError> {
     let Resumed {
         plan,
         mut manifest,
         point,
     } = resumed;
+    agree(&plan, &options, Some(manifest.run_id.clone()), point.step)?;
     manifest.workers = options.workers.max(1);
+    manifest.processes = options.cluster.as_ref().map_or(1, Cluster::processes);
     execute(plan, &options, point.run_dir, manifest)
 }
 
+/// In a cluster: connects the processes and checks they run the same binary and pipeline from
+/// the same step; returns the run id they share (process 0's `run_id` for a new run). Without
+/// a cluster: `run_id`.
+fn agree(
+    plan: &Plan,
+    options: &RunOptions,
+    run_id: Option<String>,
+    first_step: u64,
+) -> Result<String, RunError> {
+    let Some(cluster) = &options.cluster else {
+        return Ok(run_id.expect("a run of one process makes its own run id"));
+    };
+    let threads = options.workers.max(1);
+    let hello = cluster::Hello::new(
+        cluster.process,
+        run_id,
+        &plan.document.to_json(),
+        threads,
+        first_step,
+    );
+    cluster::handshake(cluster, threads, hello, cluster::CONNECT_TIMEOUT).map_err(RunError::Setup)
+}
+
 /// Runs `plan` in `run_dir` from its resume point (step 0 for a new run), keeping `manifest`
-/// current.
+/// current (process 0 writes it).
 fn execute(
     mut plan: Plan,
     options: &RunOptions,
@@ -286,9 +388,16 @@ fn execute(
     manifest: Manifest,
 ) -> Result<RunSummary, RunError> {
     let run_id = manifest.run_id.clone();
-    let workers = manifest.workers;
+    let threads = options.workers.max(1);
+    let (process, processes) = options
+        .cluster
+        .as_ref()
+        .map_or((0, 1), |c| (c.process, c.processes()));
+    let leader = process == 0;
     let layout = RunLayout::new(&run_dir);
-    rundir::write_manifest(&layout, &manifest).map_err(RunError::Setup)?;
+    if leader {
+        rundir::write_manifest(&layout, &manifest).map_err(RunError::Setup)?;
+    }
     let first_step = plan.settings.resume.as_ref().map_or(0, |r| r.step);
 
     let steps = plan.steps;
@@ -303,7 +412,12 @@ fn execute(
         run_id: run_id.as_str().into(),
         layout: layout.clone(),
         steps,
-        workers,
+        workers: threads * processes,
+        threads,
+        process,
+        processes,
+        raised: AtomicBool::new(false),
+        completed: AtomicU64::new(first_step),
         materialize: options.materialize,
         plan: Mutex::new(plan),
         first_instances: Mutex::new(Some(first)),
@@ -320,14 +434,43 @@ fn execute(
     // Worker 0 advances steps_completed as steps land; the final status is written below.
     let manifest = Arc::new(Mutex::new(manifest));
     let worker_manifest = manifest.clone();
-    let config = timely::Config::process(workers);
+    let config = cluster::config(threads, options.cluster.as_ref());
+    let connected = match &options.cluster {
+        Some(cluster) => {
+            cluster::watch_connections(&cluster.addresses);
+            Some(
+                cluster::connect_watchdog(processes, cluster::CONNECT_TIMEOUT)
+                    .map_err(RunError::Setup)?,
+            )
+        }
+        None => None,
+    };
     let guards = timely::execute(config, move |worker| {
+        if let Some(connected) = &connected {
+            connected.store(true, Ordering::SeqCst);
+        }
         run_worker(worker, &worker_shared, on_step.as_deref(), &worker_manifest);
     })
-    .map_err(|e| RunError::Setup(format!("cannot start {workers} worker(s): {e}")))?;
-    for (i, result) in guards.join().into_iter().enumerate() {
+    .map_err(|e| RunError::Setup(format!("cannot start {threads} worker(s): {e}")))?;
+    // After a lost process, joining timely's communication threads panics too (they did).
+    let joined = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| guards.join()))
+        .unwrap_or_else(|_| {
+            shared.fail(
+                cluster::lost()
+                    .unwrap_or_else(|| "timely's communication threads failed".to_owned()),
+            );
+            Vec::new()
+        });
+    for (i, result) in joined.into_iter().enumerate() {
         if let Err(panic) = result {
-            shared.fail(format!("worker {i} panicked: {panic}"));
+            // A lost process makes timely's threads panic: name the process, not the panic.
+            match cluster::lost() {
+                Some(lost) => shared.fail(lost),
+                None => shared.fail(format!(
+                    "worker {} panicked: {panic}",
+                    process * threads + i
+                )),
+            }
         }
     }
 
@@ -337,19 +480,27 @@ fn execute(
         .failure
         .lock()
         .expect("workers have finished")
-        .clone();
+        .clone()
+        .map(|(message, _)| message);
     manifest.status = if failure.is_some() {
         RunStatus::Failed
     } else {
         RunStatus::Complete
     };
     manifest.error = failure.clone();
-    rundir::write_manifest(&layout, &manifest).map_err(RunError::Setup)?;
+    if leader {
+        rundir::write_manifest(&layout, &manifest).map_err(RunError::Setup)?;
+    }
+    let completed = shared.completed.load(Ordering::SeqCst);
     if let Some(message) = failure {
         return Err(RunError::Failed {
             run_id,
             run_dir,
-            completed: manifest.steps_completed,
+            completed: if leader {
+                manifest.steps_completed
+            } else {
+                completed
+            },
             message,
         });
     }
@@ -357,10 +508,15 @@ fn execute(
     Ok(RunSummary {
         run_id,
         run_dir,
-        steps: manifest.steps_completed,
+        steps: if leader {
+            manifest.steps_completed
+        } else {
+            completed
+        },
         groups: total(|c| c.groups),
         samples: total(|c| c.samples),
         errors: total(|c| c.errors),
+        process: (process, processes),
     })
 }
 
@@ -371,11 +527,16 @@ fn run_worker(
     manifest: &Mutex<tandem_schemas::layout::Manifest>,
 ) {
     let index = worker.index();
-    let (wiring, mut instances) = {
+    let (wiring, mut instances, hub) = {
         let plan = shared
             .plan
             .lock()
             .expect("plan lock is only held to read the plan");
+        // The policy the generators of this process sample from, when the pipeline has one.
+        let hub = plan
+            .shared
+            .get_or_try_init::<PolicyHub, ()>(PolicyHub::KEY, || Err(()))
+            .ok();
         let wiring: Vec<StageWiring> = plan
             .stages
             .iter()
@@ -384,6 +545,7 @@ fn run_worker(
                 kind: s.kind.clone(),
                 role: s.role,
                 scope: s.scope,
+                updates_policy: s.updates_policy,
                 streams: if s.materialize && shared.materialize {
                     s.streams()
                         .into_iter()
@@ -394,12 +556,16 @@ fn run_worker(
                 },
             })
             .collect();
-        let instances: Vec<Option<Built>> = if index == 0 {
+        let instances: Vec<Option<Built>> = if index.is_multiple_of(shared.threads) {
             let first = shared.first_instances.lock().expect("taken once").take();
             first
-                .expect("worker 0 takes the instances the plan built")
+                .expect("a process's first worker takes the instances its plan built")
                 .into_iter()
-                .map(Some)
+                // The source and the sinks run on process 0 only.
+                .map(|built| match built {
+                    Built::Source(_) | Built::Sink(_) if !shared.leader() => None,
+                    built => Some(built),
+                })
                 .collect()
         } else {
             match plan.build_worker_instances() {
@@ -410,7 +576,7 @@ fn run_worker(
                 }
             }
         };
-        (wiring, instances)
+        (wiring, instances, hub)
     };
     let mut source = match instances[0].take() {
         Some(Built::Source(source)) => Some(source),
@@ -418,8 +584,7 @@ fn run_worker(
     };
 
     let writer = spawn_writer(shared.clone(), index);
-    let mut input =
-        InputHandle::<u64, timely::container::CapacityContainerBuilder<Vec<Group>>>::new();
+    let mut input = InputHandle::<u64, CapacityContainerBuilder<Vec<Group>>>::new();
     let probe = ProbeHandle::new();
     worker.dataflow::<u64, _, _>(|scope| {
         let mut stream = input.to_stream(scope);
@@ -465,6 +630,12 @@ fn run_worker(
                         apply,
                         Some(finish),
                     );
+                    if wiring.updates_policy
+                        && shared.processes > 1
+                        && let Some(hub) = hub.clone()
+                    {
+                        broadcast_weights(stream.clone(), hub, shared).probe_with(&probe);
+                    }
                 }
                 (Role::Group, Some(Built::Group(g))) if pipelined => {
                     let piped = pipelined_operator(stream, wiring, shared, index, g);
@@ -539,14 +710,42 @@ fn run_worker(
             &writer,
             index,
         );
-        stream.probe_with(&probe);
+        count(stream, shared).probe_with(&probe);
     });
+
+    // Failures travel between processes in a dataflow of their own: a stage failing on one
+    // process stops the source on process 0 and every stage everywhere.
+    let mut alarms = InputHandle::<u64, CapacityContainerBuilder<Vec<(usize, String)>>>::new();
+    let alarm_probe = ProbeHandle::new();
+    if shared.processes > 1 {
+        let heard = shared.clone();
+        worker.dataflow::<u64, _, _>(|scope| {
+            alarms
+                .to_stream(scope)
+                .broadcast()
+                .inspect(move |(process, message)| {
+                    if *process != heard.process {
+                        heard.fail_from(format!("process {process}: {message}"), true);
+                    }
+                })
+                .probe_with(&alarm_probe);
+        });
+    }
+    let raise = |alarms: &mut InputHandle<u64, _>| {
+        if shared.processes > 1
+            && let Some(message) = shared.failure_to_raise()
+        {
+            alarms.send((shared.process, message));
+            alarms.flush();
+        }
+    };
 
     let mut reported = shared.first_step;
     let mut report = |probe: &ProbeHandle<u64>, upto: u64| {
         while reported < upto && !probe.less_equal(&reported) {
             let step = reported;
             reported += 1;
+            shared.completed.fetch_max(reported, Ordering::SeqCst);
             let seconds = shared.step_seconds(step);
             shared.timings().remove(&step);
             if index != 0 || shared.failed() {
@@ -585,6 +784,7 @@ fn run_worker(
             while step >= inflight && probe.less_equal(&(step - inflight)) {
                 worker.step_or_park(Some(PARK));
                 report(&probe, fed);
+                raise(&mut alarms);
             }
             if shared.failed() {
                 break;
@@ -613,8 +813,14 @@ fn run_worker(
     while !probe.done() {
         worker.step_or_park(Some(PARK));
         report(&probe, fed);
+        raise(&mut alarms);
     }
     report(&probe, fed);
+    raise(&mut alarms);
+    drop(alarms);
+    while !alarm_probe.done() {
+        worker.step_or_park(Some(PARK));
+    }
 }
 
 /// What a stage operator calls on each batch: a generator's or a group stage's method.
@@ -776,13 +982,12 @@ where
     let shared = shared.clone();
     let streams = streams.to_vec();
     let writer = writer.clone();
-    let counts = streams.iter().any(|(_, k)| *k == StreamKind::Errors);
     let name = format!("Store({stage_id})");
     let scope = stream.scope();
     stream.unary_frontier(pact, &name, move |_, info| {
         let activator = scope.worker().sync_activator_for(info.address.to_vec());
         let (done, stored) = mpsc::channel::<u64>();
-        let mut pending: BTreeMap<u64, (Capability<u64>, Vec<Rows>, StepReport)> = BTreeMap::new();
+        let mut pending: BTreeMap<u64, (Capability<u64>, Vec<Rows>)> = BTreeMap::new();
         let mut writing: BTreeMap<u64, Capability<u64>> = BTreeMap::new();
         move |(input, frontier), output| {
             input.for_each_time(|time, data| {
@@ -791,7 +996,6 @@ where
                     (
                         time.retain(0),
                         streams.iter().map(|(_, k)| Rows::empty(*k)).collect(),
-                        StepReport::default(),
                     )
                 });
                 for batch in data {
@@ -799,9 +1003,6 @@ where
                         for rows in entry.1.iter_mut() {
                             rows.extend_from(group);
                         }
-                        entry.2.groups += 1;
-                        entry.2.samples += group.samples.len() as u64;
-                        entry.2.errors += group.errors.len() as u64;
                     }
                     output.session(&time).give_container(batch);
                 }
@@ -810,15 +1011,7 @@ where
                 if frontier.less_equal(&step) {
                     break;
                 }
-                let (capability, rows, report) = pending.remove(&step).expect("first key exists");
-                if counts {
-                    let mut all = shared.counts.lock().expect("counts lock");
-                    let total = all.entry(step).or_default();
-                    total.step = step;
-                    total.groups += report.groups;
-                    total.samples += report.samples;
-                    total.errors += report.errors;
-                }
+                let (capability, rows) = pending.remove(&step).expect("first key exists");
                 let files: Vec<(PathBuf, String, Rows)> = streams
                     .iter()
                     .zip(rows)
@@ -849,6 +1042,156 @@ where
     })
 }
 
+/// Counts each step's groups, samples and errors on worker 0 (of process 0), which reports
+/// them; the returned stream carries nothing and is complete for a step once its counts are in.
+fn count<'s>(
+    stream: Stream<'s, u64, Vec<Group>>,
+    shared: &Arc<Shared>,
+) -> Stream<'s, u64, Vec<()>> {
+    let shared = shared.clone();
+    stream
+        .unary(Pipeline, "Count", |_, _| {
+            move |input, output| {
+                input.for_each_time(|time, data| {
+                    let mut counts = (0u64, 0u64, 0u64);
+                    for group in data.flat_map(|batch| batch.iter()) {
+                        counts.0 += 1;
+                        counts.1 += group.samples.len() as u64;
+                        counts.2 += group.errors.len() as u64;
+                    }
+                    output.session(&time).give(counts);
+                });
+            }
+        })
+        .unary::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+            Exchange::new(|_: &(u64, u64, u64)| 0),
+            "Counts",
+            move |_, _| {
+                move |input, _output| {
+                    input.for_each_time(|time, data| {
+                        let step = *time.time();
+                        let mut all = shared.counts.lock().expect("counts lock");
+                        let total = all.entry(step).or_default();
+                        total.step = step;
+                        for (groups, samples, errors) in data.flat_map(|batch| batch.drain(..)) {
+                            total.groups += groups;
+                            total.samples += samples;
+                            total.errors += errors;
+                        }
+                    });
+                }
+            },
+        )
+}
+
+/// One piece of a policy version on its way to another process.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+struct WeightChunk {
+    /// The process it is for (its first worker installs it).
+    process: usize,
+    /// Its place among the version's chunks, and how many there are.
+    index: u32,
+    count: u32,
+    #[serde(with = "serde_bytes")]
+    bytes: Vec<u8>,
+}
+
+/// The size of the pieces a policy version is sent in: small enough that no single message
+/// holds a model, large enough that the per-message cost vanishes.
+const WEIGHT_CHUNK: usize = 16 << 20;
+
+/// Sends each policy version the learner publishes (after the step it learned from, which is
+/// when the learner's groups come out of it on worker 0) to the first worker of every other
+/// process, in chunks, and installs it there in the process's [`PolicyHub`]. The returned
+/// stream is complete for step t once every process holds the version learned at t: the
+/// source feeds step t + 1 + max_staleness, whose generation uses it, only after that.
+fn broadcast_weights<'s>(
+    learned: Stream<'s, u64, Vec<Group>>,
+    hub: Arc<PolicyHub>,
+    shared: &Arc<Shared>,
+) -> Stream<'s, u64, Vec<()>> {
+    let sender = shared.clone();
+    let exporter = hub.clone();
+    let chunks = learned.unary(Pipeline, "ExportWeights", move |_, _| {
+        let mut next = 0u64;
+        move |input, output| {
+            input.for_each_time(|time, data| {
+                data.for_each(drop);
+                let step = *time.time();
+                if step < next {
+                    return; // this step's version is already on its way
+                }
+                next = step + 1;
+                let bytes = match exporter.export(step) {
+                    Ok(Some(bytes)) => bytes,
+                    Ok(None) => return, // the learner published nothing for this step
+                    Err(e) => {
+                        sender.fail(format!("sending the weights of step {step}: {e}"));
+                        return;
+                    }
+                };
+                let count = bytes.len().div_ceil(WEIGHT_CHUNK).max(1) as u32;
+                let mut session = output.session(&time);
+                for process in (0..sender.processes).filter(|p| *p != sender.process) {
+                    for (index, piece) in bytes.chunks(WEIGHT_CHUNK).enumerate() {
+                        session.give(WeightChunk {
+                            process,
+                            index: index as u32,
+                            count,
+                            bytes: piece.to_vec(),
+                        });
+                    }
+                }
+            });
+        }
+    });
+    let installer = shared.clone();
+    let threads = shared.threads as u64;
+    let pact = Exchange::new(move |c: &WeightChunk| c.process as u64 * threads);
+    chunks.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+        pact,
+        "InstallWeights",
+        move |_, _| {
+            let mut pending: BTreeMap<u64, (Capability<u64>, Vec<WeightChunk>)> = BTreeMap::new();
+            move |(input, frontier), _output| {
+                input.for_each_time(|time, data| {
+                    let entry = pending
+                        .entry(*time.time())
+                        .or_insert_with(|| (time.retain(0), Vec::new()));
+                    for batch in data {
+                        entry.1.append(batch);
+                    }
+                });
+                while let Some((&step, _)) = pending.first_key_value() {
+                    if frontier.less_equal(&step) {
+                        break;
+                    }
+                    let (_capability, mut chunks) =
+                        pending.remove(&step).expect("first key exists");
+                    chunks.sort_by_key(|c| c.index);
+                    let expected = chunks.first().map_or(0, |c| c.count) as usize;
+                    if chunks.len() != expected {
+                        installer.fail(format!(
+                            "the weights of step {step} arrived in {} of {expected} chunks",
+                            chunks.len()
+                        ));
+                        continue;
+                    }
+                    let mut bytes = Vec::with_capacity(chunks.iter().map(|c| c.bytes.len()).sum());
+                    for chunk in &chunks {
+                        bytes.extend_from_slice(&chunk.bytes);
+                    }
+                    drop(chunks);
+                    if let Err(e) = hub.import(&bytes) {
+                        installer.fail(format!("installing the weights of step {step}: {e}"));
+                    }
+                    // The capability drops here: the version is in this process's hub.
+                }
+            }
+        },
+    )
+}
+
 /// What a whole-step operator calls once a step's groups are all in (after the last step, for
 /// sinks).
 type FinishFn = Box<dyn FnMut() -> tandem_stages::Result<()>>;
@@ -858,7 +1201,9 @@ type FinishFn = Box<dyn FnMut() -> tandem_stages::Result<()>>;
 enum Gather {
     /// Every step on worker 0 (sinks, which live there).
     ToFirstWorker,
-    /// Step t on worker t mod N, so that consecutive steps use different workers.
+    /// Step t on worker t mod N of process 0, so that consecutive steps use different workers
+    /// and the stage's instances share their state (a dual variable, a filter's history) in one
+    /// process.
     ByStep,
 }
 
@@ -877,10 +1222,11 @@ fn whole_step_operator<'s>(
     let id = wiring.id.clone();
     let kind = wiring.kind.clone();
     let steps = shared.steps;
-    let workers = shared.workers as u64;
+    // Process 0's workers: stages that keep state across steps share it in that process.
+    let threads = shared.threads as u64;
     let pact = Exchange::new(move |g: &Group| match gather {
         Gather::ToFirstWorker => 0,
-        Gather::ByStep => g.step() % workers,
+        Gather::ByStep => g.step() % threads,
     });
     stream.unary_frontier(pact, &id.clone(), move |_, _| {
         let mut pending: BTreeMap<u64, (Capability<u64>, Vec<Group>)> = BTreeMap::new();

@@ -141,8 +141,12 @@ pub struct Manifest {
     pub config: serde_json::Value,
     /// The run's seed.
     pub seed: u64,
-    /// Worker threads the run used.
+    /// Worker threads the run used (in each process).
     pub workers: usize,
+    /// Processes the run used (`tandem run --processes`, `--local-cluster`); the run's workers
+    /// are `processes × workers`, numbered `process × workers + thread` in part file names.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub processes: usize,
     /// Versions of tandem and of the schemas.
     pub versions: BTreeMap<String, String>,
     /// The streams the run materialises.
@@ -160,6 +164,14 @@ pub struct Manifest {
     /// The step each `tandem run --resume` of this run started from, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resumed_at: Vec<u64>,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }
 
 /// The state of a run.

@@ -97,6 +97,7 @@ impl Ledger {
             config: serde_json::to_value(config).unwrap_or_default(),
             seed: 0,
             workers: 1,
+            processes: 1,
             versions: BTreeMap::from([
                 ("tandem".to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
                 ("schema".to_owned(), SCHEMA_VERSION.to_string()),

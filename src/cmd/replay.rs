@@ -85,6 +85,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     let (bar, on_step) = progress(replay.plan.steps, 0);
     let options = RunOptions {
+        cluster: None,
         workers: args.workers,
         out_dir: args.out,
         materialize: true,

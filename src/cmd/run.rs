@@ -20,10 +20,23 @@ pub struct Args {
     /// Override a value: `--set run.steps=10`, `--set stages.1.params.limit=5` (repeatable).
     #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
     sets: Vec<String>,
-    /// Worker threads; groups are spread over them by prompt id (default 1, or what the
-    /// resumed run used).
+    /// Worker threads (in each process); groups are spread over them by prompt id (default 1,
+    /// or what the resumed run used).
     #[arg(long)]
     workers: Option<usize>,
+    /// Run as N local processes on loopback (timely's cluster mode), for trying a cluster run
+    /// on one machine: the same rows and checkpoints as one process with N workers.
+    #[arg(long, value_name = "N", conflicts_with_all = ["processes", "process", "hostfile"])]
+    local_cluster: Option<usize>,
+    /// Processes in the cluster (checked against the hostfile); see docs/scale.md.
+    #[arg(long, value_name = "N", requires = "hostfile")]
+    processes: Option<usize>,
+    /// This process's index in the cluster: its line in the hostfile, from 0.
+    #[arg(long, value_name = "I", requires = "hostfile")]
+    process: Option<usize>,
+    /// One `host:port` per line, line I for process I; every process gets the same file.
+    #[arg(long, value_name = "FILE", requires = "process")]
+    hostfile: Option<PathBuf>,
     /// Directory that run directories are created in.
     #[arg(long, default_value = "runs")]
     out: PathBuf,
@@ -52,6 +65,26 @@ impl Start {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    if let Some(processes) = args.local_cluster {
+        // The same command line for every process, with its place in the cluster instead.
+        let mut child_args = Vec::new();
+        let mut given = std::env::args_os().skip(1);
+        while let Some(arg) = given.next() {
+            if arg == "--local-cluster" {
+                given.next();
+            } else if !arg.to_string_lossy().starts_with("--local-cluster=") {
+                child_args.push(arg);
+            }
+        }
+        return tandem_lab::cluster::run_local(processes, &child_args);
+    }
+    let cluster = match (&args.hostfile, args.process) {
+        (Some(hostfile), Some(process)) => Some(
+            tandem_pipeline::Cluster::from_hostfile(hostfile, process, args.processes)
+                .map_err(anyhow::Error::msg)?,
+        ),
+        _ => None,
+    };
     let start = match (&args.resume, &args.pipeline) {
         (Some(run_dir), _) => {
             let resumed = tandem_pipeline::resume(run_dir, Registry::builtin())?;
@@ -72,15 +105,23 @@ pub fn run(args: Args) -> Result<()> {
     };
     let steps = start.plan().steps;
     let first_step = start.plan().settings.resume.as_ref().map_or(0, |r| r.step);
-    let (bar, on_step) = progress(steps, first_step);
+    let leader = cluster.as_ref().is_none_or(|c| c.process == 0);
+    let (bar, on_step) = if leader {
+        let (bar, on_step) = progress(steps, first_step);
+        (bar, Some(on_step))
+    } else {
+        (None, None)
+    };
     let options = RunOptions {
+        cluster,
         workers: args.workers.unwrap_or(match &start {
             Start::Fresh(_) => 1,
             Start::Resumed(resumed) => resumed.manifest.workers,
         }),
         out_dir: args.out,
         materialize: !args.no_materialize,
-        on_step: Some(on_step),
+        // Process 0 reports the steps; the others run quietly.
+        on_step,
         parent: None,
     };
     let result = match start {
@@ -96,6 +137,14 @@ pub fn run(args: Args) -> Result<()> {
 
 /// The lines a finished run ends with.
 pub(crate) fn print_summary(summary: &RunSummary) {
+    let (process, processes) = summary.process;
+    if process > 0 {
+        println!(
+            "process {process} of {processes}: run {} complete: {} step(s) (process 0 reports the counts)",
+            summary.run_id, summary.steps
+        );
+        return;
+    }
     println!(
         "run {} complete: {} step(s), {} groups, {} samples, {} error rows\nstored in {}",
         summary.run_id,

@@ -49,6 +49,7 @@ pub fn run_pipeline(
     let result = tandem_pipeline::run(
         plan,
         RunOptions {
+            cluster: None,
             workers: 1,
             out_dir: runs.to_owned(),
             materialize: true,

@@ -42,7 +42,7 @@ pub(crate) fn shared_hub(
                     path: "model".into(),
                     message: e.to_string(),
                 })?;
-            Ok(crate::policy::PolicyHub::new(
+            let hub = crate::policy::PolicyHub::new(
                 dir.to_path_buf(),
                 start.clone(),
                 save_dtype,
@@ -50,7 +50,15 @@ pub(crate) fn shared_hub(
                 format.clone(),
                 tokenizer,
                 ctx.run.max_staleness,
-            ))
+            );
+            // With staleness, the steps right after a resume sample from versions the
+            // checkpoint kept beside its own.
+            if let Some(checkpoint) = ctx.run.resume.as_ref().and_then(|r| r.checkpoint.as_ref()) {
+                hub.import_dir(checkpoint).map_err(|e| {
+                    crate::StageError::Run(format!("resuming from {}: {e}", checkpoint.display()))
+                })?;
+            }
+            Ok(hub)
         })
 }
 

@@ -114,7 +114,15 @@ impl StageConfig for PolicyConfig {
         let dir = ctx.resolve(&self.model);
         // A resumed run starts from its checkpoint's weights and version.
         let start = super::start_point(ctx, &dir)?;
-        let policy = Policy::load_start(&dir, &start.0, &device, dtype)
+        // With staleness s, the steps up to s sample the starting model (version 0), also
+        // after a resume among them; later steps load the versions the checkpoint kept.
+        let own = match &ctx.run.resume {
+            Some(r) if ctx.run.max_staleness > 0 && r.step <= ctx.run.max_staleness => {
+                (dir.clone(), 0)
+            }
+            _ => start.clone(),
+        };
+        let policy = Policy::load_start(&dir, &own.0, &device, dtype)
             .map_err(|e| params(format!("model: {e}")))?;
         let format = PromptParams {
             chat: self.chat,
@@ -139,7 +147,7 @@ impl StageConfig for PolicyConfig {
             self.temperature,
             &format,
         )?;
-        let version = start.1;
+        let version = own.1;
         Ok(Built::Generator(Box::new(PolicyGenerator {
             policy,
             sampling,

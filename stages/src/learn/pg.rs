@@ -184,6 +184,7 @@ impl StageConfig for LearnConfig {
                 tokenizer_dir: hub.model_dir.clone(),
                 dtype: hub.save_dtype,
                 every: self.checkpoint_every,
+                published: (ctx.run.max_staleness > 0).then(|| hub.clone()),
             },
             ctx,
         )?;

@@ -151,6 +151,7 @@ impl SftConfig {
             tokenizer_dir: model_dir,
             dtype: model.config.dtype,
             every: self.checkpoint_every,
+            published: None,
         };
         let config = LearnerConfig {
             optimizer: self.optimizer,

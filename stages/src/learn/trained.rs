@@ -154,6 +154,10 @@ pub(crate) struct Saving {
     pub dtype: WeightDtype,
     /// Also checkpoint every N steps (0: only at the end).
     pub every: u64,
+    /// With `max_staleness > 0`: the hub whose kept publications each checkpoint also stores
+    /// (`published/step-<n>.safetensors`), because generation of the steps right after a resume
+    /// samples from versions older than the checkpoint's.
+    pub published: Option<std::sync::Arc<crate::policy::PolicyHub>>,
 }
 
 /// The model a learner sink trains, with its optimiser, version and checkpoints.
@@ -220,6 +224,20 @@ impl TrainedModel {
             .map_err(fail)?;
             self.saving.dtype
         };
+        if let Some(hub) = &self.saving.published {
+            let published = dir.join(policy::PUBLISHED_DIR);
+            std::fs::create_dir_all(&published)
+                .map_err(|e| fail(policy::PolicyError::io(&published, e)))?;
+            for kept in hub.kept_steps() {
+                if let Some(bytes) = hub.export(kept).map_err(fail)? {
+                    let path = published.join(format!("step-{kept}.safetensors"));
+                    let tmp = policy::tmp_name(&path);
+                    std::fs::write(&tmp, bytes)
+                        .and_then(|()| std::fs::rename(&tmp, &path))
+                        .map_err(|e| fail(policy::PolicyError::io(&path, e)))?;
+                }
+            }
+        }
         let state = TrainerState {
             optimizer_steps: self.learner.optimizer.steps,
             step: step + 1,

@@ -46,6 +46,9 @@ impl PromptFormat {
     }
 }
 
+/// Where a checkpoint keeps the publications generation after a resume still samples from.
+pub const PUBLISHED_DIR: &str = "published";
+
 /// Weights the learner published after one step.
 struct Published {
     step: u64,
@@ -122,13 +125,120 @@ impl PolicyHub {
                 .map(|(name, p)| (name.clone(), p.detach().copy()))
                 .collect()
         });
-        let mut published = self.published.lock().unwrap_or_else(|e| e.into_inner());
-        published.push_back(Published {
+        self.push(Published {
             step,
             version,
             lora: model.lora().cloned(),
             params: copies,
         });
+    }
+
+    /// The publication after the learner's step `step` as bytes (safetensors, each tensor in
+    /// its own dtype, with the step, version, tensor order and LoRA options as metadata): what a
+    /// cluster run sends to the generators of other processes. `None` when the learner published
+    /// nothing for `step` (or it is no longer kept).
+    pub fn export(&self, step: u64) -> Result<Option<Vec<u8>>> {
+        let published = self.published.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(p) = published.iter().find(|p| p.step == step) else {
+            return Ok(None);
+        };
+        let order: Vec<&str> = p.params.iter().map(|(name, _)| name.as_str()).collect();
+        let mut metadata = std::collections::HashMap::from([
+            ("tandem.step".to_owned(), p.step.to_string()),
+            ("tandem.version".to_owned(), p.version.to_string()),
+            (
+                "tandem.order".to_owned(),
+                serde_json::to_string(&order).map_err(json_error)?,
+            ),
+        ]);
+        if let Some(lora) = &p.lora {
+            metadata.insert(
+                "tandem.lora".to_owned(),
+                serde_json::to_string(lora).map_err(json_error)?,
+            );
+        }
+        super::weights::serialize(&p.params, None, metadata).map(Some)
+    }
+
+    /// Adds a publication made by [`PolicyHub::export`] on another process, as if this
+    /// process's learner had published it. Returns its step.
+    pub fn import(&self, bytes: &[u8]) -> Result<u64> {
+        let what = "published weights";
+        let (mut tensors, metadata) = super::weights::deserialize(bytes, what)?;
+        let field = |key: &str| {
+            metadata.get(key).ok_or_else(|| {
+                super::PolicyError::Invalid(format!("{what}: no `{key}` in the metadata"))
+            })
+        };
+        let number = |key: &str| -> Result<u64> {
+            field(key)?.parse().map_err(|e| {
+                super::PolicyError::Invalid(format!("{what}: `{key}` is not a number: {e}"))
+            })
+        };
+        let step = number("tandem.step")?;
+        let version = number("tandem.version")?;
+        let order: Vec<String> =
+            serde_json::from_str(field("tandem.order")?).map_err(json_error)?;
+        let lora = match metadata.get("tandem.lora") {
+            Some(json) => Some(serde_json::from_str::<LoraConfig>(json).map_err(json_error)?),
+            None => None,
+        };
+        let params = order
+            .into_iter()
+            .map(|name| match tensors.remove(&name) {
+                Some(tensor) => Ok((name, tensor)),
+                None => Err(super::PolicyError::Invalid(format!(
+                    "{what}: tensor `{name}` is listed but missing"
+                ))),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.push(Published {
+            step,
+            version,
+            lora,
+            params,
+        });
+        Ok(step)
+    }
+
+    /// The steps whose publications are kept, oldest first.
+    pub fn kept_steps(&self) -> Vec<u64> {
+        let published = self.published.lock().unwrap_or_else(|e| e.into_inner());
+        published.iter().map(|p| p.step).collect()
+    }
+
+    /// Imports the publications a checkpoint stored beside its weights (in
+    /// [`PUBLISHED_DIR`], by a run with `max_staleness > 0`), oldest first. Returns how many.
+    pub fn import_dir(&self, checkpoint: &std::path::Path) -> Result<usize> {
+        let dir = checkpoint.join(PUBLISHED_DIR);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(0);
+        };
+        let mut files: Vec<(u64, PathBuf)> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter_map(|path| {
+                let step = path
+                    .file_name()?
+                    .to_str()?
+                    .strip_prefix("step-")?
+                    .strip_suffix(".safetensors")?
+                    .parse()
+                    .ok()?;
+                Some((step, path))
+            })
+            .collect();
+        files.sort();
+        for (_, path) in &files {
+            let bytes = std::fs::read(path).map_err(|e| super::PolicyError::io(path, e))?;
+            self.import(&bytes)?;
+        }
+        Ok(files.len())
+    }
+
+    /// Keeps `publication`, and the `max_staleness` before it.
+    fn push(&self, publication: Published) {
+        let mut published = self.published.lock().unwrap_or_else(|e| e.into_inner());
+        published.push_back(publication);
         while published.len() as u64 > self.max_staleness + 1 {
             published.pop_front();
         }
@@ -176,4 +286,9 @@ impl PolicyHub {
         });
         Ok(chosen.version)
     }
+}
+
+/// The metadata of published weights is JSON that tandem wrote itself.
+fn json_error(e: serde_json::Error) -> super::PolicyError {
+    super::PolicyError::Invalid(format!("published weights: metadata: {e}"))
 }

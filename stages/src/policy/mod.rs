@@ -37,7 +37,7 @@ pub use checkpoint::{
 pub use config::{Arch, ModelConfig, RopeScaling, Shape, WeightDtype};
 pub use device::{DeviceSpec, describe_device, set_threads};
 pub use generate::{Completion, GenerationRequest, SamplingParams, cut_after_stop, generate};
-pub use hub::{PolicyHub, PromptFormat};
+pub use hub::{PUBLISHED_DIR, PolicyHub, PromptFormat};
 pub use init::{InitOptions, init_model};
 pub use lora::{
     ADAPTER_CONFIG, ADAPTER_WEIGHTS, LoraConfig, LoraInit, PEFT_PREFIX, TargetModule,
@@ -53,6 +53,7 @@ pub use train::{
     AdamW, AdamWConfig, Gradients, Learner, LearnerConfig, Likelihood, LogprobGap, LrSchedule,
     Objective, PolicyGradient, Sequence, StepStats, sequence_logprobs,
 };
+pub use weights::tmp_name;
 
 /// Errors of the policy engine. Each names the file, field or tensor at fault.
 #[derive(Debug, thiserror::Error)]

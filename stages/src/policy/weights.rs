@@ -203,18 +203,33 @@ fn shards(index: &Path) -> Result<Vec<PathBuf>> {
 /// Writes `tensors` (HF name → tensor) as one safetensors file in `kind`, with the
 /// `{"format": "pt"}` metadata transformers expects. Written to a temporary name and renamed.
 pub fn write(path: &Path, tensors: &[(String, Tensor)], kind: Kind) -> Result<()> {
-    let dtype = match kind {
-        Kind::Float => Dtype::F32,
-        Kind::BFloat16 => Dtype::BF16,
-        Kind::Half => Dtype::F16,
-        other => {
-            return Err(PolicyError::Invalid(format!(
-                "cannot save weights as {other:?}"
-            )));
-        }
-    };
-    let mut buffers: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(tensors.len());
+    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    let bytes = serialize(tensors, Some(kind), metadata)?;
+    let tmp = tmp_name(path);
+    std::fs::write(&tmp, bytes).map_err(|e| PolicyError::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| PolicyError::io(path, e))
+}
+
+/// `tensors` as the bytes of a safetensors file with `metadata`, each tensor in `kind` (or in
+/// its own dtype: `None`, which keeps the bits exactly).
+pub fn serialize(
+    tensors: &[(String, Tensor)],
+    kind: Option<Kind>,
+    metadata: HashMap<String, String>,
+) -> Result<Vec<u8>> {
+    let mut buffers: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::with_capacity(tensors.len());
     for (name, tensor) in tensors {
+        let kind = kind.unwrap_or(tensor.kind());
+        let dtype = match kind {
+            Kind::Float => Dtype::F32,
+            Kind::BFloat16 => Dtype::BF16,
+            Kind::Half => Dtype::F16,
+            other => {
+                return Err(PolicyError::Invalid(format!(
+                    "tensor `{name}`: cannot save weights as {other:?}"
+                )));
+            }
+        };
         let t = tensor
             .detach()
             .to_device(Device::Cpu)
@@ -224,24 +239,45 @@ pub fn write(path: &Path, tensors: &[(String, Tensor)], kind: Kind) -> Result<()
         let mut bytes = vec![0u8; numel * kind.elt_size_in_bytes()];
         t.f_copy_data_u8(&mut bytes, numel)?;
         let shape = t.size().iter().map(|&d| d as usize).collect();
-        buffers.push((name.clone(), shape, bytes));
+        buffers.push((name.clone(), dtype, shape, bytes));
     }
     let views = buffers
         .iter()
-        .map(|(name, shape, bytes)| {
-            safetensors::tensor::TensorView::new(dtype, shape.clone(), bytes)
+        .map(|(name, dtype, shape, bytes)| {
+            safetensors::tensor::TensorView::new(*dtype, shape.clone(), bytes)
                 .map(|view| (name.as_str(), view))
                 .map_err(|e| PolicyError::Invalid(format!("tensor `{name}`: {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
-    let metadata = Some(std::collections::HashMap::from([(
-        "format".to_string(),
-        "pt".to_string(),
-    )]));
-    let tmp = tmp_name(path);
-    safetensors::serialize_to_file(views, metadata, &tmp)
-        .map_err(|e| PolicyError::Invalid(format!("{}: {e}", tmp.display())))?;
-    std::fs::rename(&tmp, path).map_err(|e| PolicyError::io(path, e))
+    safetensors::serialize(views, Some(metadata))
+        .map_err(|e| PolicyError::Invalid(format!("serializing weights: {e}")))
+}
+
+/// The tensors (CPU, stored dtype) and metadata of safetensors bytes made by [`serialize`].
+/// `what` names the bytes in errors.
+pub fn deserialize(
+    bytes: &[u8],
+    what: &str,
+) -> Result<(BTreeMap<String, Tensor>, HashMap<String, String>)> {
+    let bad = |message: String| PolicyError::Invalid(format!("{what}: {message}"));
+    let file = safetensors::SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
+    let (_, header) =
+        safetensors::SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
+    let mut out = BTreeMap::new();
+    for (name, view) in file.iter() {
+        let kind = match view.dtype() {
+            Dtype::F32 => Kind::Float,
+            Dtype::BF16 => Kind::BFloat16,
+            Dtype::F16 => Kind::Half,
+            other => return Err(bad(format!("tensor `{name}` has dtype {other:?}"))),
+        };
+        let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+        out.insert(
+            name.to_owned(),
+            Tensor::f_from_data_size(view.data(), &shape, kind)?,
+        );
+    }
+    Ok((out, header.metadata().clone().unwrap_or_default()))
 }
 
 /// Reads one safetensors file into name → tensor (CPU, stored dtype).

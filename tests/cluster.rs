@@ -1,0 +1,349 @@
+//! Cluster runs (timely's cluster mode over loopback): a run of 2 processes × 1 worker stores
+//! exactly the rows and the checkpoints of 1 × 2 and 1 × 1; a process killed with SIGKILL stops
+//! the other within 60 s with a message naming it, and `--resume` reproduces the uninterrupted
+//! run; a process started with another pipeline is refused before anything runs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tandem_schemas::io::Rows;
+use tandem_schemas::layout::{Manifest, RunLayout, RunStatus};
+
+const STEPS: u64 = 6;
+
+/// The staleness-1 training pipeline of `tests/learn.rs` with dual ascent (a whole-step stage
+/// with state across steps), one prompt per forward batch (so any worker layout batches the
+/// same), and checkpoints every 2 steps.
+fn pipeline(dir: &Path, cloud_base: &str) -> PathBuf {
+    let rollouts = format!(
+        "kind: generate.policy\n    params: {{ model: '{}', chat: false, threads: 1, max_new_tokens: 12, temperature: 1.0, batch_prompts: 1 }}",
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/models/tandem-init")
+            .display()
+    );
+    let path = crate::learn::training_pipeline_with(dir, cloud_base, STEPS, 2, &rollouts);
+    let yaml = std::fs::read_to_string(&path).expect("read");
+    let yaml = yaml
+        .replace("max_staleness: 0", "max_staleness: 1")
+        .replace(
+            "{ id: reward, kind: reward.collab }",
+            "{ id: reward, kind: reward.collab, params: { target_call_rate: 0.1, dual_lr: 0.5, dual_kp: 1.0 } }",
+        );
+    std::fs::write(&path, yaml).expect("write");
+    path
+}
+
+/// `tandem` with `args`, in `dir`, its output captured.
+fn tandem(args: &[&str], dir: &Path) -> std::process::Output {
+    crate::common::tandem(args, dir)
+}
+
+/// Starts one process of a cluster run; its stderr is kept for the test to read.
+fn process(args: &[&str], dir: &Path, stderr: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(args)
+        .current_dir(dir)
+        .env("TANDEM_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(stderr).expect("stderr file"))
+        .spawn()
+        .expect("spawn tandem")
+}
+
+/// Streams of two runs are the same rows; the cloud's latencies and the learner's timings are
+/// the only figures that may differ.
+fn assert_same_rows(a: &Path, b: &Path, why: &str) {
+    let (a, b) = (
+        crate::common::stored_streams(a),
+        crate::common::stored_streams(b),
+    );
+    assert_eq!(
+        a.keys().collect::<Vec<_>>(),
+        b.keys().collect::<Vec<_>>(),
+        "{why}"
+    );
+    for (name, rows) in &a {
+        match (rows, &b[name]) {
+            (Rows::Cloud(x), Rows::Cloud(y)) => {
+                let strip = |rows: &[tandem_schemas::CloudRecord]| -> Vec<_> {
+                    rows.iter()
+                        .map(|r| tandem_schemas::CloudRecord {
+                            latency_ms: 0.0,
+                            ..r.clone()
+                        })
+                        .collect()
+                };
+                assert_eq!(strip(x), strip(y), "{why}: cloud");
+            }
+            (Rows::Metrics(x), Rows::Metrics(y)) => {
+                let figures = |m: &[tandem_schemas::MetricsRecord]| -> Vec<_> {
+                    m.iter()
+                        .map(|m| {
+                            let mut v = m.values.clone();
+                            v.retain(|k, _| !k.contains("seconds") && !k.contains("per_second"));
+                            (m.step, m.policy_version, v)
+                        })
+                        .collect()
+                };
+                assert_eq!(figures(x), figures(y), "{why}: metrics");
+            }
+            (x, y) => assert_eq!(x, y, "{why}: stream {name}"),
+        }
+    }
+}
+
+#[test]
+fn two_processes_store_what_one_process_with_one_or_two_workers_stores() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = crate::cloud_sim::CloudSim::start(&[]);
+    let pipeline = pipeline(dir.path(), &sim.base);
+    let one = crate::common::run_in_process(&pipeline, 1, &dir.path().join("1x1"));
+    let two_workers = crate::common::run_in_process(&pipeline, 2, &dir.path().join("1x2"));
+    let out = dir.path().join("2x1");
+    let cluster = tandem(
+        &[
+            "run",
+            &pipeline.display().to_string(),
+            "--out",
+            &out.display().to_string(),
+            "--local-cluster",
+            "2",
+        ],
+        dir.path(),
+    );
+    sim.stop();
+    let stdout = String::from_utf8_lossy(&cluster.stdout);
+    assert!(
+        cluster.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&cluster.stderr)
+    );
+    assert!(stdout.contains("process 1 of 2: run "), "{stdout}");
+    let run = crate::common::only_run(&out);
+    let manifest = Manifest::read(&RunLayout::new(&run)).expect("manifest");
+    assert_eq!(
+        (
+            manifest.status,
+            manifest.steps_completed,
+            manifest.processes,
+            manifest.workers
+        ),
+        (RunStatus::Complete, STEPS, 2, 1)
+    );
+    // Both processes wrote parts: worker 1 is process 1's.
+    let parts: Vec<String> = crate::common::files_under(&run.join("streams/rollouts"))
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(parts.iter().any(|p| p == "part-1.parquet"), "{parts:?}");
+
+    assert_same_rows(&one.run_dir, &two_workers.run_dir, "1 × 2 against 1 × 1");
+    assert_same_rows(&one.run_dir, &run, "2 × 1 against 1 × 1");
+    for step in [1, 3, 5] {
+        crate::common::assert_same_checkpoint(&one.run_dir, &two_workers.run_dir, step, "1 × 2");
+        crate::common::assert_same_checkpoint(&one.run_dir, &run, step, "2 × 1");
+    }
+    // Generation on process 1 sampled from the versions the learner on process 0 sent: with
+    // staleness 1, step t used the version after step t - 2.
+    let streams = crate::common::stored_streams(&run);
+    let Rows::Samples(samples) = &streams["rollouts"] else {
+        panic!("samples")
+    };
+    for s in samples {
+        assert_eq!(
+            s.policy_version,
+            s.step.saturating_sub(1),
+            "step {}",
+            s.step
+        );
+    }
+}
+
+#[test]
+fn a_killed_process_stops_the_other_with_its_name_and_resume_reproduces_the_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = crate::cloud_sim::CloudSim::start(&[]);
+    let pipeline = pipeline(dir.path(), &sim.base);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .subsec_nanos() as usize;
+    let victim = seed % 2;
+    let survivor = 1 - victim;
+    let why = format!("kill seed {seed}: process {victim} killed");
+
+    let hostfile = dir.path().join("hostfile");
+    let addresses = tandem_pipeline::Cluster::loopback(2).expect("ports");
+    std::fs::write(
+        &hostfile,
+        tandem_pipeline::Cluster::hostfile_text(&addresses),
+    )
+    .expect("write");
+    let out = dir.path().join("killed");
+    let stderr: Vec<PathBuf> = (0..2)
+        .map(|i| dir.path().join(format!("stderr-{i}")))
+        .collect();
+    let mut children: Vec<Child> = (0..2)
+        .map(|i| {
+            process(
+                &[
+                    "run",
+                    &pipeline.display().to_string(),
+                    "--out",
+                    &out.display().to_string(),
+                    "--processes",
+                    "2",
+                    "--process",
+                    &i.to_string(),
+                    "--hostfile",
+                    &hostfile.display().to_string(),
+                ],
+                dir.path(),
+                &stderr[i],
+            )
+        })
+        .collect();
+    // Kill once 3 steps are stored: the learner has sent versions, steps are in flight, and
+    // the resume starts after a checkpoint (step 2 or 4), where generation samples from the
+    // versions that checkpoint kept beside its own (staleness 1).
+    let started = Instant::now();
+    let run = loop {
+        let stored = std::fs::read_dir(&out)
+            .ok()
+            .and_then(|mut runs| runs.next())
+            .and_then(|run| {
+                let run = run.ok()?.path();
+                let manifest = Manifest::read(&RunLayout::new(&run)).ok()?;
+                (manifest.steps_completed >= 3).then_some(run)
+            });
+        if let Some(run) = stored {
+            break run;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "{why}: no progress"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    children[victim].kill().expect("SIGKILL");
+    children[victim].wait().expect("reap");
+    let killed_at = Instant::now();
+    let status = loop {
+        if let Some(status) = children[survivor].try_wait().expect("wait") {
+            break status;
+        }
+        if killed_at.elapsed() > Duration::from_secs(60) {
+            let _ = children[survivor].kill();
+            panic!("{why}: process {survivor} still runs 60 s after the kill");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stopped_in = killed_at.elapsed();
+    let message = std::fs::read_to_string(&stderr[survivor]).expect("stderr");
+    assert!(!status.success(), "{why}: {message}");
+    assert!(
+        message.contains(&format!("lost process {victim} ({})", addresses[victim])),
+        "{why}: {message}"
+    );
+    assert!(
+        !message.contains("panicked"),
+        "{why}: no panic backtrace: {message}"
+    );
+    eprintln!("{why}: process {survivor} stopped {stopped_in:?} after the kill");
+    let manifest = Manifest::read(&RunLayout::new(&run)).expect("manifest");
+    if victim == 1 {
+        assert_eq!(manifest.status, RunStatus::Failed, "{why}");
+        assert!(
+            manifest
+                .error
+                .unwrap_or_default()
+                .contains("lost process 1")
+        );
+    }
+    crate::bad_input::assert_only_complete_parquet(&run.join("streams"));
+
+    // Every process resumes the run; here both at once, as a local cluster.
+    let resumed = tandem(
+        &[
+            "run",
+            "--resume",
+            &run.display().to_string(),
+            "--local-cluster",
+            "2",
+        ],
+        dir.path(),
+    );
+    assert!(
+        resumed.status.success(),
+        "{why}: {}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    let whole = crate::common::run_in_process(&pipeline, 1, &dir.path().join("whole"));
+    sim.stop();
+    let manifest = Manifest::read(&RunLayout::new(&run)).expect("manifest");
+    assert_eq!(
+        (manifest.status, manifest.steps_completed),
+        (RunStatus::Complete, STEPS)
+    );
+    assert!(
+        manifest.resumed_at[0] >= 2,
+        "{why}: resumed at {:?}",
+        manifest.resumed_at
+    );
+    assert_same_rows(&run, &whole.run_dir, &why);
+    crate::common::assert_same_checkpoint(&run, &whole.run_dir, STEPS - 1, &why);
+}
+
+#[test]
+fn a_process_with_another_pipeline_is_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // No cloud is needed: nothing may run.
+    let pipeline = pipeline(dir.path(), "http://127.0.0.1:9");
+    let hostfile = dir.path().join("hostfile");
+    let addresses = tandem_pipeline::Cluster::loopback(2).expect("ports");
+    std::fs::write(
+        &hostfile,
+        tandem_pipeline::Cluster::hostfile_text(&addresses),
+    )
+    .expect("write");
+    let out = dir.path().join("runs");
+    let stderr: Vec<PathBuf> = (0..2)
+        .map(|i| dir.path().join(format!("stderr-{i}")))
+        .collect();
+    let children: Vec<Child> = (0..2)
+        .map(|i| {
+            let mut args = vec![
+                "run".to_owned(),
+                pipeline.display().to_string(),
+                "--out".to_owned(),
+                out.display().to_string(),
+                "--processes".to_owned(),
+                "2".to_owned(),
+                "--process".to_owned(),
+                i.to_string(),
+                "--hostfile".to_owned(),
+                hostfile.display().to_string(),
+            ];
+            if i == 1 {
+                args.extend(["--set".to_owned(), "run.seed=6".to_owned()]);
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            process(&args, dir.path(), &stderr[i])
+        })
+        .collect();
+    for (i, mut child) in children.into_iter().enumerate() {
+        let status = child.wait().expect("wait");
+        let message = std::fs::read_to_string(&stderr[i]).expect("stderr");
+        assert!(!status.success(), "process {i}: {message}");
+        assert!(
+            message.contains("process 1 was started with another pipeline than process 0"),
+            "process {i}: {message}"
+        );
+    }
+    // Process 0 made the run directory to propose its id, and removed it: nothing ran.
+    let left: Vec<_> = std::fs::read_dir(&out)
+        .map(|d| d.map(|e| e.expect("entry").path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+}
