@@ -349,7 +349,6 @@ fn pipelined_stages_let_the_next_step_start_while_answers_are_out() {
     let plan =
         Plan::from_file_with(&pipeline, &PlanOptions::default(), held::registry()).expect("plan");
     let options = tandem_pipeline::RunOptions {
-        cluster: None,
         out_dir: dir.path().join("runs"),
         ..Default::default()
     };

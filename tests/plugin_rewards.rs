@@ -105,7 +105,6 @@ fn a_reward_kind_written_in_rust_stacks_with_the_builtins() {
     )
     .expect("plan");
     let options = tandem_pipeline::RunOptions {
-        cluster: None,
         out_dir: dir.path().join("runs"),
         workers: 2,
         ..Default::default()

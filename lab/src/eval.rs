@@ -439,7 +439,6 @@ stages:
     std::fs::write(&file, &yaml).with_context(|| format!("{}: cannot write", file.display()))?;
     let plan = Plan::from_file(&file, &PlanOptions::default())?;
     let options = RunOptions {
-        cluster: None,
         out_dir: args.out.clone(),
         ..Default::default()
     };
