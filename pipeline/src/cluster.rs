@@ -1,22 +1,30 @@
 //! Runs of several processes: the hostfile, timely's cluster configuration, the handshake that
-//! refuses a process started with another pipeline or binary before anything runs, and the
-//! name of a process whose connection was lost.
+//! refuses a process started with another pipeline or binary before anything runs, the
+//! operator that carries each policy version to the other processes, and the name of a
+//! process whose connection was lost.
 //!
 //! Every process runs the same binary on the same pipeline with the same number of worker
 //! threads; timely connects them over TCP (process `i` listens on line `i` of the hostfile) and
 //! numbers the workers `process * threads + thread`. Groups are exchanged by `prompt_id` across
 //! all of them, exactly as across the threads of one process.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, Read};
 use std::path::Path;
+use std::rc::Rc;
 use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tandem_schemas::Group;
+use tandem_stages::policy::PolicyHub;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Broadcast;
-use timely::dataflow::operators::{Inspect, Probe};
-use timely::dataflow::{InputHandle, ProbeHandle};
+use timely::dataflow::operators::{Capability, Inspect, Probe};
+use timely::dataflow::{InputHandle, ProbeHandle, Stream};
 
 /// Where this process sits in a cluster run.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -309,6 +317,220 @@ fn agree(heard: &[Hello]) -> Result<String, String> {
 /// The first 12 hex digits of a hash, for messages.
 fn short(hash: &str) -> String {
     format!("pipeline {}", &hash[..hash.len().min(12)])
+}
+
+/// Where a learner's versions go: this process's place in the cluster, and what to call when a
+/// version cannot be sent or installed.
+#[derive(Clone)]
+pub struct WeightRoute {
+    /// This process.
+    pub process: usize,
+    /// Processes in the cluster.
+    pub processes: usize,
+    /// Workers per process (the first worker of process p is `p * threads`).
+    pub threads: usize,
+    /// Stops the run with a message.
+    pub fail: Rc<dyn Fn(String)>,
+}
+
+/// One piece of a policy version on its way to another process.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct WeightChunk {
+    /// The process it is for (its first worker installs it).
+    pub process: usize,
+    /// Its place among the version's chunks.
+    pub index: u32,
+    /// How many chunks the version has.
+    pub count: u32,
+    /// The piece of the version's safetensors bytes.
+    #[serde(with = "serde_bytes")]
+    pub bytes: Vec<u8>,
+}
+
+/// The size of the pieces a policy version is sent in: small enough that no single message
+/// holds a model, large enough that the per-message cost vanishes.
+pub const WEIGHT_CHUNK: usize = 16 << 20;
+
+/// Sends each policy version the learner publishes (after the step it learned from, which is
+/// when the learner's groups come out of it on worker 0) to the first worker of every other
+/// process, in chunks, and installs it there in the process's [`PolicyHub`]. The returned
+/// stream is complete for step t once every process holds the version learned at t: the
+/// source feeds step t + 1 + max_staleness, whose generation uses it, only after that.
+pub fn broadcast_weights<'s>(
+    learned: Stream<'s, u64, Vec<Group>>,
+    hub: Arc<PolicyHub>,
+    route: WeightRoute,
+) -> Stream<'s, u64, Vec<()>> {
+    let sender = route.clone();
+    let exporter = hub.clone();
+    let chunks = learned.unary(Pipeline, "ExportWeights", move |_, _| {
+        let mut next = 0u64;
+        move |input, output| {
+            input.for_each_time(|time, data| {
+                data.for_each(drop);
+                let step = *time.time();
+                if step < next {
+                    return; // this step's version is already on its way
+                }
+                next = step + 1;
+                let bytes = match exporter.export(step) {
+                    Ok(Some(bytes)) => bytes,
+                    Ok(None) => return, // the learner published nothing for this step
+                    Err(e) => {
+                        (sender.fail)(format!("sending the weights of step {step}: {e}"));
+                        return;
+                    }
+                };
+                let count = bytes.len().div_ceil(WEIGHT_CHUNK).max(1) as u32;
+                let mut session = output.session(&time);
+                for process in (0..sender.processes).filter(|p| *p != sender.process) {
+                    for (index, piece) in bytes.chunks(WEIGHT_CHUNK).enumerate() {
+                        session.give(WeightChunk {
+                            process,
+                            index: index as u32,
+                            count,
+                            bytes: piece.to_vec(),
+                        });
+                    }
+                }
+            });
+        }
+    });
+    let installer = route.clone();
+    let threads = route.threads as u64;
+    let pact = Exchange::new(move |c: &WeightChunk| c.process as u64 * threads);
+    chunks.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+        pact,
+        "InstallWeights",
+        move |_, _| {
+            let mut pending: BTreeMap<u64, (Capability<u64>, Vec<WeightChunk>)> = BTreeMap::new();
+            move |(input, frontier), _output| {
+                input.for_each_time(|time, data| {
+                    let entry = pending
+                        .entry(*time.time())
+                        .or_insert_with(|| (time.retain(0), Vec::new()));
+                    for batch in data {
+                        entry.1.append(batch);
+                    }
+                });
+                while let Some((&step, _)) = pending.first_key_value() {
+                    if frontier.less_equal(&step) {
+                        break;
+                    }
+                    let (_capability, mut chunks) =
+                        pending.remove(&step).expect("first key exists");
+                    chunks.sort_by_key(|c| c.index);
+                    let expected = chunks.first().map_or(0, |c| c.count) as usize;
+                    if chunks.len() != expected {
+                        (installer.fail)(format!(
+                            "the weights of step {step} arrived in {} of {expected} chunks",
+                            chunks.len()
+                        ));
+                        continue;
+                    }
+                    let mut bytes = Vec::with_capacity(chunks.iter().map(|c| c.bytes.len()).sum());
+                    for chunk in &chunks {
+                        bytes.extend_from_slice(&chunk.bytes);
+                    }
+                    drop(chunks);
+                    if let Err(e) = hub.import(&bytes) {
+                        (installer.fail)(format!("installing the weights of step {step}: {e}"));
+                    }
+                    // The capability drops here: the version is in this process's hub.
+                }
+            }
+        },
+    )
+}
+
+/// What [`time_broadcast`] measured for one version.
+#[derive(Clone, Debug, Serialize)]
+pub struct BroadcastTiming {
+    /// The version.
+    pub version: u64,
+    /// Its size as sent (safetensors bytes).
+    pub bytes: usize,
+    /// Process 0: seconds to publish it (the learner's copy of its parameters).
+    pub publish_s: f64,
+    /// Seconds from publishing until every process installed it (what the source waits for).
+    pub installed_s: f64,
+    /// Other processes: seconds to copy it from the hub into the generator's model.
+    pub copy_s: f64,
+}
+
+/// Measures the weight broadcast alone, on the operator cluster runs use: process 0 publishes
+/// `versions` versions of `model` into `hub`, each travels to every other process, and each
+/// other process copies it into its own `model` (`PolicyHub::refresh`). Every process of the
+/// cluster calls this (`examples/weights_bench.rs`, `benches/cluster.sh`).
+pub fn time_broadcast(
+    cluster: &Cluster,
+    hub: Arc<PolicyHub>,
+    model: tandem_stages::policy::Transformer,
+    versions: u64,
+) -> Result<Vec<BroadcastTiming>, String> {
+    let me = cluster.process;
+    let processes = cluster.processes();
+    let model = Mutex::new(Some(model));
+    let timings: Arc<Mutex<Vec<BroadcastTiming>>> = Arc::default();
+    let out = timings.clone();
+    let guards = timely::execute(config(1, Some(cluster)), move |worker| {
+        let mut model = model
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .expect("one worker per process");
+        let mut input = InputHandle::<u64, CapacityContainerBuilder<Vec<Group>>>::new();
+        let probe = ProbeHandle::new();
+        let route = WeightRoute {
+            process: me,
+            processes,
+            threads: 1,
+            fail: Rc::new(|message| panic!("{message}")),
+        };
+        let hub = hub.clone();
+        worker.dataflow::<u64, _, _>(|scope| {
+            broadcast_weights(input.to_stream(scope), hub.clone(), route).probe_with(&probe);
+        });
+        let mut have = 0;
+        for version in 0..versions {
+            let started = std::time::Instant::now();
+            let mut timing = BroadcastTiming {
+                version: version + 1,
+                bytes: 0,
+                publish_s: 0.0,
+                installed_s: 0.0,
+                copy_s: 0.0,
+            };
+            if me == 0 {
+                hub.publish(version, version + 1, &model);
+                timing.publish_s = started.elapsed().as_secs_f64();
+                input.send(Group::new(tandem_schemas::PromptRecord {
+                    step: version,
+                    prompt_id: "weights".into(),
+                    ..Default::default()
+                }));
+            }
+            input.advance_to(version + 1);
+            while probe.less_equal(&version) {
+                worker.step();
+            }
+            timing.installed_s = started.elapsed().as_secs_f64();
+            timing.bytes = hub.export(version).ok().flatten().map_or(0, |b| b.len());
+            if me != 0 {
+                let copy = std::time::Instant::now();
+                have = hub
+                    .refresh(&mut model, have, version + 1)
+                    .unwrap_or_else(|e| panic!("{e}"));
+                timing.copy_s = copy.elapsed().as_secs_f64();
+            }
+            out.lock().unwrap_or_else(|e| e.into_inner()).push(timing);
+        }
+    })?;
+    for result in guards.join() {
+        result?;
+    }
+    let timings = std::mem::take(&mut *timings.lock().unwrap_or_else(|e| e.into_inner()));
+    Ok(timings)
 }
 
 /// The first connection this process lost, as a message naming the process.

@@ -634,7 +634,14 @@ fn run_worker(
                         && shared.processes > 1
                         && let Some(hub) = hub.clone()
                     {
-                        broadcast_weights(stream.clone(), hub, shared).probe_with(&probe);
+                        let failed = shared.clone();
+                        let route = cluster::WeightRoute {
+                            process: shared.process,
+                            processes: shared.processes,
+                            threads: shared.threads,
+                            fail: Rc::new(move |message| failed.fail(message)),
+                        };
+                        cluster::broadcast_weights(stream.clone(), hub, route).probe_with(&probe);
                     }
                 }
                 (Role::Group, Some(Built::Group(g))) if pipelined => {
@@ -1082,114 +1089,6 @@ fn count<'s>(
                 }
             },
         )
-}
-
-/// One piece of a policy version on its way to another process.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-struct WeightChunk {
-    /// The process it is for (its first worker installs it).
-    process: usize,
-    /// Its place among the version's chunks, and how many there are.
-    index: u32,
-    count: u32,
-    #[serde(with = "serde_bytes")]
-    bytes: Vec<u8>,
-}
-
-/// The size of the pieces a policy version is sent in: small enough that no single message
-/// holds a model, large enough that the per-message cost vanishes.
-const WEIGHT_CHUNK: usize = 16 << 20;
-
-/// Sends each policy version the learner publishes (after the step it learned from, which is
-/// when the learner's groups come out of it on worker 0) to the first worker of every other
-/// process, in chunks, and installs it there in the process's [`PolicyHub`]. The returned
-/// stream is complete for step t once every process holds the version learned at t: the
-/// source feeds step t + 1 + max_staleness, whose generation uses it, only after that.
-fn broadcast_weights<'s>(
-    learned: Stream<'s, u64, Vec<Group>>,
-    hub: Arc<PolicyHub>,
-    shared: &Arc<Shared>,
-) -> Stream<'s, u64, Vec<()>> {
-    let sender = shared.clone();
-    let exporter = hub.clone();
-    let chunks = learned.unary(Pipeline, "ExportWeights", move |_, _| {
-        let mut next = 0u64;
-        move |input, output| {
-            input.for_each_time(|time, data| {
-                data.for_each(drop);
-                let step = *time.time();
-                if step < next {
-                    return; // this step's version is already on its way
-                }
-                next = step + 1;
-                let bytes = match exporter.export(step) {
-                    Ok(Some(bytes)) => bytes,
-                    Ok(None) => return, // the learner published nothing for this step
-                    Err(e) => {
-                        sender.fail(format!("sending the weights of step {step}: {e}"));
-                        return;
-                    }
-                };
-                let count = bytes.len().div_ceil(WEIGHT_CHUNK).max(1) as u32;
-                let mut session = output.session(&time);
-                for process in (0..sender.processes).filter(|p| *p != sender.process) {
-                    for (index, piece) in bytes.chunks(WEIGHT_CHUNK).enumerate() {
-                        session.give(WeightChunk {
-                            process,
-                            index: index as u32,
-                            count,
-                            bytes: piece.to_vec(),
-                        });
-                    }
-                }
-            });
-        }
-    });
-    let installer = shared.clone();
-    let threads = shared.threads as u64;
-    let pact = Exchange::new(move |c: &WeightChunk| c.process as u64 * threads);
-    chunks.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
-        pact,
-        "InstallWeights",
-        move |_, _| {
-            let mut pending: BTreeMap<u64, (Capability<u64>, Vec<WeightChunk>)> = BTreeMap::new();
-            move |(input, frontier), _output| {
-                input.for_each_time(|time, data| {
-                    let entry = pending
-                        .entry(*time.time())
-                        .or_insert_with(|| (time.retain(0), Vec::new()));
-                    for batch in data {
-                        entry.1.append(batch);
-                    }
-                });
-                while let Some((&step, _)) = pending.first_key_value() {
-                    if frontier.less_equal(&step) {
-                        break;
-                    }
-                    let (_capability, mut chunks) =
-                        pending.remove(&step).expect("first key exists");
-                    chunks.sort_by_key(|c| c.index);
-                    let expected = chunks.first().map_or(0, |c| c.count) as usize;
-                    if chunks.len() != expected {
-                        installer.fail(format!(
-                            "the weights of step {step} arrived in {} of {expected} chunks",
-                            chunks.len()
-                        ));
-                        continue;
-                    }
-                    let mut bytes = Vec::with_capacity(chunks.iter().map(|c| c.bytes.len()).sum());
-                    for chunk in &chunks {
-                        bytes.extend_from_slice(&chunk.bytes);
-                    }
-                    drop(chunks);
-                    if let Err(e) = hub.import(&bytes) {
-                        installer.fail(format!("installing the weights of step {step}: {e}"));
-                    }
-                    // The capability drops here: the version is in this process's hub.
-                }
-            }
-        },
-    )
 }
 
 /// What a whole-step operator calls once a step's groups are all in (after the last step, for

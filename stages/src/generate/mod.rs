@@ -7,7 +7,7 @@ mod server;
 
 pub use offline::{OfflineConfig, OfflineGenerator};
 pub use openai::{OpenAiGenConfig, OpenAiGenerator};
-pub use policy::{PolicyConfig, PolicyGenerator};
+pub use policy::{Devices, PolicyConfig, PolicyGenerator};
 pub use server::{LaunchConfig, Sync};
 
 /// Where a generator's weights start: `dir`, or the checkpoint a resumed run continues from,

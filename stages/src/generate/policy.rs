@@ -26,9 +26,10 @@ use crate::{Result, StageError};
 pub struct PolicyConfig {
     /// A local HF model directory (relative paths are from where `tandem` runs).
     pub model: PathBuf,
-    /// `cpu`, `cuda` or `cuda:N`.
+    /// `cpu`, `cuda` or `cuda:N`; a list of them (`[cuda:0, cuda:1]`), one per worker of each
+    /// process in turn; or `auto`: every visible CUDA device, else the CPU.
     #[serde(default = "default_device")]
-    pub device: String,
+    pub device: Devices,
     /// Compute dtype (`f32`, `bf16`, `f16`); default f32 on CPU, bf16 on CUDA.
     #[serde(default)]
     pub dtype: Option<String>,
@@ -73,8 +74,45 @@ pub struct PolicyConfig {
     pub help: HelpTags,
 }
 
-fn default_device() -> String {
-    "cpu".into()
+/// `device` of `generate.policy`: one device, or several shared out over the process's workers.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Devices {
+    /// `cpu`, `cuda`, `cuda:N` or `auto`.
+    One(String),
+    /// A device per instance in turn.
+    Many(Vec<String>),
+}
+
+impl Devices {
+    /// The devices named, `auto` resolved to every visible CUDA device (or the CPU).
+    pub fn resolve(&self) -> policy::Result<Vec<DeviceSpec>> {
+        let names: Vec<&str> = match self {
+            Devices::One(name) => vec![name.as_str()],
+            Devices::Many(names) => names.iter().map(String::as_str).collect(),
+        };
+        if names.is_empty() {
+            return Err(policy::PolicyError::Invalid(
+                "device: the list is empty".into(),
+            ));
+        }
+        let mut out = Vec::new();
+        for name in names {
+            if name == "auto" {
+                out.extend(policy::visible_cuda_devices());
+                if out.is_empty() {
+                    out.push(DeviceSpec::Cpu);
+                }
+            } else {
+                out.push(name.parse()?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn default_device() -> Devices {
+    Devices::One("cpu".into())
 }
 fn yes() -> bool {
     true
@@ -95,10 +133,18 @@ impl StageConfig for PolicyConfig {
             path: String::new(),
             message,
         };
-        let device: DeviceSpec = self
+        let devices = self
             .device
-            .parse()
+            .resolve()
             .map_err(|e: policy::PolicyError| params(e.to_string()))?;
+        // Each instance of the stage in this process (one per worker) takes the next device.
+        let slot = ctx
+            .shared
+            .get_or_init(&format!("{}.device-slots", ctx.stage_id), || {
+                std::sync::atomic::AtomicUsize::new(0)
+            })
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let device = devices[slot % devices.len()];
         let dtype = match self.dtype.as_deref() {
             None => None,
             Some("f32") => Some(WeightDtype::F32),
@@ -242,5 +288,41 @@ impl Generator for PolicyGenerator {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn devices(json: serde_json::Value) -> policy::Result<Vec<DeviceSpec>> {
+        serde_json::from_value::<Devices>(json)
+            .expect("a string or a list")
+            .resolve()
+    }
+
+    #[test]
+    fn device_is_one_a_list_or_auto() {
+        assert_eq!(
+            devices(serde_json::json!("cuda:1")).unwrap(),
+            [DeviceSpec::Cuda(1)]
+        );
+        assert_eq!(
+            devices(serde_json::json!(["cuda:0", "cuda:1", "cpu"])).unwrap(),
+            [DeviceSpec::Cuda(0), DeviceSpec::Cuda(1), DeviceSpec::Cpu]
+        );
+        // `auto` is every GPU libtorch sees, else the CPU (on this CPU build: the CPU).
+        let gpus = policy::visible_cuda_devices();
+        let auto = devices(serde_json::json!("auto")).unwrap();
+        if gpus.is_empty() {
+            assert_eq!(auto, [DeviceSpec::Cpu]);
+        } else {
+            assert_eq!(auto, gpus);
+        }
+        let err = devices(serde_json::json!(["cuda:0", "tpu"]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tpu"), "{err}");
+        assert!(devices(serde_json::json!([])).is_err());
     }
 }

@@ -84,6 +84,16 @@ impl DeviceSpec {
     }
 }
 
+/// Every CUDA device libtorch sees (none without a CUDA build or a GPU).
+pub fn visible_cuda_devices() -> Vec<DeviceSpec> {
+    if load_cuda_backend().is_err() {
+        return Vec::new();
+    }
+    (0..tch::Cuda::device_count().max(0) as usize)
+        .map(DeviceSpec::Cuda)
+        .collect()
+}
+
 /// Opens `libtorch_cuda.so` once, globally, so its static initialisers register the backend.
 fn load_cuda_backend() -> std::result::Result<(), String> {
     static LOADED: OnceLock<std::result::Result<(), String>> = OnceLock::new();

@@ -35,7 +35,7 @@ pub use checkpoint::{
     save_pretrained, save_trainer_state, start_point,
 };
 pub use config::{Arch, ModelConfig, RopeScaling, Shape, WeightDtype};
-pub use device::{DeviceSpec, describe_device, set_threads};
+pub use device::{DeviceSpec, describe_device, set_threads, visible_cuda_devices};
 pub use generate::{Completion, GenerationRequest, SamplingParams, cut_after_stop, generate};
 pub use hub::{PUBLISHED_DIR, PolicyHub, PromptFormat};
 pub use init::{InitOptions, init_model};
