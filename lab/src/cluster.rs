@@ -3,7 +3,8 @@
 //! --process I --hostfile FILE` in place of `--local-cluster N`.
 
 use std::ffi::OsString;
-use std::process::{Child, Command, ExitStatus};
+use std::io::{BufRead, Write};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -29,6 +30,7 @@ pub fn run_local(processes: usize, args: &[OsString]) -> Result<()> {
     std::fs::write(&hostfile, Cluster::hostfile_text(&addresses))
         .with_context(|| format!("cannot write {}", hostfile.display()))?;
     let mut children: Vec<Option<Child>> = Vec::with_capacity(processes);
+    let mut forwarders = Vec::with_capacity(processes);
     for process in 0..processes {
         let child = Command::new(&exe)
             .args(args)
@@ -38,9 +40,15 @@ pub fn run_local(processes: usize, args: &[OsString]) -> Result<()> {
             .arg(process.to_string())
             .arg("--hostfile")
             .arg(&hostfile)
+            .stdout(Stdio::piped())
             .spawn();
         match child {
-            Ok(child) => children.push(Some(child)),
+            Ok(mut child) => {
+                if let Some(stdout) = child.stdout.take() {
+                    forwarders.push(forward_without_connection_chatter(stdout));
+                }
+                children.push(Some(child));
+            }
             Err(e) => {
                 stop_all(&mut children);
                 bail!("cannot start process {process}: {e}");
@@ -68,10 +76,31 @@ pub fn run_local(processes: usize, args: &[OsString]) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    // Every line the processes printed is out before the summary below.
+    for forwarder in forwarders {
+        let _ = forwarder.join();
+    }
     match first_failure {
         Some((process, status, _)) => bail!("process {process} of {processes} failed ({status})"),
         None => Ok(()),
     }
+}
+
+/// Copies a child's stdout to ours, line by line, without the lines timely prints while the
+/// processes of a local cluster find one another (they start within a second of each other,
+/// so the first connection attempts are refused and retried; that is expected here).
+fn forward_without_connection_chatter(stdout: ChildStdout) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let chatter = line.starts_with("awaiting connections (at ")
+                || (line.starts_with("worker ") && line.contains("error connecting to worker"));
+            if !chatter {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{line}");
+            }
+        }
+    })
 }
 
 /// Kills and reaps every child still running.

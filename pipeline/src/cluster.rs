@@ -373,23 +373,32 @@ pub fn broadcast_weights<'s>(
                     return; // this step's version is already on its way
                 }
                 next = step + 1;
-                let bytes = match exporter.export(step) {
-                    Ok(Some(bytes)) => bytes,
+                let chunks = match exporter.export_chunks(step, WEIGHT_CHUNK) {
+                    Ok(Some(chunks)) => chunks,
                     Ok(None) => return, // the learner published nothing for this step
                     Err(e) => {
                         (sender.fail)(format!("sending the weights of step {step}: {e}"));
                         return;
                     }
                 };
-                let count = bytes.len().div_ceil(WEIGHT_CHUNK).max(1) as u32;
+                let count = chunks.len() as u32;
+                let others: Vec<usize> = (0..sender.processes)
+                    .filter(|p| *p != sender.process)
+                    .collect();
                 let mut session = output.session(&time);
-                for process in (0..sender.processes).filter(|p| *p != sender.process) {
-                    for (index, piece) in bytes.chunks(WEIGHT_CHUNK).enumerate() {
+                for (index, mut piece) in chunks.into_iter().enumerate() {
+                    // The last process takes the piece itself; the others get copies.
+                    for (i, &process) in others.iter().enumerate() {
+                        let bytes = if i + 1 == others.len() {
+                            std::mem::take(&mut piece)
+                        } else {
+                            piece.clone()
+                        };
                         session.give(WeightChunk {
                             process,
                             index: index as u32,
                             count,
-                            bytes: piece.to_vec(),
+                            bytes,
                         });
                     }
                 }
@@ -428,12 +437,8 @@ pub fn broadcast_weights<'s>(
                         ));
                         continue;
                     }
-                    let mut bytes = Vec::with_capacity(chunks.iter().map(|c| c.bytes.len()).sum());
-                    for chunk in &chunks {
-                        bytes.extend_from_slice(&chunk.bytes);
-                    }
-                    drop(chunks);
-                    if let Err(e) = hub.import(&bytes) {
+                    let pieces: Vec<&[u8]> = chunks.iter().map(|c| c.bytes.as_slice()).collect();
+                    if let Err(e) = hub.import_chunks(&pieces) {
                         (installer.fail)(format!("installing the weights of step {step}: {e}"));
                     }
                     // The capability drops here: the version is in this process's hub.
@@ -515,7 +520,6 @@ pub fn time_broadcast(
                 worker.step();
             }
             timing.installed_s = started.elapsed().as_secs_f64();
-            timing.bytes = hub.export(version).ok().flatten().map_or(0, |b| b.len());
             if me != 0 {
                 let copy = std::time::Instant::now();
                 have = hub
@@ -524,6 +528,15 @@ pub fn time_broadcast(
                 timing.copy_s = copy.elapsed().as_secs_f64();
             }
             out.lock().unwrap_or_else(|e| e.into_inner()).push(timing);
+        }
+        // Every version has the same size; measured once the timings are taken.
+        let bytes = hub
+            .export(versions.saturating_sub(1))
+            .ok()
+            .flatten()
+            .map_or(0, |b| b.len());
+        for timing in out.lock().unwrap_or_else(|e| e.into_inner()).iter_mut() {
+            timing.bytes = bytes;
         }
     })?;
     for result in guards.join() {

@@ -438,6 +438,11 @@ fn execute(
     let connected = match &options.cluster {
         Some(cluster) => {
             cluster::watch_connections(&cluster.addresses);
+            if process > 0 {
+                // Give process 0 a moment to listen again after the handshake: timely retries
+                // a refused connection only after a second.
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
             Some(
                 cluster::connect_watchdog(processes, cluster::CONNECT_TIMEOUT)
                     .map_err(RunError::Setup)?,
@@ -748,14 +753,22 @@ fn run_worker(
     };
 
     let mut reported = shared.first_step;
-    let mut report = |probe: &ProbeHandle<u64>, upto: u64| {
+    // The worker that feeds counts the steps it fed; the others every step the probe passes
+    // (the source's input holds back the steps it has not fed yet).
+    let feeds = source.is_some();
+    let mut report = |probe: &ProbeHandle<u64>, fed: u64| {
+        let upto = if feeds { fed } else { shared.steps };
         while reported < upto && !probe.less_equal(&reported) {
             let step = reported;
             reported += 1;
-            shared.completed.fetch_max(reported, Ordering::SeqCst);
             let seconds = shared.step_seconds(step);
             shared.timings().remove(&step);
-            if index != 0 || shared.failed() {
+            // A failed run drains its dataflow: the steps that pass then are not stored.
+            if shared.failed() {
+                continue;
+            }
+            shared.completed.fetch_max(reported, Ordering::SeqCst);
+            if index != 0 {
                 continue;
             }
             let counts = shared

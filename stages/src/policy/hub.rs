@@ -134,10 +134,17 @@ impl PolicyHub {
     }
 
     /// The publication after the learner's step `step` as bytes (safetensors, each tensor in
-    /// its own dtype, with the step, version, tensor order and LoRA options as metadata): what a
-    /// cluster run sends to the generators of other processes. `None` when the learner published
-    /// nothing for `step` (or it is no longer kept).
+    /// its own dtype, with the step, version, tensor order and LoRA options as metadata).
+    /// `None` when the learner published nothing for `step` (or it is no longer kept).
     pub fn export(&self, step: u64) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .export_chunks(step, usize::MAX)?
+            .map(|mut chunks| chunks.pop().unwrap_or_default()))
+    }
+
+    /// [`PolicyHub::export`] in consecutive pieces of at most `chunk` bytes, each tensor copied
+    /// once into them: what a cluster run sends to the generators of other processes.
+    pub fn export_chunks(&self, step: u64, chunk: usize) -> Result<Option<Vec<Vec<u8>>>> {
         let published = self.published.lock().unwrap_or_else(|e| e.into_inner());
         let Some(p) = published.iter().find(|p| p.step == step) else {
             return Ok(None);
@@ -157,14 +164,20 @@ impl PolicyHub {
                 serde_json::to_string(lora).map_err(json_error)?,
             );
         }
-        super::weights::serialize(&p.params, None, metadata).map(Some)
+        super::weights::serialize_chunks(&p.params, None, metadata, chunk).map(Some)
     }
 
     /// Adds a publication made by [`PolicyHub::export`] on another process, as if this
     /// process's learner had published it. Returns its step.
     pub fn import(&self, bytes: &[u8]) -> Result<u64> {
+        self.import_chunks(&[bytes])
+    }
+
+    /// [`PolicyHub::import`] of the pieces [`PolicyHub::export_chunks`] made, without joining
+    /// them first.
+    pub fn import_chunks(&self, chunks: &[&[u8]]) -> Result<u64> {
         let what = "published weights";
-        let (mut tensors, metadata) = super::weights::deserialize(bytes, what)?;
+        let (mut tensors, metadata) = super::weights::deserialize_chunks(chunks, what)?;
         let field = |key: &str| {
             metadata.get(key).ok_or_else(|| {
                 super::PolicyError::Invalid(format!("{what}: no `{key}` in the metadata"))

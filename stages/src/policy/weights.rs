@@ -217,7 +217,21 @@ pub fn serialize(
     kind: Option<Kind>,
     metadata: HashMap<String, String>,
 ) -> Result<Vec<u8>> {
-    let mut buffers: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::with_capacity(tensors.len());
+    let mut chunks = serialize_chunks(tensors, kind, metadata, usize::MAX)?;
+    Ok(chunks.pop().unwrap_or_default())
+}
+
+/// [`serialize`], cut into consecutive pieces of at most `chunk` bytes as it is written: each
+/// tensor's bytes are copied once, from the tensor into the pieces (what a cluster run sends
+/// a policy version in). Tensors are laid out as the safetensors crate does (by dtype, then
+/// name).
+pub fn serialize_chunks(
+    tensors: &[(String, Tensor)],
+    kind: Option<Kind>,
+    metadata: HashMap<String, String>,
+    chunk: usize,
+) -> Result<Vec<Vec<u8>>> {
+    let mut prepared = Vec::with_capacity(tensors.len());
     for (name, tensor) in tensors {
         let kind = kind.unwrap_or(tensor.kind());
         let dtype = match kind {
@@ -230,52 +244,170 @@ pub fn serialize(
                 )));
             }
         };
-        let t = tensor
+        let flat = tensor
             .detach()
             .to_device(Device::Cpu)
             .to_kind(kind)
-            .contiguous();
-        let numel = t.numel();
-        let mut bytes = vec![0u8; numel * kind.elt_size_in_bytes()];
-        t.f_copy_data_u8(&mut bytes, numel)?;
-        let shape = t.size().iter().map(|&d| d as usize).collect();
-        buffers.push((name.clone(), dtype, shape, bytes));
+            .contiguous()
+            .reshape([-1]);
+        let shape: Vec<usize> = tensor.size().iter().map(|&d| d as usize).collect();
+        prepared.push((name.as_str(), dtype, shape, flat));
     }
-    let views = buffers
-        .iter()
-        .map(|(name, dtype, shape, bytes)| {
-            safetensors::tensor::TensorView::new(*dtype, shape.clone(), bytes)
-                .map(|view| (name.as_str(), view))
-                .map_err(|e| PolicyError::Invalid(format!("tensor `{name}`: {e}")))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    safetensors::serialize(views, Some(metadata))
-        .map_err(|e| PolicyError::Invalid(format!("serializing weights: {e}")))
+    prepared.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let mut offset = 0;
+    let mut infos = Vec::with_capacity(prepared.len());
+    for (name, dtype, shape, flat) in &prepared {
+        let bytes = flat.numel() * (dtype.bitsize() / 8);
+        infos.push((
+            name.to_string(),
+            safetensors::tensor::TensorInfo {
+                dtype: *dtype,
+                shape: shape.clone(),
+                data_offsets: (offset, offset + bytes),
+            },
+        ));
+        offset += bytes;
+    }
+    let bad = |e: &dyn std::fmt::Display| PolicyError::Invalid(format!("serializing weights: {e}"));
+    let header = safetensors::tensor::Metadata::new(Some(metadata), infos).map_err(|e| bad(&e))?;
+    let mut header = serde_json::to_vec(&header).map_err(|e| bad(&e))?;
+    // The data starts 8-byte aligned, as the safetensors crate writes it.
+    header.resize(header.len().next_multiple_of(8), b' ');
+    let total = 8 + header.len() + offset;
+    let mut out = Chunks::new(chunk.max(8), total);
+    out.write(&(header.len() as u64).to_le_bytes());
+    out.write(&header);
+    for (_, dtype, _, flat) in &prepared {
+        out.write_tensor(flat, dtype.bitsize() / 8)?;
+    }
+    Ok(out.done)
 }
 
-/// The tensors (CPU, stored dtype) and metadata of safetensors bytes made by [`serialize`].
-/// `what` names the bytes in errors.
-pub fn deserialize(
-    bytes: &[u8],
+/// Consecutive byte pieces of at most `size` bytes, of a stream of `total` bytes.
+struct Chunks {
+    size: usize,
+    left: usize,
+    done: Vec<Vec<u8>>,
+}
+
+impl Chunks {
+    fn new(size: usize, total: usize) -> Chunks {
+        Chunks {
+            size,
+            left: total,
+            done: Vec::new(),
+        }
+    }
+
+    /// The piece being filled, with room for at least `at_least` bytes.
+    fn current(&mut self, at_least: usize) -> &mut Vec<u8> {
+        let full = self
+            .done
+            .last()
+            .is_none_or(|c| c.len() + at_least > self.size);
+        if full {
+            let capacity = self.size.min(self.left);
+            self.done.push(Vec::with_capacity(capacity));
+        }
+        self.done.last_mut().expect("just pushed")
+    }
+
+    fn write(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let size = self.size;
+            let current = self.current(1);
+            let n = (size - current.len()).min(bytes.len());
+            current.extend_from_slice(&bytes[..n]);
+            self.left -= n;
+            bytes = &bytes[n..];
+        }
+    }
+
+    /// Copies `flat`'s elements (of `elt` bytes) straight from the tensor, a piece at a time;
+    /// a piece ends early rather than split an element.
+    fn write_tensor(&mut self, flat: &Tensor, elt: usize) -> Result<()> {
+        let numel = flat.numel();
+        let mut done = 0;
+        while done < numel {
+            let size = self.size;
+            let current = self.current(elt);
+            let n = ((size - current.len()) / elt).min(numel - done);
+            let start = current.len();
+            current.resize(start + n * elt, 0);
+            flat.narrow(0, done as i64, n as i64)
+                .f_copy_data_u8(&mut current[start..], n)?;
+            self.left -= n * elt;
+            done += n;
+        }
+        Ok(())
+    }
+}
+
+/// The tensors (CPU, stored dtype) and metadata of the pieces [`serialize_chunks`] made (or of
+/// one piece: the bytes [`serialize`] made), without joining them first: each
+/// tensor is made from the piece that holds it (or, when it spans pieces, from their bytes
+/// joined). `what` names the bytes in errors.
+pub fn deserialize_chunks(
+    chunks: &[&[u8]],
     what: &str,
 ) -> Result<(BTreeMap<String, Tensor>, HashMap<String, String>)> {
     let bad = |message: String| PolicyError::Invalid(format!("{what}: {message}"));
-    let file = safetensors::SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
-    let (_, header) =
-        safetensors::SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
+    // Where each piece starts in the whole.
+    let mut starts = Vec::with_capacity(chunks.len());
+    let mut total = 0usize;
+    for chunk in chunks {
+        starts.push(total);
+        total += chunk.len();
+    }
+    // The pieces of bytes [from, to) of the whole.
+    let pieces = |from: usize, to: usize| -> Vec<&[u8]> {
+        let first = starts.partition_point(|&s| s <= from).saturating_sub(1);
+        let mut out = Vec::new();
+        for (chunk, &start) in chunks.iter().zip(&starts).skip(first) {
+            if start >= to {
+                break;
+            }
+            let a = from.saturating_sub(start).min(chunk.len());
+            let b = (to - start).min(chunk.len());
+            if a < b {
+                out.push(&chunk[a..b]);
+            }
+        }
+        out
+    };
+    let joined = |from: usize, to: usize| -> Vec<u8> { pieces(from, to).concat() };
+    if total < 8 {
+        return Err(bad("shorter than a safetensors header".into()));
+    }
+    let n = u64::from_le_bytes(joined(0, 8).try_into().expect("8 bytes")) as usize;
+    if n > 100_000_000 || 8 + n > total {
+        return Err(bad(format!("not safetensors (a header of {n} bytes)")));
+    }
+    let header: safetensors::tensor::Metadata =
+        serde_json::from_slice(&joined(8, 8 + n)).map_err(|e| bad(e.to_string()))?;
+    let data = 8 + n;
     let mut out = BTreeMap::new();
-    for (name, view) in file.iter() {
-        let kind = match view.dtype() {
+    for (name, info) in header.tensors() {
+        let kind = match info.dtype {
             Dtype::F32 => Kind::Float,
             Dtype::BF16 => Kind::BFloat16,
             Dtype::F16 => Kind::Half,
             other => return Err(bad(format!("tensor `{name}` has dtype {other:?}"))),
         };
-        let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
-        out.insert(
-            name.to_owned(),
-            Tensor::f_from_data_size(view.data(), &shape, kind)?,
-        );
+        let shape: Vec<i64> = info.shape.iter().map(|&d| d as i64).collect();
+        let (from, to) = (data + info.data_offsets.0, data + info.data_offsets.1);
+        if to > total
+            || to - from != info.shape.iter().product::<usize>() * (info.dtype.bitsize() / 8)
+        {
+            return Err(bad(format!(
+                "tensor `{name}`: data_offsets do not fit its shape"
+            )));
+        }
+        let tensor = match pieces(from, to).as_slice() {
+            [one] => Tensor::f_from_data_size(one, &shape, kind)?,
+            many => Tensor::f_from_data_size(&many.concat(), &shape, kind)?,
+        };
+        out.insert(name.clone(), tensor);
     }
     Ok((out, header.metadata().clone().unwrap_or_default()))
 }
@@ -374,4 +506,68 @@ pub fn tmp_name(path: &Path) -> PathBuf {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Tensors of mixed dtypes and shapes (one of them empty), seeded.
+    fn tensors(seed: i64) -> Vec<(String, Tensor)> {
+        tch::manual_seed(seed);
+        vec![
+            ("b.weight".into(), Tensor::randn([7, 5], (Kind::Float, Device::Cpu))),
+            ("a.bias".into(), Tensor::randn([13], (Kind::BFloat16, Device::Cpu))),
+            ("c.empty".into(), Tensor::zeros([0, 3], (Kind::Float, Device::Cpu))),
+            ("d.half".into(), Tensor::randn([3, 3, 2], (Kind::Half, Device::Cpu))),
+        ]
+    }
+
+    fn same(a: &Tensor, b: &Tensor) -> bool {
+        a.size() == b.size() && a.kind() == b.kind() && a.equal(b)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Cut anywhere, the pieces are the whole file's bytes in order, and reading them
+        /// piece by piece (also re-cut at other places) gives back every tensor bit for bit.
+        #[test]
+        fn pieces_are_the_file_and_read_back_exactly(
+            seed in 0i64..1000,
+            chunk in 8usize..200,
+            recut in 1usize..97,
+        ) {
+            let tensors = tensors(seed);
+            let metadata = HashMap::from([("k".to_owned(), "v".to_owned())]);
+            let whole = serialize(&tensors, None, metadata.clone()).unwrap();
+            let chunks = serialize_chunks(&tensors, None, metadata.clone(), chunk).unwrap();
+            prop_assert!(chunks.iter().all(|c| c.len() <= chunk && !c.is_empty()));
+            prop_assert_eq!(chunks.concat(), whole.clone());
+            // The safetensors crate reads what we wrote.
+            let file = safetensors::SafeTensors::deserialize(&whole).unwrap();
+            prop_assert_eq!(file.len(), tensors.len());
+            let recut: Vec<&[u8]> = whole.chunks(recut).collect();
+            for pieces in [chunks.iter().map(Vec::as_slice).collect::<Vec<_>>(), recut] {
+                let (read, meta) = deserialize_chunks(&pieces, "test").unwrap();
+                prop_assert_eq!(&meta, &metadata);
+                for (name, tensor) in &tensors {
+                    prop_assert!(same(&read[name], tensor), "{}", name);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn truncated_pieces_are_refused_with_what_they_are() {
+        let tensors = tensors(1);
+        let whole = serialize(&tensors, None, HashMap::new()).unwrap();
+        let err = deserialize_chunks(&[&whole[..whole.len() - 4]], "published weights")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("published weights: tensor `"), "{err}");
+        let err = deserialize_chunks(&[&whole[..5]], "w").unwrap_err().to_string();
+        assert!(err.contains("shorter than a safetensors header"), "{err}");
+    }
 }
