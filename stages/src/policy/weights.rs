@@ -517,10 +517,22 @@ mod tests {
     fn tensors(seed: i64) -> Vec<(String, Tensor)> {
         tch::manual_seed(seed);
         vec![
-            ("b.weight".into(), Tensor::randn([7, 5], (Kind::Float, Device::Cpu))),
-            ("a.bias".into(), Tensor::randn([13], (Kind::BFloat16, Device::Cpu))),
-            ("c.empty".into(), Tensor::zeros([0, 3], (Kind::Float, Device::Cpu))),
-            ("d.half".into(), Tensor::randn([3, 3, 2], (Kind::Half, Device::Cpu))),
+            (
+                "b.weight".into(),
+                Tensor::randn([7, 5], (Kind::Float, Device::Cpu)),
+            ),
+            (
+                "a.bias".into(),
+                Tensor::randn([13], (Kind::BFloat16, Device::Cpu)),
+            ),
+            (
+                "c.empty".into(),
+                Tensor::zeros([0, 3], (Kind::Float, Device::Cpu)),
+            ),
+            (
+                "d.half".into(),
+                Tensor::randn([3, 3, 2], (Kind::Half, Device::Cpu)),
+            ),
         ]
     }
 
@@ -567,7 +579,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("published weights: tensor `"), "{err}");
-        let err = deserialize_chunks(&[&whole[..5]], "w").unwrap_err().to_string();
+        let err = deserialize_chunks(&[&whole[..5]], "w")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("shorter than a safetensors header"), "{err}");
     }
 }
