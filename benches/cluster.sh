@@ -2,9 +2,10 @@
 # Cluster runs on this machine, over loopback (BENCHMARKS.md, "Cluster runs"):
 #
 #  1. generation: sampled tokens/s of a generation-bound pipeline (source.jsonl → generate.policy
-#     on a 12M-parameter random model, no learner) as 1 process × 1 worker, 2 processes × 1
-#     worker (`--local-cluster 2`) and, for reference, 1 process × 2 workers; one torch thread
-#     per worker, alternating, ROUNDS rounds. Wall time of the whole command (start-up included).
+#     on a 12M-parameter random model, 32 steps of 8 prompts × 4 samples, no learner) as
+#     1 process × 1 worker, 2 processes × 1 worker (`--local-cluster 2`) and, for reference,
+#     1 process × 2 workers; one torch thread per worker, alternating, ROUNDS rounds. Wall time
+#     of the whole command (start-up included), and of the same command for one step.
 #  2. weights: bytes and seconds per policy version sent from the learner's process to another
 #     through the cluster's broadcast operator, on the Qwen2.5-0.5B shape (examples/weights_bench.rs).
 #
@@ -32,11 +33,11 @@ if [[ " $parts " == *" generation "* ]]; then
   python3 - "$work/data.jsonl" <<'PY'
 import json, sys
 with open(sys.argv[1], "w") as f:
-    for i in range(64):
+    for i in range(256):
         f.write(json.dumps({"id": f"p{i}", "question": f"What is {i} + {i % 7}?", "answer": str(i + i % 7)}) + "\n")
 PY
   cat > "$work/gen.yaml" <<YAML
-run: { name: gen, seed: 3, prompts_per_step: 8, group_size: 4, steps: 8 }
+run: { name: gen, seed: 3, prompts_per_step: 8, group_size: 4, steps: 32 }
 stages:
   - { id: prompts, kind: source.jsonl, params: { path: $work/data.jsonl, fields: { id: id } } }
   - id: rollouts
@@ -50,6 +51,12 @@ YAML
         2x1) extra=(--workers 1 --local-cluster 2) ;;
         1x2) extra=(--workers 2) ;;
       esac
+      # Start-up alone: the same command for one step.
+      rm -rf "$work/runs"
+      start=$(date +%s.%N)
+      TANDEM_LOG=warn "$bin" run "$work/gen.yaml" --out "$work/runs" "${extra[@]}" --set run.steps=1 >/dev/null
+      end=$(date +%s.%N)
+      echo "{\"bench\": \"one_step\", \"layout\": \"$layout\", \"round\": $round, \"wall_s\": $(python3 -c "print(round($end - $start, 2))")}"
       rm -rf "$work/runs"
       start=$(date +%s.%N)
       TANDEM_LOG=warn "$bin" run "$work/gen.yaml" --out "$work/runs" "${extra[@]}" >/dev/null

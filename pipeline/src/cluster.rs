@@ -136,7 +136,7 @@ pub(crate) struct Hello {
     pub process: usize,
     /// The run id: process 0's for a new run (the others adopt it), the resumed run's otherwise.
     pub run_id: Option<String>,
-    /// tandem's version and the SHA-256 of the running executable.
+    /// tandem's version and the XXH3-128 of the running executable.
     pub binary: String,
     /// The SHA-256 of the resolved pipeline.
     pub pipeline: String,
@@ -166,7 +166,8 @@ impl Hello {
     }
 }
 
-/// tandem's version and the hash of the executable that runs (computed once per process).
+/// tandem's version and the hash of the executable that runs (computed once per process; a
+/// few tens of milliseconds for a release binary).
 fn binary_fingerprint() -> String {
     static FINGERPRINT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     FINGERPRINT
@@ -175,14 +176,14 @@ fn binary_fingerprint() -> String {
             let hash = std::env::current_exe()
                 .and_then(std::fs::File::open)
                 .and_then(|mut file| {
-                    let mut hasher = Sha256::new();
+                    let mut hasher = twox_hash::XxHash3_128::new();
                     let mut buffer = vec![0u8; 1 << 20];
                     loop {
                         let n = file.read(&mut buffer)?;
                         if n == 0 {
-                            return Ok(hex::encode(hasher.finalize()));
+                            return Ok(format!("{:032x}", hasher.finish_128()));
                         }
-                        hasher.update(&buffer[..n]);
+                        hasher.write(&buffer[..n]);
                     }
                 });
             match hash {

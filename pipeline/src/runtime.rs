@@ -438,11 +438,6 @@ fn execute(
     let connected = match &options.cluster {
         Some(cluster) => {
             cluster::watch_connections(&cluster.addresses);
-            if process > 0 {
-                // Give process 0 a moment to listen again after the handshake: timely retries
-                // a refused connection only after a second.
-                std::thread::sleep(std::time::Duration::from_millis(200));
-            }
             Some(
                 cluster::connect_watchdog(processes, cluster::CONNECT_TIMEOUT)
                     .map_err(RunError::Setup)?,
