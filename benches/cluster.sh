@@ -88,8 +88,15 @@ print(" ".join(str(x.getsockname()[1]) for x in s))')
   read -r p0 p1 <<<"$ports"
   printf '127.0.0.1:%s\n127.0.0.1:%s\n' "$p0" "$p1" > "$work/hostfile"
   weights="$repo/target/release/examples/weights_bench"
-  "$weights" --model "$model" --hostfile "$work/hostfile" --process 1 --versions 3 &
-  other=$!
-  "$weights" --model "$model" --hostfile "$work/hostfile" --process 0 --versions 3
-  wait "$other"
+  # bf16 (a GPU's dtype, 1 GB a version), then f32 (this CPU's training dtype, 2 GB): both
+  # processes hold the model, a published copy and a version in flight, about 11 and 13 GB
+  # at f32 on a 24 GB machine.
+  # at f32 on a 24 GB machine, so f32 sends 3 versions only.
+  for run in "bf16 10" "f32 3"; do
+    read -r dtype versions <<<"$run"
+    "$weights" --model "$model" --hostfile "$work/hostfile" --process 1 --versions "$versions" --dtype "$dtype" &
+    other=$!
+    "$weights" --model "$model" --hostfile "$work/hostfile" --process 0 --versions "$versions" --dtype "$dtype"
+    wait "$other"
+  done
 fi

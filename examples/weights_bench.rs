@@ -15,7 +15,9 @@ use std::sync::Arc;
 use anyhow::Result;
 use clap::Parser;
 use tandem_pipeline::Cluster;
-use tandem_stages::policy::{self, DeviceSpec, PolicyHub, PromptFormat, Tokenizer, Transformer};
+use tandem_stages::policy::{
+    self, DeviceSpec, PolicyHub, PromptFormat, Tokenizer, Transformer, WeightDtype,
+};
 
 #[derive(Parser)]
 struct Args {
@@ -34,6 +36,9 @@ struct Args {
     /// Torch threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// The weights' dtype: f32 (the CPU's training dtype) or bf16 (a GPU's).
+    #[arg(long, default_value = "f32")]
+    dtype: String,
 }
 
 fn main() -> Result<()> {
@@ -41,7 +46,12 @@ fn main() -> Result<()> {
     policy::set_threads(args.threads);
     let cluster =
         Cluster::from_hostfile(&args.hostfile, args.process, None).map_err(anyhow::Error::msg)?;
-    let model = Transformer::load(&args.model, &DeviceSpec::Cpu, None)?;
+    let dtype = match args.dtype.as_str() {
+        "f32" => WeightDtype::F32,
+        "bf16" => WeightDtype::BF16,
+        other => anyhow::bail!("--dtype {other}: expected f32 or bf16"),
+    };
+    let model = Transformer::load(&args.model, &DeviceSpec::Cpu, Some(dtype))?;
     let hub = Arc::new(PolicyHub::new(
         args.model.clone(),
         (args.model.clone(), 0),
@@ -63,6 +73,7 @@ fn main() -> Result<()> {
         line["bench"] = "weights_broadcast".into();
         line["process"] = args.process.into();
         line["processes"] = processes.into();
+        line["dtype"] = args.dtype.clone().into();
         if args.process == 0 {
             line["gb_per_s"] = (t.bytes as f64 / (t.installed_s - t.publish_s) / 1e9).into();
         }
