@@ -7,6 +7,8 @@
 #   generate    greedy generation on cuda (f32 and bf16) against the CPU in f32
 #   train-step  one learner step on cuda against the CPU: loss and gradient norm
 #   gapg        a short GAPG run of the CI demo with generation and both learners on cuda
+#   cluster     a short training run as 2 local processes (generation on `device: auto`, the
+#               learner on the device) against the same run in one process: the same rows
 #   bench-*     the generation and train-step benches on the Qwen2.5-1.5B shape (random weights)
 #
 # The device machine cannot reach crates.io, so the binaries are built here and carried there:
@@ -163,6 +165,50 @@ print(f"10 RL steps in {d['seconds']['train']:.0f} s, 200 SFT steps in {d['secon
 PY
 }
 
+# A learner's versions crossing processes from the device: the same short run (no cloud:
+# a length reward) in one process and as a local cluster of two, generation on every device
+# libtorch sees (`auto`), the learner on $device. Steps before the first update must agree
+# exactly; later ones may differ in the last bits where the device's backward pass is not
+# deterministic, so the check reports how many steps agree.
+cluster() {
+  local dir="$work/cluster"
+  mkdir -p "$dir"
+  for layout in one two; do
+    cat >"$dir/$layout.yaml" <<YAML
+run: { name: cluster, seed: 3, prompts_per_step: 4, group_size: 4, steps: 4, max_staleness: 1 }
+stages:
+  - { id: prompts, kind: source.jsonl, params: { path: $repo/datasets/data/offline-arithmetic.jsonl, fields: { id: id } } }
+  - id: rollouts
+    kind: generate.policy
+    params: { model: $small, device: auto, dtype: f32, chat: false, max_new_tokens: 16, batch_prompts: 1 }
+  - { id: verdicts, kind: verify.exact }
+  - { id: length, kind: reward.length, params: { max_tokens: 4, penalty_per_token: 0.1 } }
+  - { id: advantage, kind: advantage.grpo }
+  - { id: groups, kind: sink.jsonl, params: { path: $dir/$layout.jsonl } }
+  - { id: learn, kind: learn.pg, params: { device: $device, optimizer: { lr: 0.01 } } }
+YAML
+  done
+  "$tandem" run "$dir/one.yaml" --out "$dir/runs" >/dev/null &&
+  "$tandem" run "$dir/two.yaml" --out "$dir/runs" --local-cluster 2 >/dev/null &&
+  python3 - "$dir" <<'PY'
+import json, sys
+def samples(name):
+    out = {}
+    for line in open(f"{sys.argv[1]}/{name}.jsonl"):
+        group = json.loads(line)
+        for s in group["samples"]:
+            out[(s["step"], s["prompt_id"], s["sample_idx"])] = (s["token_ids"], s["policy_version"])
+    return out
+one, two = samples("one"), samples("two")
+assert one.keys() == two.keys(), f"{len(one)} samples in one process, {len(two)} in two"
+steps = sorted({k[0] for k in one})
+same = [t for t in steps if all(one[k] == two[k] for k in one if k[0] == t)]
+assert 0 in same and 1 in same, f"the steps before the first update differ: {sorted(set(steps) - set(same))}"
+versions = sorted({v for _, v in two.values()})
+print(f"{len(one)} samples; steps equal in 2 processes and in 1: {same} of {steps}; versions sampled {versions}")
+PY
+}
+
 bench() {
   local model="$work/qwen1.5b"
   [ "$device" = cpu ] && model=$small   # the self-test: the code path, on the fixture
@@ -182,6 +228,7 @@ check logprobs logprobs
 check generate generate
 check train-step train_step
 check gapg gapg
+check cluster cluster
 check bench-generate bench --bench generate --batch 8 --prompt-len 64 --new-tokens 64
 check bench-train-step bench --bench train_step --batch 8 --seq-len 128 --warmup 1 --repeat 3
 echo "gpu-check: $failed failed"
