@@ -51,6 +51,45 @@ fn process(args: &[&str], dir: &Path, stderr: &Path) -> Child {
         .expect("spawn tandem")
 }
 
+/// Starts the 2 processes of a loopback cluster run of `pipeline` into `out`, `extra` arguments
+/// added to process `i` by `extra(i)`; each one's stderr goes to `<dir>/stderr-<i>`. Returns
+/// the processes, their stderr files and the cluster's addresses.
+fn start_two(
+    dir: &Path,
+    pipeline: &Path,
+    out: &Path,
+    extra: impl Fn(usize) -> Vec<String>,
+) -> (Vec<Child>, Vec<PathBuf>, Vec<String>) {
+    let hostfile = dir.join("hostfile");
+    let addresses = tandem_pipeline::Cluster::loopback(2).expect("ports");
+    std::fs::write(
+        &hostfile,
+        tandem_pipeline::Cluster::hostfile_text(&addresses),
+    )
+    .expect("write");
+    let stderr: Vec<PathBuf> = (0..2).map(|i| dir.join(format!("stderr-{i}"))).collect();
+    let children = (0..2)
+        .map(|i| {
+            let mut args = vec![
+                "run".to_owned(),
+                pipeline.display().to_string(),
+                "--out".to_owned(),
+                out.display().to_string(),
+                "--processes".to_owned(),
+                "2".to_owned(),
+                "--process".to_owned(),
+                i.to_string(),
+                "--hostfile".to_owned(),
+                hostfile.display().to_string(),
+            ];
+            args.extend(extra(i));
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            process(&args, dir, &stderr[i])
+        })
+        .collect();
+    (children, stderr, addresses)
+}
+
 /// Streams of two runs are the same rows; the cloud's latencies and the learner's timings are
 /// the only figures that may differ.
 fn assert_same_rows(a: &Path, b: &Path, why: &str) {
@@ -65,29 +104,16 @@ fn assert_same_rows(a: &Path, b: &Path, why: &str) {
     );
     for (name, rows) in &a {
         match (rows, &b[name]) {
-            (Rows::Cloud(x), Rows::Cloud(y)) => {
-                let strip = |rows: &[tandem_schemas::CloudRecord]| -> Vec<_> {
-                    rows.iter()
-                        .map(|r| tandem_schemas::CloudRecord {
-                            latency_ms: 0.0,
-                            ..r.clone()
-                        })
-                        .collect()
-                };
-                assert_eq!(strip(x), strip(y), "{why}: cloud");
-            }
-            (Rows::Metrics(x), Rows::Metrics(y)) => {
-                let figures = |m: &[tandem_schemas::MetricsRecord]| -> Vec<_> {
-                    m.iter()
-                        .map(|m| {
-                            let mut v = m.values.clone();
-                            v.retain(|k, _| !k.contains("seconds") && !k.contains("per_second"));
-                            (m.step, m.policy_version, v)
-                        })
-                        .collect()
-                };
-                assert_eq!(figures(x), figures(y), "{why}: metrics");
-            }
+            (Rows::Cloud(_), y) => assert_eq!(
+                crate::common::without_latency(rows),
+                crate::common::without_latency(y),
+                "{why}: cloud"
+            ),
+            (Rows::Metrics(x), Rows::Metrics(y)) => assert_eq!(
+                crate::common::without_timings(x),
+                crate::common::without_timings(y),
+                "{why}: metrics"
+            ),
             (x, y) => assert_eq!(x, y, "{why}: stream {name}"),
         }
     }
@@ -173,37 +199,8 @@ fn a_killed_process_stops_the_other_with_its_name_and_resume_reproduces_the_run(
     let survivor = 1 - victim;
     let why = format!("kill seed {seed}: process {victim} killed");
 
-    let hostfile = dir.path().join("hostfile");
-    let addresses = tandem_pipeline::Cluster::loopback(2).expect("ports");
-    std::fs::write(
-        &hostfile,
-        tandem_pipeline::Cluster::hostfile_text(&addresses),
-    )
-    .expect("write");
     let out = dir.path().join("killed");
-    let stderr: Vec<PathBuf> = (0..2)
-        .map(|i| dir.path().join(format!("stderr-{i}")))
-        .collect();
-    let mut children: Vec<Child> = (0..2)
-        .map(|i| {
-            process(
-                &[
-                    "run",
-                    &pipeline.display().to_string(),
-                    "--out",
-                    &out.display().to_string(),
-                    "--processes",
-                    "2",
-                    "--process",
-                    &i.to_string(),
-                    "--hostfile",
-                    &hostfile.display().to_string(),
-                ],
-                dir.path(),
-                &stderr[i],
-            )
-        })
-        .collect();
+    let (mut children, stderr, addresses) = start_two(dir.path(), &pipeline, &out, |_| Vec::new());
     // Kill once 3 steps are stored: the learner has sent versions, steps are in flight, and
     // the resume starts after a checkpoint (step 2 or 4), where generation samples from the
     // versions that checkpoint kept beside its own (staleness 1).
@@ -300,38 +297,14 @@ fn a_process_with_another_pipeline_is_refused_before_anything_runs() {
     let dir = tempfile::tempdir().expect("tempdir");
     // No cloud is needed: nothing may run.
     let pipeline = pipeline(dir.path(), "http://127.0.0.1:9");
-    let hostfile = dir.path().join("hostfile");
-    let addresses = tandem_pipeline::Cluster::loopback(2).expect("ports");
-    std::fs::write(
-        &hostfile,
-        tandem_pipeline::Cluster::hostfile_text(&addresses),
-    )
-    .expect("write");
     let out = dir.path().join("runs");
-    let stderr: Vec<PathBuf> = (0..2)
-        .map(|i| dir.path().join(format!("stderr-{i}")))
-        .collect();
-    let children: Vec<Child> = (0..2)
-        .map(|i| {
-            let mut args = vec![
-                "run".to_owned(),
-                pipeline.display().to_string(),
-                "--out".to_owned(),
-                out.display().to_string(),
-                "--processes".to_owned(),
-                "2".to_owned(),
-                "--process".to_owned(),
-                i.to_string(),
-                "--hostfile".to_owned(),
-                hostfile.display().to_string(),
-            ];
-            if i == 1 {
-                args.extend(["--set".to_owned(), "run.seed=6".to_owned()]);
-            }
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            process(&args, dir.path(), &stderr[i])
-        })
-        .collect();
+    let (children, stderr, _) = start_two(dir.path(), &pipeline, &out, |i| {
+        if i == 1 {
+            vec!["--set".to_owned(), "run.seed=6".to_owned()]
+        } else {
+            Vec::new()
+        }
+    });
     for (i, mut child) in children.into_iter().enumerate() {
         let status = child.wait().expect("wait");
         let message = std::fs::read_to_string(&stderr[i]).expect("stderr");

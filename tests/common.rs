@@ -322,3 +322,30 @@ stages:
     std::fs::write(&path, yaml).expect("write the pipeline");
     path
 }
+
+/// The cloud ledger without the latencies (the clock's, different in any two runs).
+pub fn without_latency(rows: &Rows) -> Vec<tandem_schemas::CloudRecord> {
+    let Rows::Cloud(rows) = rows else {
+        panic!("cloud holds {:?}", rows.kind())
+    };
+    rows.iter()
+        .map(|r| tandem_schemas::CloudRecord {
+            latency_ms: 0.0,
+            ..r.clone()
+        })
+        .collect()
+}
+
+/// The learner's metrics rows without the figures of time (`*seconds*`, `*per_second*`), which
+/// differ in any two runs: what two runs of one pipeline must agree on.
+pub fn without_timings(
+    rows: &[tandem_schemas::MetricsRecord],
+) -> Vec<(u64, u64, BTreeMap<String, f64>)> {
+    rows.iter()
+        .map(|m| {
+            let mut values = m.values.clone();
+            values.retain(|k, _| !k.contains("seconds") && !k.contains("per_second"));
+            (m.step, m.policy_version, values)
+        })
+        .collect()
+}

@@ -352,19 +352,6 @@ fn a_pipeline_trains_the_policy_on_policy_and_twice_the_same() {
     );
 }
 
-/// The cloud ledger without the latencies (the clock's, different in any two runs).
-fn without_latency(rows: &tandem_schemas::io::Rows) -> Vec<tandem_schemas::CloudRecord> {
-    let tandem_schemas::io::Rows::Cloud(rows) = rows else {
-        panic!("cloud holds {:?}", rows.kind())
-    };
-    rows.iter()
-        .map(|r| tandem_schemas::CloudRecord {
-            latency_ms: 0.0,
-            ..r.clone()
-        })
-        .collect()
-}
-
 #[test]
 fn a_run_killed_at_a_random_point_resumes_to_what_an_uninterrupted_run_stores() {
     use std::process::Command;
@@ -462,19 +449,16 @@ fn a_run_killed_at_a_random_point_resumes_to_what_an_uninterrupted_run_stores() 
         match name.as_str() {
             // The resumed run's memo starts with the answers stored before the resume point,
             // so the same asks are calls and cache hits, with the same tokens, as without a kill.
-            "cloud" => assert_eq!(without_latency(rows), without_latency(&b[name]), "{why}"),
-            "metrics" => {
-                let figures = |m: &[tandem_schemas::MetricsRecord]| -> Vec<_> {
-                    m.iter()
-                        .map(|m| {
-                            let mut v = m.values.clone();
-                            v.retain(|k, _| !k.contains("seconds") && !k.contains("per_second"));
-                            (m.step, m.policy_version, v)
-                        })
-                        .collect()
-                };
-                assert_eq!(figures(&metrics(&a)), figures(&metrics(&b)), "{why}");
-            }
+            "cloud" => assert_eq!(
+                crate::common::without_latency(rows),
+                crate::common::without_latency(&b[name]),
+                "{why}"
+            ),
+            "metrics" => assert_eq!(
+                crate::common::without_timings(&metrics(&a)),
+                crate::common::without_timings(&metrics(&b)),
+                "{why}"
+            ),
             _ => assert_eq!(*rows, b[name], "{why}: stream {name}"),
         }
         let stored_steps = layout.steps(name).expect("steps");

@@ -8,7 +8,6 @@
 //! numbers the workers `process * threads + thread`. Groups are exchanged by `prompt_id` across
 //! all of them, exactly as across the threads of one process.
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, Read};
 use std::path::Path;
 use std::rc::Rc;
@@ -23,7 +22,7 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Broadcast;
-use timely::dataflow::operators::{Capability, Inspect, Probe};
+use timely::dataflow::operators::{Inspect, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle, Stream};
 
 /// Where this process sits in a cluster run.
@@ -413,22 +412,10 @@ pub fn broadcast_weights<'s>(
         pact,
         "InstallWeights",
         move |_, _| {
-            let mut pending: BTreeMap<u64, (Capability<u64>, Vec<WeightChunk>)> = BTreeMap::new();
+            let mut pending = crate::runtime::Steps::default();
             move |(input, frontier), _output| {
-                input.for_each_time(|time, data| {
-                    let entry = pending
-                        .entry(*time.time())
-                        .or_insert_with(|| (time.retain(0), Vec::new()));
-                    for batch in data {
-                        entry.1.append(batch);
-                    }
-                });
-                while let Some((&step, _)) = pending.first_key_value() {
-                    if frontier.less_equal(&step) {
-                        break;
-                    }
-                    let (_capability, mut chunks) =
-                        pending.remove(&step).expect("first key exists");
+                input.for_each_time(|time, data| pending.add(time, data));
+                for (step, _capability, mut chunks) in pending.complete(frontier) {
                     chunks.sort_by_key(|c| c.index);
                     let expected = chunks.first().map_or(0, |c| c.count) as usize;
                     if chunks.len() != expected {

@@ -1099,6 +1099,56 @@ fn count<'s>(
         )
 }
 
+/// Records of one input held per step, each step with its capability, until the input's
+/// frontier says the step is complete (what whole-step operators wait for).
+pub(crate) struct Steps<T>(BTreeMap<u64, (Capability<u64>, Vec<T>)>);
+
+impl<T> Default for Steps<T> {
+    fn default() -> Self {
+        Steps(BTreeMap::new())
+    }
+}
+
+impl<T> Steps<T> {
+    /// Takes the records of one timestamp that the input handed over.
+    pub(crate) fn add<'a>(
+        &mut self,
+        time: timely::dataflow::operators::InputCapability<u64>,
+        data: impl Iterator<Item = &'a mut Vec<T>>,
+    ) where
+        T: 'a,
+    {
+        let entry = self
+            .0
+            .entry(*time.time())
+            .or_insert_with(|| (time.retain(0), Vec::new()));
+        for batch in data {
+            entry.1.append(batch);
+        }
+    }
+
+    /// The steps the frontier has passed, oldest first, with their capabilities and records.
+    pub(crate) fn complete(
+        &mut self,
+        frontier: &timely::progress::frontier::MutableAntichain<u64>,
+    ) -> Vec<(u64, Capability<u64>, Vec<T>)> {
+        let mut done = Vec::new();
+        while let Some((&step, _)) = self.0.first_key_value() {
+            if frontier.less_equal(&step) {
+                break;
+            }
+            let (capability, records) = self.0.remove(&step).expect("first key exists");
+            done.push((step, capability, records));
+        }
+        done
+    }
+
+    /// Whether no step is held.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// What a whole-step operator calls once a step's groups are all in (after the last step, for
 /// sinks).
 type FinishFn = Box<dyn FnMut() -> tandem_stages::Result<()>>;
@@ -1136,21 +1186,10 @@ fn whole_step_operator<'s>(
         Gather::ByStep => g.step() % threads,
     });
     stream.unary_frontier(pact, &id.clone(), move |_, _| {
-        let mut pending: BTreeMap<u64, (Capability<u64>, Vec<Group>)> = BTreeMap::new();
+        let mut pending = Steps::default();
         move |(input, frontier), output| {
-            input.for_each_time(|time, data| {
-                let entry = pending
-                    .entry(*time.time())
-                    .or_insert_with(|| (time.retain(0), Vec::new()));
-                for batch in data {
-                    entry.1.append(batch);
-                }
-            });
-            while let Some((&step, _)) = pending.first_key_value() {
-                if frontier.less_equal(&step) {
-                    break;
-                }
-                let (capability, mut groups) = pending.remove(&step).expect("first key exists");
+            input.for_each_time(|time, data| pending.add(time, data));
+            for (step, capability, mut groups) in pending.complete(frontier) {
                 groups.sort_by(|a, b| a.prompt_id().cmp(b.prompt_id()));
                 let mut ctx = shared.context(&id, step, worker);
                 if let Gather::ToFirstWorker = gather {
