@@ -204,25 +204,7 @@ fn a_killed_process_stops_the_other_with_its_name_and_resume_reproduces_the_run(
     // Kill once 3 steps are stored: the learner has sent versions, steps are in flight, and
     // the resume starts after a checkpoint (step 2 or 4), where generation samples from the
     // versions that checkpoint kept beside its own (staleness 1).
-    let started = Instant::now();
-    let run = loop {
-        let stored = std::fs::read_dir(&out)
-            .ok()
-            .and_then(|mut runs| runs.next())
-            .and_then(|run| {
-                let run = run.ok()?.path();
-                let manifest = Manifest::read(&RunLayout::new(&run)).ok()?;
-                (manifest.steps_completed >= 3).then_some(run)
-            });
-        if let Some(run) = stored {
-            break run;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(300),
-            "{why}: no progress"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    };
+    let run = crate::common::wait_for_stored_steps(&out, 3, &why);
     children[victim].kill().expect("SIGKILL");
     children[victim].wait().expect("reap");
     let killed_at = Instant::now();

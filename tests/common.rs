@@ -349,3 +349,27 @@ pub fn without_timings(
         })
         .collect()
 }
+
+/// The run directory under `out` once its manifest says `steps` steps are stored (a run being
+/// watched to be killed); fails after 300 s (`why` leads the message).
+pub fn wait_for_stored_steps(out: &Path, steps: u64, why: &str) -> PathBuf {
+    let started = std::time::Instant::now();
+    loop {
+        let stored = std::fs::read_dir(out)
+            .ok()
+            .and_then(|mut runs| runs.next())
+            .and_then(|run| {
+                let run = run.ok()?.path();
+                let manifest = Manifest::read(&RunLayout::new(&run)).ok()?;
+                (manifest.steps_completed >= steps).then_some(run)
+            });
+        if let Some(run) = stored {
+            return run;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(300),
+            "{why}: no progress"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}

@@ -355,7 +355,7 @@ fn a_pipeline_trains_the_policy_on_policy_and_twice_the_same() {
 #[test]
 fn a_run_killed_at_a_random_point_resumes_to_what_an_uninterrupted_run_stores() {
     use std::process::Command;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
     use tandem_schemas::layout::{Manifest, RunLayout, RunStatus};
 
     let dir = tempfile::tempdir().expect("tempdir");
@@ -386,25 +386,7 @@ fn a_run_killed_at_a_random_point_resumes_to_what_an_uninterrupted_run_stores() 
         ],
         dir.path(),
     );
-    let started = Instant::now();
-    let run = loop {
-        let stored = std::fs::read_dir(&out)
-            .ok()
-            .and_then(|mut runs| runs.next())
-            .and_then(|run| {
-                let run = run.ok()?.path();
-                let manifest = Manifest::read(&RunLayout::new(&run)).ok()?;
-                (manifest.steps_completed >= wait_for).then_some(run)
-            });
-        if let Some(run) = stored {
-            break run;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(300),
-            "{why}: no progress"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    };
+    let run = crate::common::wait_for_stored_steps(&out, wait_for, &why);
     std::thread::sleep(extra);
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
