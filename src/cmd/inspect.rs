@@ -72,7 +72,14 @@ fn summary(layout: &RunLayout, manifest: &Manifest) -> Result<()> {
         manifest.status, manifest.steps_completed
     );
     println!("pipeline {}", manifest.pipeline_file);
-    println!("seed     {}   workers {}", manifest.seed, manifest.workers);
+    if manifest.processes > 1 {
+        println!(
+            "seed     {}   workers {} in each of {} processes",
+            manifest.seed, manifest.workers, manifest.processes
+        );
+    } else {
+        println!("seed     {}   workers {}", manifest.seed, manifest.workers);
+    }
     if let Some(parent) = &manifest.parent {
         println!("parent   {parent}");
     }
