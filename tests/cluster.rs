@@ -164,6 +164,17 @@ fn two_processes_store_what_one_process_with_one_or_two_workers_stores() {
         .collect();
     assert!(parts.iter().any(|p| p == "part-1.parquet"), "{parts:?}");
 
+    // The readers read a cluster run as any other.
+    let inspect = tandem(&["inspect", &run.display().to_string()], dir.path());
+    let shown = String::from_utf8_lossy(&inspect.stdout);
+    assert!(shown.contains("workers 1 in each of 2 processes"), "{shown}");
+    let report = tandem(&["report", &run.display().to_string()], dir.path());
+    assert!(
+        report.status.success() && run.join("report/report.md").is_file(),
+        "{}",
+        String::from_utf8_lossy(&report.stderr)
+    );
+
     assert_same_rows(&one.run_dir, &two_workers.run_dir, "1 × 2 against 1 × 1");
     assert_same_rows(&one.run_dir, &run, "2 × 1 against 1 × 1");
     for step in [1, 3, 5] {
