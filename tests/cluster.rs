@@ -167,7 +167,10 @@ fn two_processes_store_what_one_process_with_one_or_two_workers_stores() {
     // The readers read a cluster run as any other.
     let inspect = tandem(&["inspect", &run.display().to_string()], dir.path());
     let shown = String::from_utf8_lossy(&inspect.stdout);
-    assert!(shown.contains("workers 1 in each of 2 processes"), "{shown}");
+    assert!(
+        shown.contains("workers 1 in each of 2 processes"),
+        "{shown}"
+    );
     let report = tandem(&["report", &run.display().to_string()], dir.path());
     assert!(
         report.status.success() && run.join("report/report.md").is_file(),
@@ -308,6 +311,62 @@ fn a_process_with_another_pipeline_is_refused_before_anything_runs() {
         );
     }
     // Process 0 made the run directory to propose its id, and removed it: nothing ran.
+    let left: Vec<_> = std::fs::read_dir(&out)
+        .map(|d| d.map(|e| e.expect("entry").path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn a_peer_lost_while_the_processes_connect_is_named_and_nothing_is_left() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pipeline = pipeline(dir.path(), "http://127.0.0.1:9");
+    let out = dir.path().join("runs");
+    let hostfile = dir.path().join("hostfile");
+    let addresses = tandem_pipeline::Cluster::loopback(2).expect("ports");
+    std::fs::write(
+        &hostfile,
+        tandem_pipeline::Cluster::hostfile_text(&addresses),
+    )
+    .expect("write");
+    let stderr = dir.path().join("stderr-0");
+    let mut leader = process(
+        &[
+            "run",
+            &pipeline.display().to_string(),
+            "--out",
+            &out.display().to_string(),
+            "--processes",
+            "2",
+            "--process",
+            "0",
+            "--hostfile",
+            &hostfile.display().to_string(),
+        ],
+        dir.path(),
+        &stderr,
+    );
+    // Process 1 greets as timely does (its index, big-endian), then dies.
+    let started = Instant::now();
+    let mut peer = loop {
+        match std::net::TcpStream::connect(&addresses[0]) {
+            Ok(peer) => break peer,
+            Err(_) if started.elapsed() < Duration::from_secs(120) => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => panic!("process 0 never listened: {e}"),
+        }
+    };
+    std::io::Write::write_all(&mut peer, &1u64.to_be_bytes()).expect("greet");
+    drop(peer);
+    let status = leader.wait().expect("wait");
+    let message = std::fs::read_to_string(&stderr).expect("stderr");
+    assert_eq!(status.code(), Some(1), "{message}");
+    assert!(
+        message.contains(&format!("lost process 1 ({})", addresses[1])),
+        "{message}"
+    );
+    assert!(!message.contains("panicked"), "{message}");
     let left: Vec<_> = std::fs::read_dir(&out)
         .map(|d| d.map(|e| e.expect("entry").path()).collect())
         .unwrap_or_default();

@@ -232,11 +232,15 @@ pub(crate) fn handshake(
     mine: Hello,
     timeout: Duration,
 ) -> Result<String, String> {
+    watch_connections(&cluster.addresses);
     let connected = connect_watchdog(cluster.processes(), timeout)?;
     let heard: Arc<Mutex<Vec<Hello>>> = Arc::default();
     let sink = heard.clone();
     let flag = connected.clone();
-    let guards = timely::execute(config(threads, Some(cluster)), move |worker| {
+    // timely panics (rather than returning an error) when a peer misbehaves while the
+    // processes connect: a stray connection, a process that dies meanwhile.
+    let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        timely::execute(config(threads, Some(cluster)), move |worker| {
         flag.store(true, std::sync::atomic::Ordering::SeqCst);
         let first_thread = worker.index().is_multiple_of(threads);
         let mut input =
@@ -263,9 +267,36 @@ pub(crate) fn handshake(
         while !probe.done() {
             worker.step_or_park(Some(Duration::from_millis(5)));
         }
+        })
+    }))
+    .map_err(|_| match lost() {
+        Some(lost) => format!("while the processes connected, {lost}"),
+        None => {
+            let why = COMMUNICATION
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+                .unwrap_or_default();
+            format!(
+                "the processes of the cluster could not connect: a peer closed, or sent something else than timely's greeting ({why})"
+            )
+        }
     })?;
-    for result in guards.join() {
-        result.map_err(|panic| format!("the start-up handshake failed: {panic}"))?;
+    let guards = started?;
+    // A process lost during the handshake makes timely's threads panic, joining them too.
+    let lost_during = || {
+        lost().map_or_else(
+            || "the start-up handshake failed".to_owned(),
+            |lost| format!("during the start-up handshake, {lost}"),
+        )
+    };
+    let joined = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| guards.join()))
+        .map_err(|_| lost_during())?;
+    for result in joined {
+        result.map_err(|panic| match lost() {
+            Some(_) => lost_during(),
+            None => format!("the start-up handshake failed: {panic}"),
+        })?;
     }
     let mut heard = std::mem::take(&mut *heard.lock().unwrap_or_else(|e| e.into_inner()));
     heard.sort_by_key(|h| h.process);
@@ -572,6 +603,16 @@ pub(crate) fn watch_connections(addresses: &[String]) {
                 });
                 return;
             }
+            // Other panics inside timely's communication (while the processes connect) are
+            // reported by the caller as an error; the first one's message is kept for it.
+            if info
+                .location()
+                .is_some_and(|l| l.file().contains("timely_communication"))
+            {
+                let mut first = COMMUNICATION.lock().unwrap_or_else(|e| e.into_inner());
+                first.get_or_insert(message);
+                return;
+            }
             let cascade = message.contains("MergeQueue poisoned")
                 || message.contains("timely communication error")
                 || message.starts_with("Send thread panic")
@@ -584,6 +625,9 @@ pub(crate) fn watch_connections(addresses: &[String]) {
         }));
     });
 }
+
+/// The first panic inside timely's communication that was not a lost connection.
+static COMMUNICATION: Mutex<Option<String>> = Mutex::new(None);
 
 /// The process whose connection failed first, if one did.
 pub(crate) fn lost() -> Option<String> {
