@@ -372,3 +372,55 @@ fn a_peer_lost_while_the_processes_connect_is_named_and_nothing_is_left() {
         .unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[test]
+fn a_lora_learners_adapters_reach_the_other_process_exactly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pipeline = crate::lora::lora_pipeline(dir.path(), 4, 2);
+    let yaml = std::fs::read_to_string(&pipeline).expect("read");
+    let yaml = yaml.replace(
+        "max_new_tokens: 8, temperature: 1.0 }",
+        "max_new_tokens: 8, temperature: 1.0, batch_prompts: 1 }",
+    );
+    std::fs::write(&pipeline, yaml).expect("write");
+    let one = crate::common::run_in_process(&pipeline, 1, &dir.path().join("1x1"));
+    let out = dir.path().join("2x1");
+    let cluster = tandem(
+        &[
+            "run",
+            &pipeline.display().to_string(),
+            "--out",
+            &out.display().to_string(),
+            "--local-cluster",
+            "2",
+        ],
+        dir.path(),
+    );
+    assert!(
+        cluster.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cluster.stderr)
+    );
+    let run = crate::common::only_run(&out);
+    assert_same_rows(&one.run_dir, &run, "LoRA, 2 × 1 against 1 × 1");
+    // Samples after the first update used the adapters the learner sent (version t at step t).
+    let streams = crate::common::stored_streams(&run);
+    let Rows::Samples(samples) = &streams["rollouts"] else {
+        panic!("samples")
+    };
+    assert!(samples.iter().any(|s| s.step == 3 && s.policy_version == 3));
+    for step in [1, 3] {
+        for file in [
+            tandem_stages::policy::ADAPTER_WEIGHTS,
+            tandem_stages::policy::OPTIMIZER_FILE,
+            tandem_stages::policy::STATE_FILE,
+        ] {
+            assert_eq!(
+                std::fs::read(RunLayout::new(&one.run_dir).checkpoint(step).join(file))
+                    .expect("1x1"),
+                std::fs::read(RunLayout::new(&run).checkpoint(step).join(file)).expect("2x1"),
+                "{file} of checkpoint step-{step}"
+            );
+        }
+    }
+}

@@ -453,7 +453,7 @@ fn likelihood_steps(
 
 /// A GRPO pipeline whose learner trains LoRA adapters (`reward.command` scores distinct
 /// characters, so the tiny model's samples differ).
-fn lora_pipeline(dir: &Path, steps: u64, every: u64) -> PathBuf {
+pub(crate) fn lora_pipeline(dir: &Path, steps: u64, every: u64) -> PathBuf {
     let data = dir.join("data.jsonl");
     crate::common::write_dataset(&data, 16, 0, 9);
     let yaml = format!(
