@@ -100,6 +100,20 @@ impl RunLayout {
         steps.sort_unstable();
         Ok(steps)
     }
+
+    /// Every stored part of `stream` for the steps before `before`, with its step, in step
+    /// order: what a stage of a resumed run reads back of the steps it will not recompute.
+    pub fn parts_before(&self, stream: &str, before: u64) -> std::io::Result<Vec<(u64, PathBuf)>> {
+        let mut out = Vec::new();
+        for step in self.steps(stream)?.into_iter().filter(|s| *s < before) {
+            out.extend(
+                self.parts(stream, step)?
+                    .into_iter()
+                    .map(|part| (step, part)),
+            );
+        }
+        Ok(out)
+    }
 }
 
 /// Picks a fresh run id, `<name>-<UTC yyyymmdd-hhmmss>` (with `-2`, `-3`, … if taken), and

@@ -403,14 +403,14 @@ fn stored_ledger(
     let mut rows = Vec::new();
     // The stream is named after the stage, or `<id>.cloud` when the stage provides more.
     for stream in [stage_id.to_owned(), format!("{stage_id}.cloud")] {
-        let stored = layout.steps(&stream).unwrap_or_default();
-        for step in stored.into_iter().filter(|s| *s < first_step) {
-            for part in layout.parts(&stream, step).unwrap_or_default() {
-                let read = Rows::read_parquet(tandem_schemas::StreamKind::Cloud, &part)
-                    .map_err(|e| StageError::Run(format!("resuming: {}: {e}", part.display())))?;
-                if let Rows::Cloud(part_rows) = read {
-                    rows.extend(part_rows);
-                }
+        let parts = layout
+            .parts_before(&stream, first_step)
+            .map_err(|e| StageError::Run(format!("resuming: stream {stream}: {e}")))?;
+        for (_, part) in parts {
+            let read = Rows::read_parquet(tandem_schemas::StreamKind::Cloud, &part)
+                .map_err(|e| StageError::Run(format!("resuming: {}: {e}", part.display())))?;
+            if let Rows::Cloud(part_rows) = read {
+                rows.extend(part_rows);
             }
         }
     }

@@ -120,16 +120,16 @@ pub fn stored_call_rates(run_dir: &Path, first_step: u64) -> Result<BTreeMap<u64
         .iter()
         .filter(|s| s.kind == StreamKind::Samples)
     {
-        let stored = layout.steps(&stream.name).unwrap_or_default();
-        for step in stored.into_iter().filter(|s| *s < first_step) {
-            for part in layout.parts(&stream.name, step).unwrap_or_default() {
-                let rows = Rows::read_parquet(StreamKind::Samples, &part)
-                    .map_err(|e| StageError::Data(format!("resuming: {}: {e}", part.display())))?;
-                if let Rows::Samples(samples) = rows {
-                    let tally = tallies.entry(step).or_default();
-                    tally.0 += samples.iter().filter(|s| s.asked_help).count();
-                    tally.1 += samples.len();
-                }
+        let parts = layout
+            .parts_before(&stream.name, first_step)
+            .map_err(|e| StageError::Data(format!("resuming: stream {}: {e}", stream.name)))?;
+        for (step, part) in parts {
+            let rows = Rows::read_parquet(StreamKind::Samples, &part)
+                .map_err(|e| StageError::Data(format!("resuming: {}: {e}", part.display())))?;
+            if let Rows::Samples(samples) = rows {
+                let tally = tallies.entry(step).or_default();
+                tally.0 += samples.iter().filter(|s| s.asked_help).count();
+                tally.1 += samples.len();
             }
         }
     }
