@@ -424,3 +424,47 @@ fn a_lora_learners_adapters_reach_the_other_process_exactly() {
         }
     }
 }
+
+#[test]
+fn a_stage_failing_on_one_process_stops_the_other_with_its_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/data/offline-arithmetic.jsonl");
+    // The reward command dies on one prompt, on whichever process holds it; no restarts.
+    let pipeline = dir.path().join("fail.yaml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            r#"run: {{ name: fail, seed: 7, prompts_per_step: 32, group_size: 4, steps: 8 }}
+stages:
+  - {{ id: prompts, kind: source.jsonl, params: {{ path: '{}', fields: {{ id: id, completions: completions }} }} }}
+  - {{ id: rollouts, kind: generate.offline }}
+  - {{ id: verdicts, kind: verify.exact }}
+  - id: score
+    kind: reward.command
+    params:
+      max_restarts: 0
+      command: [python3, -c, "import json, sys\nfor line in sys.stdin:\n    if 'arith-0077' in line: sys.exit(3)\n    print(json.dumps({{'scores': [0.0] * len(json.loads(line)['samples'])}}), flush=True)"]
+"#,
+            data.display()
+        ),
+    )
+    .expect("write");
+    let out = dir.path().join("runs");
+    let (children, stderr, _) = start_two(dir.path(), &pipeline, &out, |_| Vec::new());
+    let mut told = 0;
+    for (i, mut child) in children.into_iter().enumerate() {
+        let status = child.wait().expect("wait");
+        let message = std::fs::read_to_string(&stderr[i]).expect("stderr");
+        assert!(!status.success(), "process {i}: {message}");
+        assert!(
+            message.contains("stage `score` (reward.command) at step 2"),
+            "process {i}: {message}"
+        );
+        told += usize::from(message.contains(&format!("failed: process {}: stage `score`", 1 - i)));
+    }
+    assert_eq!(told, 1, "exactly one process heard of the other's failure");
+    let manifest =
+        Manifest::read(&RunLayout::new(&crate::common::only_run(&out))).expect("manifest");
+    assert_eq!(manifest.status, RunStatus::Failed);
+    assert!(manifest.steps_completed < 8);
+}
