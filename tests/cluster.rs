@@ -464,7 +464,7 @@ stages:
     }
     assert_eq!(told, 1, "exactly one process heard of the other's failure");
     let manifest =
-        Manifest::read(&RunLayout::new(&crate::common::only_run(&out))).expect("manifest");
+        Manifest::read(&RunLayout::new(crate::common::only_run(&out))).expect("manifest");
     assert_eq!(manifest.status, RunStatus::Failed);
     assert!(manifest.steps_completed < 8);
 }
