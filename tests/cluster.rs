@@ -41,7 +41,12 @@ fn tandem(args: &[&str], dir: &Path) -> std::process::Output {
 
 /// Starts one process of a cluster run; its stderr is kept for the test to read.
 fn process(args: &[&str], dir: &Path, stderr: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_tandem"))
+    process_of(Path::new(env!("CARGO_BIN_EXE_tandem")), args, dir, stderr)
+}
+
+/// [`process`] with another tandem executable.
+fn process_of(binary: &Path, args: &[&str], dir: &Path, stderr: &Path) -> Child {
+    Command::new(binary)
         .args(args)
         .current_dir(dir)
         .env("TANDEM_LOG", "warn")
@@ -59,6 +64,18 @@ fn start_two(
     pipeline: &Path,
     out: &Path,
     extra: impl Fn(usize) -> Vec<String>,
+) -> (Vec<Child>, Vec<PathBuf>, Vec<String>) {
+    let binary = PathBuf::from(env!("CARGO_BIN_EXE_tandem"));
+    start_two_of(dir, pipeline, out, extra, |_| binary.clone())
+}
+
+/// [`start_two`] with the executable of process `i` given by `binary(i)`.
+fn start_two_of(
+    dir: &Path,
+    pipeline: &Path,
+    out: &Path,
+    extra: impl Fn(usize) -> Vec<String>,
+    binary: impl Fn(usize) -> PathBuf,
 ) -> (Vec<Child>, Vec<PathBuf>, Vec<String>) {
     let hostfile = dir.join("hostfile");
     let addresses = tandem_pipeline::Cluster::loopback(2).expect("ports");
@@ -84,7 +101,7 @@ fn start_two(
             ];
             args.extend(extra(i));
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            process(&args, dir, &stderr[i])
+            process_of(&binary(i), &args, dir, &stderr[i])
         })
         .collect();
     (children, stderr, addresses)
@@ -289,7 +306,7 @@ fn a_killed_process_stops_the_other_with_its_name_and_resume_reproduces_the_run(
 }
 
 #[test]
-fn a_process_with_another_pipeline_is_refused_before_anything_runs() {
+fn a_process_with_another_pipeline_or_binary_is_refused_before_anything_runs() {
     let dir = tempfile::tempdir().expect("tempdir");
     // No cloud is needed: nothing may run.
     let pipeline = pipeline(dir.path(), "http://127.0.0.1:9");
@@ -311,6 +328,41 @@ fn a_process_with_another_pipeline_is_refused_before_anything_runs() {
         );
     }
     // Process 0 made the run directory to propose its id, and removed it: nothing ran.
+    let left: Vec<_> = std::fs::read_dir(&out)
+        .map(|d| d.map(|e| e.expect("entry").path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+
+    // Another build of tandem (here the same executable with a byte appended, which runs as
+    // before but hashes differently) is refused the same way.
+    let other = dir.path().join("tandem-other");
+    let mut bytes = std::fs::read(env!("CARGO_BIN_EXE_tandem")).expect("read the binary");
+    bytes.push(0);
+    std::fs::write(&other, bytes).expect("write");
+    std::fs::set_permissions(&other, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let (children, stderr, _) = start_two_of(
+        dir.path(),
+        &pipeline,
+        &out,
+        |_| Vec::new(),
+        |i| {
+            if i == 1 {
+                other.clone()
+            } else {
+                PathBuf::from(env!("CARGO_BIN_EXE_tandem"))
+            }
+        },
+    );
+    for (i, mut child) in children.into_iter().enumerate() {
+        let status = child.wait().expect("wait");
+        let message = std::fs::read_to_string(&stderr[i]).expect("stderr");
+        assert!(!status.success(), "process {i}: {message}");
+        assert!(
+            message.contains("process 1 was started with another tandem binary than process 0"),
+            "process {i}: {message}"
+        );
+    }
     let left: Vec<_> = std::fs::read_dir(&out)
         .map(|d| d.map(|e| e.expect("entry").path()).collect())
         .unwrap_or_default();
