@@ -598,8 +598,17 @@ pub(crate) fn watch_connections(addresses: &[String]) {
                     .get(peer)
                     .cloned()
                     .unwrap_or_default();
+                // timely addresses workers by index: a peer with another thread count sends
+                // to workers this process does not have.
+                let hint = if message.contains("index out of bounds") {
+                    "; do all processes have the same --workers?"
+                } else {
+                    ""
+                };
                 lost.get_or_insert_with(|| {
-                    format!("lost process {peer} ({address}): its connection failed ({message})")
+                    format!(
+                        "lost process {peer} ({address}): its connection failed ({message}){hint}"
+                    )
                 });
                 return;
             }
