@@ -39,6 +39,21 @@ fn tandem(args: &[&str], dir: &Path) -> std::process::Output {
     crate::common::tandem(args, dir)
 }
 
+/// `tandem run PIPELINE --out OUT --local-cluster 2` in `dir`, its output captured.
+fn local_cluster(pipeline: &Path, out: &Path, dir: &Path) -> std::process::Output {
+    tandem(
+        &[
+            "run",
+            &pipeline.display().to_string(),
+            "--out",
+            &out.display().to_string(),
+            "--local-cluster",
+            "2",
+        ],
+        dir,
+    )
+}
+
 /// Starts one process of a cluster run; its stderr is kept for the test to read.
 fn process(args: &[&str], dir: &Path, stderr: &Path) -> Child {
     process_of(Path::new(env!("CARGO_BIN_EXE_tandem")), args, dir, stderr)
@@ -144,17 +159,7 @@ fn two_processes_store_what_one_process_with_one_or_two_workers_stores() {
     let one = crate::common::run_in_process(&pipeline, 1, &dir.path().join("1x1"));
     let two_workers = crate::common::run_in_process(&pipeline, 2, &dir.path().join("1x2"));
     let out = dir.path().join("2x1");
-    let cluster = tandem(
-        &[
-            "run",
-            &pipeline.display().to_string(),
-            "--out",
-            &out.display().to_string(),
-            "--local-cluster",
-            "2",
-        ],
-        dir.path(),
-    );
+    let cluster = local_cluster(&pipeline, &out, dir.path());
     sim.stop();
     let stdout = String::from_utf8_lossy(&cluster.stdout);
     assert!(
@@ -318,20 +323,7 @@ fn a_process_with_another_pipeline_or_binary_is_refused_before_anything_runs() {
             Vec::new()
         }
     });
-    for (i, mut child) in children.into_iter().enumerate() {
-        let status = child.wait().expect("wait");
-        let message = std::fs::read_to_string(&stderr[i]).expect("stderr");
-        assert!(!status.success(), "process {i}: {message}");
-        assert!(
-            message.contains("process 1 was started with another pipeline than process 0"),
-            "process {i}: {message}"
-        );
-    }
-    // Process 0 made the run directory to propose its id, and removed it: nothing ran.
-    let left: Vec<_> = std::fs::read_dir(&out)
-        .map(|d| d.map(|e| e.expect("entry").path()).collect())
-        .unwrap_or_default();
-    assert!(left.is_empty(), "{left:?}");
+    assert_both_refused(children, &stderr, &out, "another pipeline");
 
     // Another build of tandem (here the same executable with a byte appended, which runs as
     // before but hashes differently) is refused the same way.
@@ -354,16 +346,23 @@ fn a_process_with_another_pipeline_or_binary_is_refused_before_anything_runs() {
             }
         },
     );
+    assert_both_refused(children, &stderr, &out, "another tandem binary");
+}
+
+/// Both processes exit non-zero saying process 1 was started with `what` than process 0, and
+/// nothing is left under `out` (process 0 made the run directory to propose its id, and
+/// removed it: nothing ran).
+fn assert_both_refused(children: Vec<Child>, stderr: &[PathBuf], out: &Path, what: &str) {
     for (i, mut child) in children.into_iter().enumerate() {
         let status = child.wait().expect("wait");
         let message = std::fs::read_to_string(&stderr[i]).expect("stderr");
         assert!(!status.success(), "process {i}: {message}");
         assert!(
-            message.contains("process 1 was started with another tandem binary than process 0"),
+            message.contains(&format!("process 1 was started with {what} than process 0")),
             "process {i}: {message}"
         );
     }
-    let left: Vec<_> = std::fs::read_dir(&out)
+    let left: Vec<_> = std::fs::read_dir(out)
         .map(|d| d.map(|e| e.expect("entry").path()).collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
@@ -437,17 +436,7 @@ fn a_lora_learners_adapters_reach_the_other_process_exactly() {
     std::fs::write(&pipeline, yaml).expect("write");
     let one = crate::common::run_in_process(&pipeline, 1, &dir.path().join("1x1"));
     let out = dir.path().join("2x1");
-    let cluster = tandem(
-        &[
-            "run",
-            &pipeline.display().to_string(),
-            "--out",
-            &out.display().to_string(),
-            "--local-cluster",
-            "2",
-        ],
-        dir.path(),
-    );
+    let cluster = local_cluster(&pipeline, &out, dir.path());
     assert!(
         cluster.status.success(),
         "{}",
