@@ -472,7 +472,7 @@ pub fn broadcast_weights<'s>(
 pub struct BroadcastTiming {
     /// The version.
     pub version: u64,
-    /// Its size as sent (safetensors bytes).
+    /// Its size as sent (safetensors bytes); process 0 counts it, the others report 0.
     pub bytes: usize,
     /// Process 0: seconds to publish it (the learner's copy of its parameters).
     pub publish_s: f64,
@@ -548,14 +548,17 @@ pub fn time_broadcast(
             }
             out.lock().unwrap_or_else(|e| e.into_inner()).push(timing);
         }
-        // Every version has the same size; measured once the timings are taken.
-        let bytes = hub
-            .export(versions.saturating_sub(1))
-            .ok()
-            .flatten()
-            .map_or(0, |b| b.len());
-        for timing in out.lock().unwrap_or_else(|e| e.into_inner()).iter_mut() {
-            timing.bytes = bytes;
+        // Every version has the same size: process 0 exports the last one once more to count
+        // it, after the timings (the others would only hold another copy to learn the same).
+        if me == 0 {
+            let bytes = hub
+                .export(versions.saturating_sub(1))
+                .ok()
+                .flatten()
+                .map_or(0, |b| b.len());
+            for timing in out.lock().unwrap_or_else(|e| e.into_inner()).iter_mut() {
+                timing.bytes = bytes;
+            }
         }
     })?;
     for result in guards.join() {
